@@ -1,0 +1,22 @@
+//! Schema migrations (sea-orm-migration), portable across PostgreSQL and SQLite.
+//!
+//! One change per file, applied in name order. They run at start (`emailverify serve`) and
+//! on their own (`emailverify migrate`). Each migration must keep the previous release
+//! working (expand first, contract in a later release), so a rollback of the binary never
+//! meets a schema it cannot read.
+//!
+//! Times are stored as BIGINT Unix milliseconds: they compare the same in SQL on both
+//! databases (SQLite has no native timestamp type).
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_tables::Migration)]
+    }
+}

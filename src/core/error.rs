@@ -1,0 +1,305 @@
+//! `CoreError`: THE error type of the service. One variant per reason of the contract's
+//! error table (API.md), plus `Unavailable` and `Internal`. Each front door maps it once:
+//! `grpc::status` to a gRPC status with rich details, `http::pages` to a page and code.
+
+use std::time::Duration;
+
+/// The ErrorInfo domain of every error we return.
+pub const DOMAIN: &str = "emailverify";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{field}: {message}")]
+    InvalidEmail {
+        field: &'static str,
+        message: String,
+    },
+    #[error("user_id: {0}")]
+    InvalidUserId(String),
+    #[error("token: a token is exactly 43 characters of unpadded base64url")]
+    InvalidToken,
+    #[error("the address is verified by another account")]
+    EmailTaken,
+    #[error("this address is already verified for this user")]
+    EmailAlreadyVerified,
+    #[error("the user has a different verified address: use RequestChange")]
+    UseChangeFlow,
+    #[error("the new address is the current address")]
+    SameEmail,
+    #[error("nothing is pending for this user")]
+    NoPendingFlow,
+    #[error("address changes are frozen after a reported change")]
+    ChangeFrozen { until: i64 },
+    #[error("the code does not match")]
+    CodeMismatch { attempts_left: u32 },
+    #[error("the link has expired")]
+    TokenExpired,
+    #[error("the link has already been used")]
+    TokenUsed,
+    #[error("the link was replaced by a newer one")]
+    TokenSuperseded,
+    #[error("the link is not known")]
+    TokenNotFound,
+    #[error("the user is not known")]
+    UserNotFound,
+    #[error("a new link can be sent in {}s", retry_after.as_secs())]
+    ResendCooldown { retry_after: Duration },
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    #[error("too many failed attempts")]
+    LockedOut { retry_after: Duration },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The coarse kind of an error: it decides the gRPC code and the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidArgument,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+}
+
+impl CoreError {
+    /// The contract's `reason` (ErrorInfo); empty for the generic errors.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CoreError::InvalidEmail { .. } => "INVALID_EMAIL",
+            CoreError::InvalidUserId(_) => "INVALID_USER_ID",
+            CoreError::InvalidToken => "INVALID_TOKEN",
+            CoreError::EmailTaken => "EMAIL_TAKEN",
+            CoreError::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            CoreError::UseChangeFlow => "USE_CHANGE_FLOW",
+            CoreError::SameEmail => "SAME_EMAIL",
+            CoreError::NoPendingFlow => "NO_PENDING_FLOW",
+            CoreError::ChangeFrozen { .. } => "CHANGE_FROZEN",
+            CoreError::CodeMismatch { .. } => "CODE_MISMATCH",
+            CoreError::TokenExpired => "TOKEN_EXPIRED",
+            CoreError::TokenUsed => "TOKEN_USED",
+            CoreError::TokenSuperseded => "TOKEN_SUPERSEDED",
+            CoreError::TokenNotFound => "TOKEN_NOT_FOUND",
+            CoreError::UserNotFound => "USER_NOT_FOUND",
+            CoreError::ResendCooldown { .. } => "RESEND_COOLDOWN",
+            CoreError::RateLimited { .. } => "RATE_LIMITED",
+            CoreError::LockedOut { .. } => "LOCKED_OUT",
+            CoreError::Unavailable(_) => "",
+            CoreError::Internal(_) => "",
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CoreError::InvalidEmail { .. }
+            | CoreError::InvalidUserId(_)
+            | CoreError::InvalidToken => ErrorClass::InvalidArgument,
+            CoreError::EmailTaken => ErrorClass::AlreadyExists,
+            CoreError::EmailAlreadyVerified
+            | CoreError::UseChangeFlow
+            | CoreError::SameEmail
+            | CoreError::NoPendingFlow
+            | CoreError::ChangeFrozen { .. }
+            | CoreError::CodeMismatch { .. }
+            | CoreError::TokenExpired
+            | CoreError::TokenUsed
+            | CoreError::TokenSuperseded => ErrorClass::FailedPrecondition,
+            CoreError::TokenNotFound | CoreError::UserNotFound => ErrorClass::NotFound,
+            CoreError::ResendCooldown { .. }
+            | CoreError::RateLimited { .. }
+            | CoreError::LockedOut { .. } => ErrorClass::ResourceExhausted,
+            CoreError::Unavailable(_) => ErrorClass::Unavailable,
+            CoreError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// The field a malformed input came in (for `google.rpc.BadRequest`).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            CoreError::InvalidEmail { field, .. } => Some(field),
+            CoreError::InvalidUserId(_) => Some("user_id"),
+            CoreError::InvalidToken => Some("token"),
+            _ => None,
+        }
+    }
+
+    /// When a RESOURCE_EXHAUSTED error may be retried (RetryInfo / Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CoreError::ResendCooldown { retry_after }
+            | CoreError::RateLimited { retry_after }
+            | CoreError::LockedOut { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// ErrorInfo metadata the contract names (`until`, `attempts_left`).
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            CoreError::ChangeFrozen { until } => {
+                vec![("until", crate::core::clock::rfc3339(*until))]
+            }
+            CoreError::CodeMismatch { attempts_left } => {
+                vec![("attempts_left", attempts_left.to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Classifies a database error: lost connections are UNAVAILABLE (safe to retry).
+    pub fn from_db(err: sea_orm::DbErr) -> Self {
+        use sea_orm::DbErr;
+        match err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => CoreError::Unavailable(err.into()),
+            DbErr::Exec(ref e) | DbErr::Query(ref e) if is_connection_error(&e.to_string()) => {
+                CoreError::Unavailable(err.into())
+            }
+            other => CoreError::Internal(other.into()),
+        }
+    }
+}
+
+/// sqlx reports a dropped socket as an I/O or protocol error inside Exec/Query. This looks
+/// only at the error's kind as sqlx prints it, never at the database's message text.
+fn is_connection_error(rendered: &str) -> bool {
+    rendered.contains("error communicating with database")
+        || rendered.contains("pool timed out")
+        || rendered.contains("attempted to acquire a connection on a closed pool")
+}
+
+impl From<sea_orm::DbErr> for CoreError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        CoreError::from_db(err)
+    }
+}
+
+impl ErrorClass {
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorClass::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorClass::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorClass::NotFound => tonic::Code::NotFound,
+            ErrorClass::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorClass::Unavailable => tonic::Code::Unavailable,
+            ErrorClass::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// Pins every variant to its code and reason: the contract's error table, as data.
+    #[test]
+    fn every_variant_has_the_contracts_code_and_reason() {
+        let d = Duration::from_secs(1);
+        let table: Vec<(CoreError, Code, &str)> = vec![
+            (
+                CoreError::InvalidEmail {
+                    field: "email",
+                    message: String::new(),
+                },
+                Code::InvalidArgument,
+                "INVALID_EMAIL",
+            ),
+            (
+                CoreError::InvalidUserId(String::new()),
+                Code::InvalidArgument,
+                "INVALID_USER_ID",
+            ),
+            (
+                CoreError::InvalidToken,
+                Code::InvalidArgument,
+                "INVALID_TOKEN",
+            ),
+            (CoreError::EmailTaken, Code::AlreadyExists, "EMAIL_TAKEN"),
+            (
+                CoreError::EmailAlreadyVerified,
+                Code::FailedPrecondition,
+                "EMAIL_ALREADY_VERIFIED",
+            ),
+            (
+                CoreError::UseChangeFlow,
+                Code::FailedPrecondition,
+                "USE_CHANGE_FLOW",
+            ),
+            (CoreError::SameEmail, Code::FailedPrecondition, "SAME_EMAIL"),
+            (
+                CoreError::NoPendingFlow,
+                Code::FailedPrecondition,
+                "NO_PENDING_FLOW",
+            ),
+            (
+                CoreError::ChangeFrozen { until: 0 },
+                Code::FailedPrecondition,
+                "CHANGE_FROZEN",
+            ),
+            (
+                CoreError::CodeMismatch { attempts_left: 1 },
+                Code::FailedPrecondition,
+                "CODE_MISMATCH",
+            ),
+            (
+                CoreError::TokenExpired,
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+            ),
+            (CoreError::TokenUsed, Code::FailedPrecondition, "TOKEN_USED"),
+            (
+                CoreError::TokenSuperseded,
+                Code::FailedPrecondition,
+                "TOKEN_SUPERSEDED",
+            ),
+            (CoreError::TokenNotFound, Code::NotFound, "TOKEN_NOT_FOUND"),
+            (CoreError::UserNotFound, Code::NotFound, "USER_NOT_FOUND"),
+            (
+                CoreError::ResendCooldown { retry_after: d },
+                Code::ResourceExhausted,
+                "RESEND_COOLDOWN",
+            ),
+            (
+                CoreError::RateLimited { retry_after: d },
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+            ),
+            (
+                CoreError::LockedOut { retry_after: d },
+                Code::ResourceExhausted,
+                "LOCKED_OUT",
+            ),
+            (
+                CoreError::Unavailable(anyhow::anyhow!("x")),
+                Code::Unavailable,
+                "",
+            ),
+            (
+                CoreError::Internal(anyhow::anyhow!("x")),
+                Code::Internal,
+                "",
+            ),
+        ];
+        for (err, code, reason) in table {
+            assert_eq!(err.class().grpc_code(), code, "{err:?}");
+            assert_eq!(err.reason(), reason, "{err:?}");
+            assert_eq!(
+                err.retry_after().is_some(),
+                code == Code::ResourceExhausted,
+                "{err:?}"
+            );
+            assert_eq!(
+                err.field().is_some(),
+                code == Code::InvalidArgument,
+                "{err:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,824 @@
+//! The service core: every rule of the contract lives here, named after the RPCs.
+//! Both front doors (gRPC and the HTTP link shim) call these methods in-process.
+//!
+//! Each use-case runs in ONE database transaction that also queues the mail it causes
+//! (transactional outbox): a committed request always gets its email, a failed one never
+//! does. The delivery worker (`mail::outbox`) is woken after each commit.
+
+pub mod clock;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::domain::email::mask;
+use crate::domain::{
+    EmailAddress, FlowKind, FlowState, FlowStep, Keyring, Locale, Outcome, Token, UserId,
+};
+use crate::mail::templates::{MailParams, Template};
+use crate::store::entity::{flow, token};
+use crate::store::{NewEvent, NewMail, Store, TOKEN_SUPERSEDED, TOKEN_USED, Tx};
+use clock::{Clock, duration_ms};
+pub use error::{CoreError, CoreResult};
+
+/// The tunable rules (from settings).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub verify_ttl: Duration,
+    pub change_ttl: Duration,
+    pub resend_cooldown: Duration,
+    /// Base of links in emails, without a trailing slash.
+    pub public_url: String,
+}
+
+/// What callers see of a flow: the current step's link, masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowView {
+    pub flow_id: String,
+    pub kind: FlowKind,
+    pub step: FlowStep,
+    pub masked_recipient: String,
+    pub expires_at: i64,
+    pub resend_available_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    pub user_id: String,
+    pub flow: FlowView,
+    pub outcome: Outcome,
+    /// The user's address of record after the confirmation.
+    pub email: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub verified_at: Option<i64>,
+    pub pending: Option<FlowView>,
+}
+
+pub struct Core {
+    store: Store,
+    keys: Keyring,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    mail_ready: Arc<Notify>,
+}
+
+impl Core {
+    pub fn new(
+        store: Store,
+        keys: Keyring,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        mail_ready: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            policy,
+            mail_ready,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Sign-up / add email: records the address unverified and mails a link to it.
+    #[tracing::instrument(skip_all, fields(user_id = %user, to = %email.masked()))]
+    pub async fn request_verification(
+        &self,
+        user: &UserId,
+        email: &EmailAddress,
+        locale: Locale,
+    ) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
+            return Err(CoreError::Internal(anyhow::anyhow!(
+                "user row vanished inside its transaction"
+            )));
+        };
+        let result = self.verify_in(&tx, user, &row, email, locale, now).await;
+        self.finish(tx, user, result).await
+    }
+
+    /// Change a verified address in two steps; without a verified address it is exactly
+    /// `request_verification`.
+    #[tracing::instrument(skip_all, fields(user_id = %user, to = %new_email.masked()))]
+    pub async fn request_change(
+        &self,
+        user: &UserId,
+        new_email: &EmailAddress,
+        locale: Locale,
+    ) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
+            return Err(CoreError::Internal(anyhow::anyhow!(
+                "user row vanished inside its transaction"
+            )));
+        };
+        let current = match (&row.email, row.email_verified) {
+            (Some(current), true) => current.clone(),
+            _ => {
+                let result = self
+                    .verify_in(&tx, user, &row, new_email, locale, now)
+                    .await;
+                return self.finish(tx, user, result).await;
+            }
+        };
+        let result = async {
+            if current == new_email.as_str() {
+                return Err(CoreError::SameEmail);
+            }
+            self.refuse_if_taken(&tx, user, new_email).await?;
+            let pending = tx.pending_flow(user.as_str()).await?;
+            if let Some(p) = &pending
+                && p.kind == FlowKind::Change.as_str()
+                && p.new_email == new_email.as_str()
+                && p.expires_at > now
+            {
+                // A retry of the same request: same flow, no second email.
+                return Ok(self.view(p));
+            }
+            if let Some(p) = pending {
+                self.supersede(&tx, &p, now).await?;
+            }
+            let mut f = new_flow(
+                user,
+                FlowKind::Change,
+                new_email,
+                Some(&current),
+                locale,
+                now,
+            );
+            tx.insert_flow(f.clone()).await?;
+            self.event(
+                &tx,
+                user.as_str(),
+                Some(&f.flow_id),
+                "change_requested",
+                &mask(&current),
+                "",
+                now,
+            )
+            .await?;
+            self.send_link(&tx, &mut f, FlowStep::ConfirmCurrent, now)
+                .await?;
+            tx.update_flow(&f).await?;
+            Ok(self.view(&f))
+        }
+        .await;
+        self.finish(tx, user, result).await
+    }
+
+    /// Consumes a one-time token from a link and advances its flow.
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let (tx, tok, f) = self.live_token(tx, token, now).await?;
+        let user = UserId::from_trusted(f.user_id.clone());
+        // Lock order user → flow → token, as every use-case.
+        let Some(user_row) = tx.lock_user(user.as_str(), false, now).await? else {
+            return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
+        };
+        if !tx.consume_token(&tok.digest, now).await? {
+            // Someone else consumed it between our read and our update.
+            return Err(CoreError::TokenUsed);
+        }
+        let result = self.advance(&tx, &user, &user_row.email, f, now).await;
+        match result {
+            Ok(c) => {
+                tx.commit().await?;
+                self.mail_ready.notify_one();
+                Ok(c)
+            }
+            Err(e) => {
+                drop(tx);
+                self.record_refusal(&user, &e, now).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the current step's link again; earlier tokens of that step stop working.
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    pub async fn resend(&self, user: &UserId) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        if tx.lock_user(user.as_str(), false, now).await?.is_none() {
+            return Err(CoreError::NoPendingFlow);
+        }
+        let result = async {
+            let f = tx
+                .pending_flow(user.as_str())
+                .await?
+                .ok_or(CoreError::NoPendingFlow)?;
+            self.resend_in(&tx, f, now).await
+        }
+        .await;
+        self.finish(tx, user, result).await
+    }
+
+    /// The link page's "Send me a new link": resends the current step of the token's flow,
+    /// whatever the token's own state, while that flow is pending.
+    #[tracing::instrument(skip_all)]
+    pub async fn resend_by_token(&self, token: &Token) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let user = UserId::from_trusted(f.user_id.clone());
+        tx.lock_user(user.as_str(), false, now).await?;
+        let result = async {
+            // Re-read under the lock: the flow may have moved on meanwhile.
+            let f = tx
+                .flow(&tok.flow_id)
+                .await?
+                .ok_or(CoreError::TokenNotFound)?;
+            if f.state != FlowState::Pending.as_str() {
+                return Err(CoreError::NoPendingFlow);
+            }
+            self.resend_in(&tx, f, now).await
+        }
+        .await;
+        self.finish(tx, &user, result).await
+    }
+
+    /// Cancels the user's pending flow of either kind; its tokens stop working.
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    pub async fn cancel(&self, user: &UserId) -> CoreResult<()> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        if tx.lock_user(user.as_str(), false, now).await?.is_none() {
+            return Err(CoreError::NoPendingFlow);
+        }
+        let result = async {
+            let f = tx
+                .pending_flow(user.as_str())
+                .await?
+                .ok_or(CoreError::NoPendingFlow)?;
+            self.end_flow(&tx, &f, FlowState::Cancelled, now).await?;
+            self.event(
+                &tx,
+                user.as_str(),
+                Some(&f.flow_id),
+                "flow_cancelled",
+                "",
+                "by_caller",
+                now,
+            )
+            .await
+        }
+        .await;
+        self.finish(tx, user, result).await
+    }
+
+    /// "This wasn't me": cancels the token's flow while it is pending, whatever the
+    /// token's own state (an expired or used link still proves the mail was received).
+    #[tracing::instrument(skip_all)]
+    pub async fn cancel_by_token(&self, token: &Token) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let user = UserId::from_trusted(f.user_id.clone());
+        tx.lock_user(user.as_str(), false, now).await?;
+        let result = async {
+            let f = tx
+                .flow(&tok.flow_id)
+                .await?
+                .ok_or(CoreError::TokenNotFound)?;
+            if f.state != FlowState::Pending.as_str() {
+                return Err(CoreError::NoPendingFlow);
+            }
+            self.end_flow(&tx, &f, FlowState::Cancelled, now).await?;
+            let masked = mask(recipient_of(&f, step_of(&tok.step)));
+            self.event(
+                &tx,
+                user.as_str(),
+                Some(&f.flow_id),
+                "change_reported",
+                &masked,
+                "this_was_not_me",
+                now,
+            )
+            .await?;
+            Ok(self.view(&f))
+        }
+        .await;
+        self.finish(tx, &user, result).await
+    }
+
+    /// What `GET /verify` shows: the flow of a live token, or the error a POST would give.
+    /// Reads only: a mail scanner fetching the link changes nothing.
+    pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let (_, f) = self
+            .live_token_readonly(&tx, token, now)
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(self.view(&f))
+    }
+
+    /// Reads a user's email state.
+    pub async fn status(&self, user: &UserId) -> CoreResult<Status> {
+        let row = self
+            .store
+            .user(user.as_str())
+            .await?
+            .ok_or(CoreError::UserNotFound)?;
+        let pending = self.store.pending_flow(user.as_str()).await?;
+        Ok(Status {
+            email: row.email,
+            email_verified: row.email_verified,
+            verified_at: if row.email_verified {
+                row.verified_at
+            } else {
+                None
+            },
+            pending: pending.as_ref().map(|f| self.view(f)),
+        })
+    }
+
+    // ----- the steps behind the use-cases -----
+
+    /// RequestVerification's rules, inside the caller's transaction.
+    async fn verify_in(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        row: &crate::store::entity::user::Model,
+        email: &EmailAddress,
+        locale: Locale,
+        now: i64,
+    ) -> CoreResult<FlowView> {
+        // Order (API.md): the user's own address first, then EMAIL_TAKEN.
+        if row.email_verified {
+            return Err(if row.email.as_deref() == Some(email.as_str()) {
+                CoreError::EmailAlreadyVerified
+            } else {
+                CoreError::UseChangeFlow
+            });
+        }
+        self.refuse_if_taken(tx, user, email).await?;
+        let pending = tx.pending_flow(user.as_str()).await?;
+        if let Some(p) = &pending
+            && p.kind == FlowKind::Verify.as_str()
+            && p.new_email == email.as_str()
+            && p.expires_at > now
+        {
+            // A retry of the same request: same flow, no second email.
+            return Ok(self.view(p));
+        }
+        if let Some(p) = pending {
+            self.supersede(tx, &p, now).await?;
+        }
+        tx.set_user_email(user.as_str(), email.as_str(), None, now)
+            .await?;
+        let mut f = new_flow(user, FlowKind::Verify, email, None, locale, now);
+        tx.insert_flow(f.clone()).await?;
+        self.event(
+            tx,
+            user.as_str(),
+            Some(&f.flow_id),
+            "verification_requested",
+            &email.masked(),
+            "",
+            now,
+        )
+        .await?;
+        self.send_link(tx, &mut f, FlowStep::ConfirmNew, now)
+            .await?;
+        tx.update_flow(&f).await?;
+        Ok(self.view(&f))
+    }
+
+    async fn resend_in(&self, tx: &Tx, mut f: flow::Model, now: i64) -> CoreResult<FlowView> {
+        if now < f.resend_available_at {
+            let wait = (f.resend_available_at - now) as u64;
+            // Round up so a client that waits exactly this long is accepted.
+            return Err(CoreError::ResendCooldown {
+                retry_after: Duration::from_secs(wait.div_ceil(1000)),
+            });
+        }
+        tx.supersede_tokens(&f.flow_id).await?;
+        let step = step_of(&f.step);
+        self.send_link(tx, &mut f, step, now).await?;
+        tx.update_flow(&f).await?;
+        self.event(
+            tx,
+            &f.user_id,
+            Some(&f.flow_id),
+            "link_resent",
+            &mask(recipient_of(&f, step)),
+            "",
+            now,
+        )
+        .await?;
+        Ok(self.view(&f))
+    }
+
+    /// Applies a consumed token's step to its flow.
+    async fn advance(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        current_email: &Option<String>,
+        mut f: flow::Model,
+        now: i64,
+    ) -> CoreResult<Confirmation> {
+        let kind = kind_of(&f.kind);
+        let step = step_of(&f.step);
+        let (next, outcome) = kind.advance(step).ok_or_else(|| {
+            CoreError::Internal(anyhow::anyhow!("flow has no step after {step:?}"))
+        })?;
+        let new_email = EmailAddress::from_trusted(f.new_email.clone());
+        self.refuse_if_taken(tx, user, &new_email).await?;
+        let email = match outcome {
+            Outcome::EmailVerified | Outcome::EmailChanged => {
+                // May trip the verified-address index if another user won a race.
+                tx.set_user_email(user.as_str(), new_email.as_str(), Some(now), now)
+                    .await?;
+                f.step = next.as_str().to_owned();
+                f.state = FlowState::Completed.as_str().to_owned();
+                f.updated_at = now;
+                tx.update_flow(&f).await?;
+                let event = if outcome == Outcome::EmailChanged {
+                    "email_changed"
+                } else {
+                    "email_verified"
+                };
+                self.event(
+                    tx,
+                    user.as_str(),
+                    Some(&f.flow_id),
+                    event,
+                    &new_email.masked(),
+                    "",
+                    now,
+                )
+                .await?;
+                if outcome == Outcome::EmailChanged {
+                    self.send_change_notice(tx, &f, now).await?;
+                }
+                new_email.as_str().to_owned()
+            }
+            Outcome::CurrentConfirmed => {
+                let old = f.old_email.clone().unwrap_or_default();
+                self.event(
+                    tx,
+                    user.as_str(),
+                    Some(&f.flow_id),
+                    "current_confirmed",
+                    &mask(&old),
+                    "",
+                    now,
+                )
+                .await?;
+                self.send_link(tx, &mut f, next, now).await?;
+                tx.update_flow(&f).await?;
+                current_email.clone().unwrap_or(old)
+            }
+        };
+        Ok(Confirmation {
+            user_id: user.as_str().to_owned(),
+            flow: self.view(&f),
+            outcome,
+            email,
+        })
+    }
+
+    /// Finds the token and its flow and checks the token is live. A refusal is recorded
+    /// in the audit trail (the transaction has written nothing else yet).
+    async fn live_token(
+        &self,
+        tx: Tx,
+        token: &Token,
+        now: i64,
+    ) -> CoreResult<(Tx, token::Model, flow::Model)> {
+        match self.live_token_readonly(&tx, token, now).await {
+            Ok((tok, f)) => Ok((tx, tok, f)),
+            Err((e, Some(f))) => {
+                let event = if matches!(e, CoreError::TokenExpired) {
+                    "expired_link_used"
+                } else {
+                    "link_refused"
+                };
+                self.event(
+                    &tx,
+                    &f.user_id,
+                    Some(&f.flow_id),
+                    event,
+                    "",
+                    e.reason(),
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                Err(e)
+            }
+            Err((e, None)) => Err(e),
+        }
+    }
+
+    async fn live_token_readonly(
+        &self,
+        tx: &Tx,
+        token: &Token,
+        now: i64,
+    ) -> Result<(token::Model, flow::Model), (CoreError, Option<flow::Model>)> {
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await
+            .map_err(|e| (e, None))?
+            .ok_or((CoreError::TokenNotFound, None))?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await
+            .map_err(|e| (e, None))?
+            .ok_or((CoreError::TokenNotFound, None))?;
+        // When several states apply, the first wins: used, superseded, expired.
+        let refusal = if tok.state == TOKEN_USED {
+            Some(CoreError::TokenUsed)
+        } else if tok.state == TOKEN_SUPERSEDED {
+            Some(CoreError::TokenSuperseded)
+        } else if tok.expires_at <= now {
+            Some(CoreError::TokenExpired)
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => Err((e, Some(f))),
+            None => Ok((tok, f)),
+        }
+    }
+
+    /// Issues a new token for `step`, queues its mail and sets the flow's link times.
+    async fn send_link(
+        &self,
+        tx: &Tx,
+        f: &mut flow::Model,
+        step: FlowStep,
+        now: i64,
+    ) -> CoreResult<()> {
+        let kind = kind_of(&f.kind);
+        let ttl = match kind {
+            FlowKind::Verify => self.policy.verify_ttl,
+            FlowKind::Change => self.policy.change_ttl,
+        };
+        let token = Token::generate();
+        let expires_at = now + duration_ms(ttl);
+        tx.insert_token(
+            &self.keys.sign(&token).0,
+            &f.flow_id,
+            step.as_str(),
+            expires_at,
+            now,
+        )
+        .await?;
+        f.step = step.as_str().to_owned();
+        f.expires_at = expires_at;
+        f.resend_available_at = now + duration_ms(self.policy.resend_cooldown);
+        f.updated_at = now;
+
+        let template = match (kind, step) {
+            (FlowKind::Change, FlowStep::ConfirmCurrent) => Template::ChangeCurrentLink,
+            (FlowKind::Change, _) => Template::ChangeNewLink,
+            (FlowKind::Verify, _) => Template::VerifyLink,
+        };
+        let recipient = recipient_of(f, step).to_owned();
+        let mail_id = uuid::Uuid::now_v7().to_string();
+        let link = format!("{}/verify?token={}", self.policy.public_url, token.expose());
+        let params = MailParams {
+            expires_at,
+            ttl_secs: ttl.as_secs(),
+            masked_new: mask(&f.new_email),
+            masked_old: f.old_email.as_deref().map(mask).unwrap_or_default(),
+            changed_at: None,
+        };
+        tx.enqueue_mail(NewMail {
+            sealed_link: Some(self.keys.seal(link.as_bytes(), mail_id.as_bytes())),
+            mail_id,
+            user_id: &f.user_id,
+            flow_id: Some(&f.flow_id),
+            template: template.as_str(),
+            recipient: &recipient,
+            locale: &f.locale,
+            params: serde_json::to_string(&params).map_err(|e| CoreError::Internal(e.into()))?,
+            now,
+        })
+        .await
+    }
+
+    /// A completed change tells the OLD address what happened (no link: nothing to click).
+    async fn send_change_notice(&self, tx: &Tx, f: &flow::Model, now: i64) -> CoreResult<()> {
+        let Some(old) = &f.old_email else {
+            return Ok(());
+        };
+        let params = MailParams {
+            expires_at: 0,
+            ttl_secs: 0,
+            masked_new: mask(&f.new_email),
+            masked_old: mask(old),
+            changed_at: Some(now),
+        };
+        tx.enqueue_mail(NewMail {
+            mail_id: uuid::Uuid::now_v7().to_string(),
+            user_id: &f.user_id,
+            flow_id: Some(&f.flow_id),
+            template: Template::ChangeNotice.as_str(),
+            recipient: old,
+            locale: &f.locale,
+            params: serde_json::to_string(&params).map_err(|e| CoreError::Internal(e.into()))?,
+            sealed_link: None,
+            now,
+        })
+        .await
+    }
+
+    async fn supersede(&self, tx: &Tx, f: &flow::Model, now: i64) -> CoreResult<()> {
+        self.end_flow(tx, f, FlowState::Superseded, now).await?;
+        self.event(
+            tx,
+            &f.user_id,
+            Some(&f.flow_id),
+            "flow_superseded",
+            "",
+            "",
+            now,
+        )
+        .await
+    }
+
+    async fn end_flow(
+        &self,
+        tx: &Tx,
+        f: &flow::Model,
+        state: FlowState,
+        now: i64,
+    ) -> CoreResult<()> {
+        tx.supersede_tokens(&f.flow_id).await?;
+        let mut ended = f.clone();
+        ended.state = state.as_str().to_owned();
+        ended.updated_at = now;
+        tx.update_flow(&ended).await
+    }
+
+    async fn refuse_if_taken(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        email: &EmailAddress,
+    ) -> CoreResult<()> {
+        match tx.verified_owner(email.as_str()).await? {
+            Some(owner) if owner != user.as_str() => Err(CoreError::EmailTaken),
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits a successful use-case (and wakes the mail worker), or rolls back a failed
+    /// one and records the refusal.
+    async fn finish<T>(&self, tx: Tx, user: &UserId, result: CoreResult<T>) -> CoreResult<T> {
+        match result {
+            Ok(v) => {
+                tx.commit().await?;
+                self.mail_ready.notify_one();
+                Ok(v)
+            }
+            Err(e) => {
+                drop(tx);
+                self.record_refusal(user, &e, self.now()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Refusals of known users go to the audit trail (best effort: a failure to record
+    /// must not hide the refusal itself).
+    async fn record_refusal(&self, user: &UserId, e: &CoreError, now: i64) {
+        if e.reason().is_empty() {
+            return;
+        }
+        let event = NewEvent {
+            user_id: user.as_str(),
+            flow_id: None,
+            event_type: "request_refused",
+            masked_address: "",
+            detail: e.reason(),
+            at: now,
+        };
+        if let Err(err) = self.store.event_if_user_exists(event).await {
+            tracing::warn!(error = %err, "could not record a refusal in the audit trail");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn event(
+        &self,
+        tx: &Tx,
+        user_id: &str,
+        flow_id: Option<&str>,
+        event_type: &str,
+        masked_address: &str,
+        detail: &str,
+        now: i64,
+    ) -> CoreResult<()> {
+        tx.event(NewEvent {
+            user_id,
+            flow_id,
+            event_type,
+            masked_address,
+            detail,
+            at: now,
+        })
+        .await
+    }
+
+    fn view(&self, f: &flow::Model) -> FlowView {
+        let step = step_of(&f.step);
+        FlowView {
+            flow_id: f.flow_id.clone(),
+            kind: kind_of(&f.kind),
+            step,
+            masked_recipient: mask(recipient_of(f, step)),
+            expires_at: f.expires_at,
+            resend_available_at: f.resend_available_at,
+        }
+    }
+
+    fn candidates(&self, token: &Token) -> Vec<String> {
+        self.keys
+            .candidates(token)
+            .into_iter()
+            .map(|d| d.0)
+            .collect()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+fn new_flow(
+    user: &UserId,
+    kind: FlowKind,
+    new_email: &EmailAddress,
+    old_email: Option<&str>,
+    locale: Locale,
+    now: i64,
+) -> flow::Model {
+    flow::Model {
+        flow_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user.as_str().to_owned(),
+        kind: kind.as_str().to_owned(),
+        step: kind.first_step().as_str().to_owned(),
+        state: FlowState::Pending.as_str().to_owned(),
+        new_email: new_email.as_str().to_owned(),
+        old_email: old_email.map(str::to_owned),
+        locale: locale.as_tag().to_owned(),
+        expires_at: now,
+        resend_available_at: now,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Where a step's link goes: the current address for CONFIRM_CURRENT, else the new one.
+fn recipient_of(f: &flow::Model, step: FlowStep) -> &str {
+    match step {
+        FlowStep::ConfirmCurrent => f.old_email.as_deref().unwrap_or(&f.new_email),
+        FlowStep::ConfirmNew | FlowStep::Done => &f.new_email,
+    }
+}
+
+// Rows are only ever written from the enums, so an unknown string is a corrupted row;
+// reading it as the safest value keeps a bad row from taking the service down.
+fn kind_of(s: &str) -> FlowKind {
+    FlowKind::from_db(s).unwrap_or(FlowKind::Verify)
+}
+
+fn step_of(s: &str) -> FlowStep {
+    FlowStep::from_db(s).unwrap_or(FlowStep::Done)
+}

@@ -1,0 +1,94 @@
+//! Conversions at the gRPC boundary: raw request fields into domain values (a failure
+//! names the field), and core results into protobuf messages.
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::core::{Confirmation, CoreError, FlowView, Status};
+use crate::domain::{EmailAddress, FlowKind, FlowStep, Outcome, Token, UserId};
+
+pub fn user_id(raw: &str) -> Result<UserId, CoreError> {
+    UserId::parse(raw).map_err(|e| CoreError::InvalidUserId(e.to_string()))
+}
+
+pub fn email(field: &'static str, raw: &str) -> Result<EmailAddress, CoreError> {
+    EmailAddress::parse(raw).map_err(|e| CoreError::InvalidEmail {
+        field,
+        message: e.to_string(),
+    })
+}
+
+pub fn token(raw: &str) -> Result<Token, CoreError> {
+    Token::parse(raw).map_err(|_| CoreError::InvalidToken)
+}
+
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+impl From<FlowKind> for pb::FlowKind {
+    fn from(k: FlowKind) -> Self {
+        match k {
+            FlowKind::Verify => pb::FlowKind::Verify,
+            FlowKind::Change => pb::FlowKind::Change,
+        }
+    }
+}
+
+impl From<FlowStep> for pb::FlowStep {
+    fn from(s: FlowStep) -> Self {
+        match s {
+            FlowStep::ConfirmCurrent => pb::FlowStep::ConfirmCurrent,
+            FlowStep::ConfirmNew => pb::FlowStep::ConfirmNew,
+            FlowStep::Done => pb::FlowStep::Done,
+        }
+    }
+}
+
+impl From<Outcome> for pb::Outcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::EmailVerified => pb::Outcome::EmailVerified,
+            Outcome::CurrentConfirmed => pb::Outcome::CurrentConfirmed,
+            Outcome::EmailChanged => pb::Outcome::EmailChanged,
+        }
+    }
+}
+
+impl From<FlowView> for pb::Flow {
+    fn from(f: FlowView) -> Self {
+        pb::Flow {
+            flow_id: f.flow_id,
+            kind: pb::FlowKind::from(f.kind).into(),
+            step: pb::FlowStep::from(f.step).into(),
+            masked_recipient: f.masked_recipient,
+            expires_at: Some(timestamp(f.expires_at)),
+            resend_available_at: Some(timestamp(f.resend_available_at)),
+        }
+    }
+}
+
+impl From<Confirmation> for pb::ConfirmLinkResponse {
+    fn from(c: Confirmation) -> Self {
+        pb::ConfirmLinkResponse {
+            user_id: c.user_id,
+            flow: Some(c.flow.into()),
+            outcome: pb::Outcome::from(c.outcome).into(),
+            email: c.email,
+        }
+    }
+}
+
+impl From<Status> for pb::GetStatusResponse {
+    fn from(s: Status) -> Self {
+        pb::GetStatusResponse {
+            email: s.email.unwrap_or_default(),
+            email_verified: s.email_verified,
+            verified_at: s.verified_at.map(timestamp),
+            pending: s.pending.map(Into::into),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The outbox worker: delivers the mails the core queued, at least once, in order of due
+//! time. It wakes at once when the core commits a mail (a `Notify`), otherwise polls so
+//! that mails queued by other processes and retries that fall due are picked up.
+//!
+//! A mail is *claimed* with a lease before sending, so several workers (or processes) on one
+//! database never send the same row at once, and a crashed worker's claim returns when its
+//! lease ends. Transient failures retry with exponential backoff and jitter; a 5xx reply or
+//! too many attempts make the mail dead. Sent or dead, its sealed link is erased.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::templates::{MailParams, Template, Templates};
+use super::transport::Transport;
+use crate::core::clock::{Clock, duration_ms};
+use crate::domain::email::mask;
+use crate::domain::{Keyring, Locale};
+use crate::store::Store;
+use crate::store::entity::outbox;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Delay before the first retry; doubles each attempt.
+    pub base: Duration,
+    /// Upper bound of one delay.
+    pub max: Duration,
+    /// After this many failed attempts the mail is dead.
+    pub max_attempts: i32,
+    /// How long a claim holds before another worker may take the mail.
+    pub lease: Duration,
+    /// How often to look for work nobody told us about.
+    pub poll: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(15 * 60),
+            max_attempts: 12,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with "equal jitter": half fixed, half random, capped.
+    pub fn delay(&self, attempts_so_far: i32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempts_so_far.clamp(0, 20) as u32);
+        let capped = exp.min(self.max);
+        let half = capped / 2;
+        let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter_ms)
+    }
+}
+
+pub struct Worker {
+    pub store: Store,
+    pub keys: Keyring,
+    pub transport: Transport,
+    pub templates: Arc<Templates>,
+    pub clock: Arc<dyn Clock>,
+    pub wake: Arc<Notify>,
+    pub retry: RetryPolicy,
+    pub from: Mailbox,
+}
+
+const BATCH: u64 = 32;
+
+impl Worker {
+    /// Runs until `stop` is cancelled; a send in flight is finished first.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(transport = %self.transport.describe(), "mail worker started");
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let now = self.clock.now_ms();
+            let claimed = match self
+                .store
+                .claim_due_mail(now, self.retry.lease, BATCH)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mail worker cannot reach the database");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() as u64 == BATCH;
+            for mail in claimed {
+                self.deliver(mail).await;
+            }
+            if full {
+                continue;
+            }
+            let wait = match self.store.next_mail_due().await {
+                Ok(Some(due)) => Duration::from_millis((due - self.clock.now_ms()).max(0) as u64)
+                    .min(self.retry.poll),
+                _ => self.retry.poll,
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("mail worker stopped");
+    }
+
+    async fn deliver(&self, mail: outbox::Model) {
+        let masked = mask(&mail.recipient);
+        let result = match self.build(&mail) {
+            Ok(message) => self
+                .transport
+                .send(message)
+                .await
+                .map_err(|e| (e.permanent, e.message)),
+            // A mail we cannot build (unknown template, unsealable link) will never build.
+            Err(reason) => Err((true, reason)),
+        };
+        let now = self.clock.now_ms();
+        let outcome = match result {
+            Ok(()) => {
+                tracing::info!(mail_id = %mail.mail_id, template = %mail.template, to = %masked, "mail sent");
+                self.store.mail_sent(&mail, now, &masked).await
+            }
+            Err((permanent, reason)) => {
+                let attempts = mail.attempts + 1;
+                let retry_at = (!permanent && attempts < self.retry.max_attempts)
+                    .then(|| now + duration_ms(self.retry.delay(mail.attempts)));
+                if retry_at.is_some() {
+                    tracing::warn!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail delivery failed; will retry");
+                } else {
+                    tracing::error!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail is dead");
+                }
+                self.store
+                    .mail_failed(&mail, now, retry_at, &reason, &masked)
+                    .await
+            }
+        };
+        if let Err(e) = outcome {
+            // The claim's lease will run out and the mail will be tried again.
+            tracing::warn!(mail_id = %mail.mail_id, error = %e, "could not record a delivery outcome");
+        }
+    }
+
+    fn build(&self, mail: &outbox::Model) -> Result<Message, String> {
+        let template = Template::from_db(&mail.template).ok_or("unknown template")?;
+        let params: MailParams =
+            serde_json::from_str(&mail.params).map_err(|_| "unreadable mail parameters")?;
+        let link = match &mail.sealed_link {
+            Some(sealed) => Some(
+                String::from_utf8(
+                    self.keys
+                        .unseal(sealed, mail.mail_id.as_bytes())
+                        .map_err(|_| "the link cannot be unsealed with the configured keys")?,
+                )
+                .map_err(|_| "the unsealed link is not UTF-8")?,
+            ),
+            None if template == Template::ChangeNotice => None,
+            None => return Err("the link was erased".into()),
+        };
+        let rendered = self
+            .templates
+            .render(
+                template,
+                Locale::from_tag(&mail.locale),
+                &params,
+                link.as_deref(),
+            )
+            .map_err(|e| format!("template: {e}"))?;
+        let to: Mailbox = mail
+            .recipient
+            .parse()
+            .map_err(|_| "the recipient does not parse")?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(rendered.subject)
+            // Deterministic per outbox row: a duplicate delivery is recognisable.
+            .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text,
+                rendered.html,
+            ))
+            .map_err(|e| format!("message: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_its_bounds() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            ..RetryPolicy::default()
+        };
+        for attempt in 0..30 {
+            let full = Duration::from_secs(1)
+                .saturating_mul(1 << attempt.min(20))
+                .min(Duration::from_secs(60));
+            let d = p.delay(attempt);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+}

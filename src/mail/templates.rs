@@ -1,0 +1,296 @@
+//! Mail templates (minijinja): a text and an HTML part for every mail, in the flow's
+//! locale (English, Nepali). The layouts live in `templates/*.j2`; the sentences of each
+//! locale are small templates themselves, so placeholders are filled by the engine and
+//! HTML output is escaped by it.
+
+use minijinja::{Environment, context};
+use serde::{Deserialize, Serialize};
+
+use crate::core::clock::rfc3339;
+use crate::domain::Locale;
+
+/// The mails the service sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// Sign-up / add email: the link to the new address.
+    VerifyLink,
+    /// A change's first step: the link to the CURRENT address, naming the new one masked.
+    ChangeCurrentLink,
+    /// A change's second step: the link to the NEW address.
+    ChangeNewLink,
+    /// After a change: a notice to the OLD address.
+    ChangeNotice,
+}
+
+impl Template {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Template::VerifyLink => "verify_link",
+            Template::ChangeCurrentLink => "change_current_link",
+            Template::ChangeNewLink => "change_new_link",
+            Template::ChangeNotice => "change_notice",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        [
+            Self::VerifyLink,
+            Self::ChangeCurrentLink,
+            Self::ChangeNewLink,
+            Self::ChangeNotice,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// Non-secret parameters stored with a queued mail (the link is sealed separately).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailParams {
+    pub expires_at: i64,
+    pub ttl_secs: u64,
+    pub masked_new: String,
+    pub masked_old: String,
+    pub changed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedMail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+struct Sentences {
+    subject: &'static str,
+    intro: &'static str,
+    action: &'static str,
+    not_you: &'static str,
+}
+
+const EXPIRY_EN: &str = "This link expires in {{ ttl }}.";
+const EXPIRY_NE: &str = "यो लिङ्क {{ ttl }} भित्र समाप्त हुन्छ।";
+const NOT_YOU_LINK_EN: &str = "If you did not ask for this, open the link and choose \"This wasn't me\" - or simply ignore this email.";
+const NOT_YOU_LINK_NE: &str = "यदि तपाईंले यो अनुरोध गर्नुभएको होइन भने, लिङ्क खोलेर \"यो म होइन\" छान्नुहोस् - वा यो इमेललाई बेवास्ता गर्नुहोस्।";
+
+fn sentences(t: Template, l: Locale) -> Sentences {
+    match (t, l) {
+        (Template::VerifyLink, Locale::En) => Sentences {
+            subject: "Confirm your email address",
+            intro: "Please confirm that this is the email address of your wallet account.",
+            action: "Confirm your email address",
+            not_you: NOT_YOU_LINK_EN,
+        },
+        (Template::VerifyLink, Locale::Ne) => Sentences {
+            subject: "आफ्नो इमेल ठेगाना पुष्टि गर्नुहोस्",
+            intro: "कृपया यो इमेल ठेगाना तपाईंको वालेट खाताको हो भनी पुष्टि गर्नुहोस्।",
+            action: "इमेल ठेगाना पुष्टि गर्नुहोस्",
+            not_you: NOT_YOU_LINK_NE,
+        },
+        (Template::ChangeCurrentLink, Locale::En) => Sentences {
+            subject: "Confirm the change of your email address",
+            intro: "Someone asked to change the email address of your wallet account to {{ masked_new }}. If it was you, confirm below; we will then send a link to the new address.",
+            action: "Confirm the change",
+            not_you: NOT_YOU_LINK_EN,
+        },
+        (Template::ChangeCurrentLink, Locale::Ne) => Sentences {
+            subject: "इमेल ठेगाना परिवर्तन पुष्टि गर्नुहोस्",
+            intro: "तपाईंको वालेट खाताको इमेल ठेगाना {{ masked_new }} मा परिवर्तन गर्न अनुरोध गरिएको छ। यदि यो तपाईं हो भने, तल पुष्टि गर्नुहोस्; त्यसपछि हामी नयाँ ठेगानामा लिङ्क पठाउनेछौं।",
+            action: "परिवर्तन पुष्टि गर्नुहोस्",
+            not_you: NOT_YOU_LINK_NE,
+        },
+        (Template::ChangeNewLink, Locale::En) => Sentences {
+            subject: "Confirm your new email address",
+            intro: "Please confirm this address as the new email address of your wallet account (replacing {{ masked_old }}).",
+            action: "Confirm your new email address",
+            not_you: NOT_YOU_LINK_EN,
+        },
+        (Template::ChangeNewLink, Locale::Ne) => Sentences {
+            subject: "नयाँ इमेल ठेगाना पुष्टि गर्नुहोस्",
+            intro: "कृपया यो ठेगानालाई तपाईंको वालेट खाताको नयाँ इमेल ठेगानाको रूपमा पुष्टि गर्नुहोस् ({{ masked_old }} को सट्टा)।",
+            action: "नयाँ इमेल ठेगाना पुष्टि गर्नुहोस्",
+            not_you: NOT_YOU_LINK_NE,
+        },
+        (Template::ChangeNotice, Locale::En) => Sentences {
+            subject: "Your email address was changed",
+            intro: "The email address of your wallet account was changed from {{ masked_old }} to {{ masked_new }} on {{ changed_at }}.",
+            action: "",
+            not_you: "If you did not make this change, contact our support team right away: reply to this email or use Help in the wallet app.",
+        },
+        (Template::ChangeNotice, Locale::Ne) => Sentences {
+            subject: "तपाईंको इमेल ठेगाना परिवर्तन गरियो",
+            intro: "तपाईंको वालेट खाताको इमेल ठेगाना {{ changed_at }} मा {{ masked_old }} बाट {{ masked_new }} मा परिवर्तन गरियो।",
+            action: "",
+            not_you: "यदि तपाईंले यो परिवर्तन गर्नुभएको होइन भने, तुरुन्तै हाम्रो सहायता टोलीलाई सम्पर्क गर्नुहोस्: यो इमेलको जवाफ दिनुहोस् वा वालेट एपको सहायता प्रयोग गर्नुहोस्।",
+        },
+    }
+}
+
+/// "24 hours", "1 hour", "15 minutes" — or the Nepali equivalent in Devanagari digits.
+pub fn duration_in_words(secs: u64, locale: Locale) -> String {
+    let (n, unit_en, unit_ne) = if secs >= 3600 && secs % 3600 == 0 {
+        (secs / 3600, ("hour", "hours"), "घण्टा")
+    } else if secs >= 60 && secs % 60 == 0 {
+        (secs / 60, ("minute", "minutes"), "मिनेट")
+    } else {
+        (secs, ("second", "seconds"), "सेकेन्ड")
+    };
+    match locale {
+        Locale::En => format!("{n} {}", if n == 1 { unit_en.0 } else { unit_en.1 }),
+        Locale::Ne => format!("{} {unit_ne}", devanagari_digits(n)),
+    }
+}
+
+fn devanagari_digits(n: u64) -> String {
+    n.to_string()
+        .chars()
+        .map(|c| {
+            c.to_digit(10)
+                .and_then(|d| char::from_u32(0x0966 + d))
+                .unwrap_or(c)
+        })
+        .collect()
+}
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        // Names ending in .html are auto-escaped by minijinja's default callback.
+        for (name, src) in [
+            ("link.txt", include_str!("templates/link.txt.j2")),
+            ("link.html", include_str!("templates/link.html.j2")),
+            ("notice.txt", include_str!("templates/notice.txt.j2")),
+            ("notice.html", include_str!("templates/notice.html.j2")),
+        ] {
+            env.add_template(name, src)
+                .expect("built-in mail templates parse");
+        }
+        Self { env }
+    }
+
+    /// Renders a mail; `link` is `None` only for the change notice.
+    pub fn render(
+        &self,
+        template: Template,
+        locale: Locale,
+        params: &MailParams,
+        link: Option<&str>,
+    ) -> Result<RenderedMail, minijinja::Error> {
+        let s = sentences(template, locale);
+        let vars = context! {
+            masked_new => params.masked_new,
+            masked_old => params.masked_old,
+            changed_at => params.changed_at.map(rfc3339).unwrap_or_default(),
+            ttl => duration_in_words(params.ttl_secs, locale),
+        };
+        let fill = |sentence: &str| self.env.render_str(sentence, &vars);
+        let expiry = match locale {
+            Locale::En => fill(EXPIRY_EN)?,
+            Locale::Ne => fill(EXPIRY_NE)?,
+        };
+        let ctx = context! {
+            lang => locale.as_tag(),
+            subject => s.subject,
+            intro => fill(s.intro)?,
+            action => s.action,
+            not_you => fill(s.not_you)?,
+            expiry => expiry,
+            link => link.unwrap_or_default(),
+        };
+        let layout = if template == Template::ChangeNotice {
+            "notice"
+        } else {
+            "link"
+        };
+        Ok(RenderedMail {
+            subject: s.subject.to_owned(),
+            text: self
+                .env
+                .get_template(&format!("{layout}.txt"))?
+                .render(&ctx)?,
+            html: self
+                .env
+                .get_template(&format!("{layout}.html"))?
+                .render(&ctx)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> MailParams {
+        MailParams {
+            expires_at: 0,
+            ttl_secs: 86_400,
+            masked_new: "n***@example.com".into(),
+            masked_old: "o***@example.com".into(),
+            changed_at: Some(0),
+        }
+    }
+
+    #[test]
+    fn every_template_renders_in_every_locale_with_the_link_in_both_parts() {
+        let t = Templates::new();
+        for tpl in [
+            Template::VerifyLink,
+            Template::ChangeCurrentLink,
+            Template::ChangeNewLink,
+        ] {
+            for l in [Locale::En, Locale::Ne] {
+                let m = t
+                    .render(tpl, l, &params(), Some("http://x/verify?token=T&a=<b>"))
+                    .unwrap();
+                assert!(
+                    m.text.contains("http://x/verify?token=T&a=<b>"),
+                    "{tpl:?} {l:?}"
+                );
+                assert!(
+                    m.html.contains("verify?token=T&amp;a=&lt;b&gt;"),
+                    "{tpl:?} {l:?}: html escapes: {}",
+                    m.html
+                );
+                assert!(!m.subject.is_empty());
+            }
+        }
+        let en = t
+            .render(
+                Template::ChangeCurrentLink,
+                Locale::En,
+                &params(),
+                Some("L"),
+            )
+            .unwrap();
+        assert!(en.text.contains("n***@example.com") && en.text.contains("24 hours"));
+        let ne = t
+            .render(Template::VerifyLink, Locale::Ne, &params(), Some("L"))
+            .unwrap();
+        assert!(ne.text.contains("२४ घण्टा"), "{}", ne.text);
+        let notice = t
+            .render(Template::ChangeNotice, Locale::En, &params(), None)
+            .unwrap();
+        assert!(
+            notice.text.contains("o***@example.com")
+                && notice.text.contains("1970-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_in_words(3600, Locale::En), "1 hour");
+        assert_eq!(duration_in_words(900, Locale::En), "15 minutes");
+        assert_eq!(duration_in_words(90, Locale::En), "90 seconds");
+        assert_eq!(duration_in_words(7200, Locale::Ne), "२ घण्टा");
+    }
+}

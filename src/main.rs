@@ -1,0 +1,92 @@
+//! `emailverify serve` runs the service; `emailverify migrate` only applies migrations.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use emailverify::core::clock::SystemClock;
+use emailverify::settings::Settings;
+use emailverify::startup::Application;
+use emailverify::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "emailverify",
+    version,
+    about = "Email ownership verification for the wallet"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC API, the HTTP link pages and the mail worker.
+    Serve(Box<Settings>),
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://data/emailverify.db?mode=rwc"
+        )]
+        database_url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(settings) => {
+            emailverify::telemetry::init(&settings.log_format);
+            let config = settings.resolve()?;
+            if let Some(dir) = sqlite_dir(&config.database_url) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let app = Application::build(config, Arc::new(SystemClock)).await?;
+            let stop = app.stop_handle();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                stop.cancel();
+            });
+            app.run_until_stopped().await
+        }
+        Command::Migrate { database_url } => {
+            emailverify::telemetry::init("pretty");
+            if let Some(dir) = sqlite_dir(&database_url) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let store = Store::connect(&database_url).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+/// The folder of a relative or absolute SQLite file, so the embedded default just works.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    let parent = std::path::Path::new(path).parent()?;
+    (!parent.as_os_str().is_empty()).then(|| parent.to_path_buf())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,236 @@
+//! Settings: every variable of the contract, also a `--flag` of `emailverify serve`
+//! (clap reads both). Raw strings are parsed once, here, into typed values; a bad value
+//! stops the start with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+
+use crate::core::Policy;
+use crate::domain::Keyring;
+use crate::mail::outbox::RetryPolicy;
+use crate::mail::transport::Transport;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Database: `sqlite://…` (embedded) or `postgres://…` (production).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/emailverify.db?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Where the gRPC API listens.
+    #[arg(long, env = "EMAILVERIFY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// Where the HTTP link pages (and /healthz, /readyz) listen.
+    #[arg(long, env = "EMAILVERIFY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Base of the links in emails.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    /// `file://dir` (.eml files), `smtp://host:port[?tls=starttls]`, `smtps://user:pass@host:465`, or `log`.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAIL_URL",
+        default_value = "file://data/outbox",
+        hide_env_values = true
+    )]
+    pub mail_url: String,
+    /// The From: of every mail.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAIL_FROM",
+        default_value = "Wallet <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+    /// Comma list of base64 keys, newest first (the first signs, all verify).
+    /// Unset: a key is generated into the data folder.
+    #[arg(long, env = "EMAILVERIFY_TOKEN_KEYS", hide_env_values = true)]
+    pub token_keys: Option<String>,
+    /// Lifetime of a sign-up / add-email link.
+    #[arg(long, env = "EMAILVERIFY_VERIFY_TTL", default_value = "24h")]
+    pub verify_ttl: humantime::Duration,
+    /// Lifetime of each link of a change.
+    #[arg(long, env = "EMAILVERIFY_CHANGE_TTL", default_value = "1h")]
+    pub change_ttl: humantime::Duration,
+    /// Earliest a link may be sent again.
+    #[arg(long, env = "EMAILVERIFY_RESEND_COOLDOWN", default_value = "60s")]
+    pub resend_cooldown: humantime::Duration,
+    /// Comma list of bearer tokens callers must present. Unset: no caller authentication.
+    #[arg(long, env = "EMAILVERIFY_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+    /// Unset: a built-in success page; set: 303 there after a confirmation.
+    #[arg(long, env = "EMAILVERIFY_SUCCESS_URL")]
+    pub success_url: Option<String>,
+    /// Where a generated token key is kept when EMAILVERIFY_TOKEN_KEYS is unset.
+    #[arg(long, env = "EMAILVERIFY_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// First retry delay of a failed mail (doubles per attempt, with jitter).
+    #[arg(long, env = "EMAILVERIFY_MAIL_RETRY_BASE", default_value = "5s")]
+    pub mail_retry_base: humantime::Duration,
+    /// Failed attempts after which a mail is dead.
+    #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value_t = 12)]
+    pub mail_max_attempts: i32,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}
+
+/// Settings after parsing: what the application is built from.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub policy: Policy,
+    pub transport: Transport,
+    pub mail_from: Mailbox,
+    pub keys: Keyring,
+    pub api_tokens: Vec<String>,
+    pub success_url: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn bad(setting: &'static str, message: impl Into<String>) -> SettingError {
+    SettingError {
+        setting,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Parses every setting into its typed value; the first bad one stops the start.
+    pub fn resolve(&self) -> Result<Config, SettingError> {
+        let grpc_addr = self
+            .grpc_addr
+            .parse()
+            .map_err(|e| bad("EMAILVERIFY_GRPC_ADDR", format!("{e} (want host:port)")))?;
+        let http_addr = self
+            .http_addr
+            .parse()
+            .map_err(|e| bad("EMAILVERIFY_HTTP_ADDR", format!("{e} (want host:port)")))?;
+        let public = url::Url::parse(&self.public_url)
+            .map_err(|e| bad("EMAILVERIFY_PUBLIC_URL", e.to_string()))?;
+        if !matches!(public.scheme(), "http" | "https") || public.query().is_some() {
+            return Err(bad(
+                "EMAILVERIFY_PUBLIC_URL",
+                "must be an http(s) URL without a query",
+            ));
+        }
+        if let Some(s) = &self.success_url {
+            url::Url::parse(s).map_err(|e| bad("EMAILVERIFY_SUCCESS_URL", e.to_string()))?;
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err(bad("DATABASE_URL", "use sqlite://… or postgres://…"));
+        }
+        let transport =
+            Transport::from_url(&self.mail_url).map_err(|m| bad("EMAILVERIFY_MAIL_URL", m))?;
+        let mail_from = self
+            .mail_from
+            .parse()
+            .map_err(|e| bad("EMAILVERIFY_MAIL_FROM", format!("{e}")))?;
+        let keys = match &self.token_keys {
+            Some(list) => Keyring::from_base64_list(list)
+                .map_err(|e| bad("EMAILVERIFY_TOKEN_KEYS", e.to_string()))?,
+            None => generated_key(&self.data_dir)?,
+        };
+        let positive = |d: humantime::Duration, name: &'static str| {
+            let d: Duration = d.into();
+            if d.is_zero() {
+                Err(bad(name, "must be longer than 0s"))
+            } else {
+                Ok(d)
+            }
+        };
+        let api_tokens: Vec<String> = self
+            .api_tokens
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if self.api_tokens.is_some() && api_tokens.is_empty() {
+            return Err(bad(
+                "EMAILVERIFY_API_TOKENS",
+                "set but empty: unset it to disable authentication",
+            ));
+        }
+        if self.mail_max_attempts < 1 {
+            return Err(bad("EMAILVERIFY_MAIL_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        if !matches!(self.log_format.as_str(), "pretty" | "json") {
+            return Err(bad("EMAILVERIFY_LOG_FORMAT", "use pretty or json"));
+        }
+        Ok(Config {
+            database_url: self.database_url.clone(),
+            grpc_addr,
+            http_addr,
+            policy: Policy {
+                verify_ttl: positive(self.verify_ttl, "EMAILVERIFY_VERIFY_TTL")?,
+                change_ttl: positive(self.change_ttl, "EMAILVERIFY_CHANGE_TTL")?,
+                resend_cooldown: self.resend_cooldown.into(),
+                public_url: self.public_url.trim_end_matches('/').to_owned(),
+            },
+            transport,
+            mail_from,
+            keys,
+            api_tokens,
+            success_url: self.success_url.clone(),
+            retry: RetryPolicy {
+                base: positive(self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
+                max_attempts: self.mail_max_attempts,
+                ..RetryPolicy::default()
+            },
+        })
+    }
+}
+
+/// The embedded default: a key generated once into the data folder (mode 0600), so links
+/// keep working across restarts. Production sets EMAILVERIFY_TOKEN_KEYS from a secret.
+fn generated_key(dir: &std::path::Path) -> Result<Keyring, SettingError> {
+    let setting = "EMAILVERIFY_TOKEN_KEYS";
+    let path = dir.join("token.key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) => k,
+        Err(_) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| bad(setting, format!("cannot create {}: {e}", dir.display())))?;
+            let k = Keyring::generate_key_base64();
+            write_private(&path, &k)
+                .map_err(|e| bad(setting, format!("cannot write {}: {e}", path.display())))?;
+            tracing::warn!(path = %path.display(), "EMAILVERIFY_TOKEN_KEYS is unset: generated a token key; set the variable in production");
+            k
+        }
+    };
+    Keyring::from_base64_list(key.trim())
+        .map_err(|e| bad(setting, format!("{}: {e}", path.display())))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(contents.as_bytes())
+}

@@ -1,0 +1,183 @@
+//! `Application`: binds both ports (port 0 is fine: tests use it), runs migrations,
+//! builds the core, and runs the gRPC server, the HTTP shim, the mail worker and the
+//! health watcher until asked to stop. `main` and the tests start the service the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::core::Core;
+use crate::core::clock::Clock;
+use crate::grpc::pb::{self, EmailVerificationServer};
+use crate::grpc::{BearerAuth, service::GrpcService};
+use crate::http::{self, HttpState, pages::Pages};
+use crate::mail::outbox::Worker;
+use crate::mail::templates::Templates;
+use crate::settings::Config;
+use crate::store::Store;
+
+const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
+/// The largest request we accept: every field of our messages is small.
+const MAX_GRPC_MESSAGE: usize = 16 * 1024;
+
+pub struct Application {
+    grpc: TcpListener,
+    http: TcpListener,
+    core: Arc<Core>,
+    worker: Worker,
+    config: Config,
+    stop: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+        config
+            .transport
+            .prepare()
+            .await
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
+
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_GRPC_ADDR {}: {e}", config.grpc_addr))?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_HTTP_ADDR {}: {e}", config.http_addr))?;
+
+        let wake = Arc::new(Notify::new());
+        let core = Arc::new(Core::new(
+            store.clone(),
+            config.keys.clone(),
+            clock.clone(),
+            config.policy.clone(),
+            wake.clone(),
+        ));
+        let worker = Worker {
+            store,
+            keys: config.keys.clone(),
+            transport: config.transport.clone(),
+            templates: Arc::new(Templates::new()),
+            clock,
+            wake,
+            retry: config.retry.clone(),
+            from: config.mail_from.clone(),
+        };
+        Ok(Self {
+            grpc,
+            http,
+            core,
+            worker,
+            config,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http_addr)
+    }
+
+    /// Cancel this to stop the application gracefully.
+    pub fn stop_handle(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            grpc,
+            http,
+            core,
+            worker,
+            config,
+            stop,
+        } = self;
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let api = EmailVerificationServer::new(GrpcService::new(core.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE);
+        let api = tonic::service::interceptor::InterceptedService::new(
+            api,
+            BearerAuth::new(config.api_tokens.clone()),
+        );
+
+        let grpc_server = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(api)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc),
+                stop.clone().cancelled_owned(),
+            );
+
+        let state = Arc::new(HttpState {
+            core: core.clone(),
+            pages: Pages::new(),
+            success_url: config.success_url.clone(),
+        });
+        let http_server = axum::serve(http, http::router(state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+
+        // Health: SERVING only while the database answers (migrations already ran).
+        let health_task = {
+            let core = core.clone();
+            let stop = stop.clone();
+            async move {
+                loop {
+                    let status = if core.store().ping().await {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    reporter.set_service_status(SERVICE_NAME, status).await;
+                    reporter.set_service_status("", status).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                reporter
+                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                    .await;
+            }
+        };
+
+        tracing::info!(
+            grpc = %grpc_addr,
+            http = %http_addr,
+            mail = %config.transport.describe(),
+            "emailverify is serving"
+        );
+        let worker_task = tokio::spawn(worker.run(stop.clone()));
+        let (grpc_result, http_result, ()) =
+            tokio::join!(grpc_server, http_server.into_future(), health_task);
+        stop.cancel();
+        let _ = worker_task.await;
+        grpc_result?;
+        http_result?;
+        tracing::info!("emailverify stopped");
+        Ok(())
+    }
+}

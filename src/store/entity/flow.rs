@@ -1,0 +1,24 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "flows")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub flow_id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub step: String,
+    pub state: String,
+    pub new_email: String,
+    pub old_email: Option<String>,
+    pub locale: String,
+    pub expires_at: i64,
+    pub resend_available_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,31 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "outbox")]
+pub struct Model {
+    /// Also the mail's Message-ID, so a duplicate delivery is recognisable.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub mail_id: String,
+    pub user_id: String,
+    pub flow_id: Option<String>,
+    pub template: String,
+    pub recipient: String,
+    pub locale: String,
+    /// Non-secret template parameters, JSON.
+    pub params: String,
+    /// The link, AEAD-sealed; NULL once the mail is sent or dead.
+    pub sealed_link: Option<String>,
+    /// `pending`, `sent` or `dead`.
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub claimed_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,21 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tokens")]
+pub struct Model {
+    /// HMAC-SHA-256 of the token, lower-case hex. Never the token itself.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub digest: String,
+    pub flow_id: String,
+    pub step: String,
+    /// `live`, `used` or `superseded`.
+    pub state: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,502 @@
+//! Storage: the only code that speaks sea-orm. The core asks for rows by meaning
+//! ("lock this user", "consume this token if it is live"); this module turns that into
+//! portable statements for PostgreSQL and SQLite and maps database errors into `CoreError`.
+//!
+//! Concurrency: every use-case that changes a user's state first locks that user's row
+//! (`SELECT … FOR UPDATE` on Postgres; SQLite runs one writer at a time, and the embedded
+//! pool holds a single connection). Locks are always taken user → flow → token, so use-cases
+//! cannot deadlock each other.
+
+pub mod entity;
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::core::error::{CoreError, CoreResult};
+use crate::migrations::Migrator;
+use entity::{event, flow, outbox, token, user};
+
+/// Token states as stored.
+pub const TOKEN_LIVE: &str = "live";
+pub const TOKEN_USED: &str = "used";
+pub const TOKEN_SUPERSEDED: &str = "superseded";
+/// Outbox states as stored.
+pub const MAIL_PENDING: &str = "pending";
+pub const MAIL_SENT: &str = "sent";
+pub const MAIL_DEAD: &str = "dead";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects; for SQLite a single pooled connection (one writer at a time is what
+    /// SQLite does anyway, and it keeps `BEGIN` from failing with SQLITE_BUSY).
+    pub async fn connect(url: &str) -> Result<Self, sea_orm::DbErr> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5));
+        if url.starts_with("sqlite:") {
+            opts.max_connections(1).min_connections(1);
+        } else {
+            opts.max_connections(32).min_connections(2);
+        }
+        let db = Database::connect(opts).await?;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
+                .await?;
+        }
+        Ok(Self { db })
+    }
+
+    pub async fn migrate(&self) -> Result<(), sea_orm::DbErr> {
+        Migrator::up(&self.db, None).await
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn begin(&self) -> CoreResult<Tx> {
+        Ok(Tx {
+            txn: self.db.begin().await?,
+        })
+    }
+
+    pub async fn user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+        pending_flow(&self.db, user_id).await
+    }
+
+    /// The user's events, newest first, strictly older than `before` when given.
+    pub async fn events(
+        &self,
+        user_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> CoreResult<Vec<event::Model>> {
+        let mut q = event::Entity::find().filter(event::Column::UserId.eq(user_id));
+        if let Some(before) = before {
+            q = q.filter(event::Column::EventId.lt(before));
+        }
+        Ok(q.order_by_desc(event::Column::EventId)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Appends an audit event outside any use-case transaction (e.g. a refusal, whose
+    /// transaction was rolled back). Only for users that exist, so unknown ids cannot fill
+    /// the table.
+    pub async fn event_if_user_exists(&self, e: NewEvent<'_>) -> CoreResult<()> {
+        if self.user(e.user_id).await?.is_some() {
+            insert_event(&self.db, e).await?;
+        }
+        Ok(())
+    }
+
+    // ----- outbox (used by the delivery worker) -----
+
+    /// Claims up to `limit` due mails for `lease`: a conditional update per row, so two
+    /// workers (or processes) never hold the same mail at once, and a crashed worker's
+    /// claim returns when its lease runs out.
+    pub async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease: Duration,
+        limit: u64,
+    ) -> CoreResult<Vec<outbox::Model>> {
+        let candidates = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .filter(outbox::Column::NextAttemptAt.lte(now))
+            .filter(
+                outbox::Column::ClaimedUntil
+                    .is_null()
+                    .or(outbox::Column::ClaimedUntil.lt(now)),
+            )
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let until = now + crate::core::clock::duration_ms(lease);
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for mut row in candidates {
+            let res = outbox::Entity::update_many()
+                .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
+                .filter(outbox::Column::MailId.eq(row.mail_id.clone()))
+                .filter(outbox::Column::State.eq(MAIL_PENDING))
+                .filter(
+                    outbox::Column::ClaimedUntil
+                        .is_null()
+                        .or(outbox::Column::ClaimedUntil.lt(now)),
+                )
+                .exec(&self.db)
+                .await?;
+            if res.rows_affected == 1 {
+                row.claimed_until = Some(until);
+                claimed.push(row);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Marks a mail sent and erases its sealed link, in one statement with its event.
+    pub async fn mail_sent(&self, mail: &outbox::Model, now: i64, masked: &str) -> CoreResult<()> {
+        let txn = self.db.begin().await?;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::State, Expr::value(MAIL_SENT))
+            .col_expr(
+                outbox::Column::SealedLink,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(outbox::Column::SentAt, Expr::value(now))
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .filter(outbox::Column::MailId.eq(mail.mail_id.clone()))
+            .exec(&txn)
+            .await?;
+        insert_event(
+            &txn,
+            NewEvent {
+                user_id: &mail.user_id,
+                flow_id: mail.flow_id.as_deref(),
+                event_type: "mail_sent",
+                masked_address: masked,
+                detail: &mail.template,
+                at: now,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or dead (link erased) when `None`.
+    pub async fn mail_failed(
+        &self,
+        mail: &outbox::Model,
+        now: i64,
+        retry_at: Option<i64>,
+        error: &str,
+        masked: &str,
+    ) -> CoreResult<()> {
+        let txn = self.db.begin().await?;
+        let mut update = outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()));
+        let event_type = match retry_at {
+            Some(at) => {
+                update = update.col_expr(outbox::Column::NextAttemptAt, Expr::value(at));
+                "mail_delivery_failed"
+            }
+            None => {
+                update = update
+                    .col_expr(outbox::Column::State, Expr::value(MAIL_DEAD))
+                    .col_expr(
+                        outbox::Column::SealedLink,
+                        Expr::value(Option::<String>::None),
+                    );
+                "mail_dead"
+            }
+        };
+        update
+            .filter(outbox::Column::MailId.eq(mail.mail_id.clone()))
+            .exec(&txn)
+            .await?;
+        insert_event(
+            &txn,
+            NewEvent {
+                user_id: &mail.user_id,
+                flow_id: mail.flow_id.as_deref(),
+                event_type,
+                masked_address: masked,
+                detail: error,
+                at: now,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The earliest time a pending mail becomes due, if any (for the worker's sleep).
+    pub async fn next_mail_due(&self) -> CoreResult<Option<i64>> {
+        let row = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|r| std::cmp::max(r.next_attempt_at, r.claimed_until.unwrap_or(0))))
+    }
+}
+
+/// A use-case's transaction. Dropping it without `commit` rolls everything back, so an
+/// error anywhere writes nothing (and queues no mail).
+pub struct Tx {
+    txn: DatabaseTransaction,
+}
+
+/// A mail to queue in the same transaction as the change that causes it.
+pub struct NewMail<'a> {
+    pub mail_id: String,
+    pub user_id: &'a str,
+    pub flow_id: Option<&'a str>,
+    pub template: &'a str,
+    pub recipient: &'a str,
+    pub locale: &'a str,
+    pub params: String,
+    pub sealed_link: Option<String>,
+    pub now: i64,
+}
+
+pub struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub flow_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub masked_address: &'a str,
+    pub detail: &'a str,
+    pub at: i64,
+}
+
+impl Tx {
+    pub async fn commit(self) -> CoreResult<()> {
+        Ok(self.txn.commit().await?)
+    }
+
+    /// Locks the user's row, creating it first when `create` and it does not exist.
+    pub async fn lock_user(
+        &self,
+        user_id: &str,
+        create: bool,
+        now: i64,
+    ) -> CoreResult<Option<user::Model>> {
+        if create {
+            let row = user::ActiveModel {
+                user_id: Set(user_id.to_owned()),
+                email: Set(None),
+                email_verified: Set(false),
+                verified_at: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            };
+            user::Entity::insert(row)
+                .on_conflict_do_nothing_on([user::Column::UserId])
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        Ok(user::Entity::find_by_id(user_id.to_owned())
+            .lock_exclusive()
+            .one(&self.txn)
+            .await?)
+    }
+
+    /// The user who has `email` verified, if any.
+    pub async fn verified_owner(&self, email: &str) -> CoreResult<Option<String>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Email.eq(email))
+            .filter(user::Column::EmailVerified.eq(true))
+            .one(&self.txn)
+            .await?
+            .map(|u| u.user_id))
+    }
+
+    /// Sets the user's address of record. Making an address verified may trip the
+    /// verified-address unique index: that, and only that, is `EmailTaken`.
+    pub async fn set_user_email(
+        &self,
+        user_id: &str,
+        email: &str,
+        verified_at: Option<i64>,
+        now: i64,
+    ) -> CoreResult<()> {
+        let res = user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email.to_owned()))
+            .col_expr(
+                user::Column::EmailVerified,
+                Expr::value(verified_at.is_some()),
+            )
+            .col_expr(user::Column::VerifiedAt, Expr::value(verified_at))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::UserId.eq(user_id))
+            .exec(&self.txn)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Err(CoreError::EmailTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+        pending_flow(&self.txn, user_id).await
+    }
+
+    pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {
+        Ok(flow::Entity::find_by_id(flow_id.to_owned())
+            .one(&self.txn)
+            .await?)
+    }
+
+    pub async fn insert_flow(&self, f: flow::Model) -> CoreResult<()> {
+        flow::ActiveModel::from(f).insert(&self.txn).await?;
+        Ok(())
+    }
+
+    /// Moves a flow to a new step/state and records its current link's times.
+    pub async fn update_flow(&self, f: &flow::Model) -> CoreResult<()> {
+        flow::Entity::update_many()
+            .col_expr(flow::Column::Step, Expr::value(f.step.clone()))
+            .col_expr(flow::Column::State, Expr::value(f.state.clone()))
+            .col_expr(flow::Column::ExpiresAt, Expr::value(f.expires_at))
+            .col_expr(
+                flow::Column::ResendAvailableAt,
+                Expr::value(f.resend_available_at),
+            )
+            .col_expr(flow::Column::UpdatedAt, Expr::value(f.updated_at))
+            .filter(flow::Column::FlowId.eq(f.flow_id.clone()))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Every live token of the flow stops working.
+    pub async fn supersede_tokens(&self, flow_id: &str) -> CoreResult<()> {
+        token::Entity::update_many()
+            .col_expr(token::Column::State, Expr::value(TOKEN_SUPERSEDED))
+            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::State.eq(TOKEN_LIVE))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_token(
+        &self,
+        digest: &str,
+        flow_id: &str,
+        step: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> CoreResult<()> {
+        token::ActiveModel {
+            digest: Set(digest.to_owned()),
+            flow_id: Set(flow_id.to_owned()),
+            step: Set(step.to_owned()),
+            state: Set(TOKEN_LIVE.to_owned()),
+            expires_at: Set(expires_at),
+            created_at: Set(now),
+            used_at: Set(None),
+        }
+        .insert(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// The token stored under any of the candidate digests (one per configured key).
+    pub async fn find_token(&self, candidates: &[String]) -> CoreResult<Option<token::Model>> {
+        Ok(token::Entity::find()
+            .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
+            .one(&self.txn)
+            .await?)
+    }
+
+    /// Consumes a live, unexpired token: one conditional update, so of any number of
+    /// concurrent confirmations exactly one sees `true`.
+    pub async fn consume_token(&self, digest: &str, now: i64) -> CoreResult<bool> {
+        let res = token::Entity::update_many()
+            .col_expr(token::Column::State, Expr::value(TOKEN_USED))
+            .col_expr(token::Column::UsedAt, Expr::value(now))
+            .filter(token::Column::Digest.eq(digest))
+            .filter(token::Column::State.eq(TOKEN_LIVE))
+            .filter(token::Column::ExpiresAt.gt(now))
+            .exec(&self.txn)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
+        outbox::ActiveModel {
+            mail_id: Set(m.mail_id),
+            user_id: Set(m.user_id.to_owned()),
+            flow_id: Set(m.flow_id.map(str::to_owned)),
+            template: Set(m.template.to_owned()),
+            recipient: Set(m.recipient.to_owned()),
+            locale: Set(m.locale.to_owned()),
+            params: Set(m.params),
+            sealed_link: Set(m.sealed_link),
+            state: Set(MAIL_PENDING.to_owned()),
+            attempts: Set(0),
+            next_attempt_at: Set(m.now),
+            claimed_until: Set(None),
+            last_error: Set(None),
+            created_at: Set(m.now),
+            sent_at: Set(None),
+        }
+        .insert(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn event(&self, e: NewEvent<'_>) -> CoreResult<()> {
+        insert_event(&self.txn, e).await
+    }
+}
+
+async fn pending_flow<C: ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+) -> CoreResult<Option<flow::Model>> {
+    Ok(flow::Entity::find()
+        .filter(flow::Column::UserId.eq(user_id))
+        .filter(flow::Column::State.eq(crate::domain::FlowState::Pending.as_str()))
+        .one(db)
+        .await?)
+}
+
+async fn insert_event<C: ConnectionTrait>(db: &C, e: NewEvent<'_>) -> CoreResult<()> {
+    event::ActiveModel {
+        event_id: sea_orm::ActiveValue::NotSet,
+        user_id: Set(e.user_id.to_owned()),
+        flow_id: Set(e.flow_id.map(str::to_owned)),
+        event_type: Set(e.event_type.to_owned()),
+        masked_address: Set(e.masked_address.to_owned()),
+        detail: Set(e.detail.chars().take(256).collect()),
+        at: Set(e.at),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
