@@ -37,6 +37,23 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_GRPC_ADDR {}: {e}", config.grpc_addr))?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_HTTP_ADDR {}: {e}", config.http_addr))?;
+        Self::build_on(config, clock, grpc, http).await
+    }
+
+    /// Builds on listeners the caller bound (tests bind port 0 first, to know the link
+    /// base URL before the application exists).
+    pub async fn build_on(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        grpc: TcpListener,
+        http: TcpListener,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database_url)
             .await
             .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
@@ -49,13 +66,6 @@ impl Application {
             .prepare()
             .await
             .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
-
-        let grpc = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_GRPC_ADDR {}: {e}", config.grpc_addr))?;
-        let http = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_HTTP_ADDR {}: {e}", config.http_addr))?;
 
         let wake = Arc::new(Notify::new());
         let core = Arc::new(Core::new(

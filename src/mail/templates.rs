@@ -141,6 +141,14 @@ pub fn duration_in_words(secs: u64, locale: Locale) -> String {
     }
 }
 
+fn escape_attribute(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 fn devanagari_digits(n: u64) -> String {
     n.to_string()
         .chars()
@@ -206,6 +214,9 @@ impl Templates {
             not_you => fill(s.not_you)?,
             expiry => expiry,
             link => link.unwrap_or_default(),
+            // minijinja escapes `/` too (`&#x2f;`); links stay readable (and searchable)
+            // in the HTML source when only the characters that matter in an attribute are.
+            link_html => link.map(escape_attribute).unwrap_or_default(),
         };
         let layout = if template == Template::ChangeNotice {
             "notice"

@@ -1,0 +1,12 @@
+//! Integration tests: the real service on random loopback ports, a real database
+//! (SQLite and PostgreSQL: every test runs on both) and a real SMTP server.
+//! One binary, one module per capability.
+
+mod helpers;
+
+mod change;
+mod delivery;
+mod errors;
+mod links;
+mod ops;
+mod verification;
