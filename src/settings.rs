@@ -2,11 +2,9 @@
 //! (clap reads both). Raw strings are parsed once, here, into typed values; a bad value
 //! stops the start with a message that names the setting.
 
+use lettre::message::Mailbox;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use lettre::message::Mailbox;
 
 use crate::core::Policy;
 use crate::domain::Keyring;
@@ -56,13 +54,13 @@ pub struct Settings {
     pub token_keys: Option<String>,
     /// Lifetime of a sign-up / add-email link.
     #[arg(long, env = "EMAILVERIFY_VERIFY_TTL", default_value = "24h")]
-    pub verify_ttl: humantime::Duration,
+    pub verify_ttl: String,
     /// Lifetime of each link of a change.
     #[arg(long, env = "EMAILVERIFY_CHANGE_TTL", default_value = "1h")]
-    pub change_ttl: humantime::Duration,
+    pub change_ttl: String,
     /// Earliest a link may be sent again.
     #[arg(long, env = "EMAILVERIFY_RESEND_COOLDOWN", default_value = "60s")]
-    pub resend_cooldown: humantime::Duration,
+    pub resend_cooldown: String,
     /// Comma list of bearer tokens callers must present. Unset: no caller authentication.
     #[arg(long, env = "EMAILVERIFY_API_TOKENS", hide_env_values = true)]
     pub api_tokens: Option<String>,
@@ -74,13 +72,25 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// First retry delay of a failed mail (doubles per attempt, with jitter).
     #[arg(long, env = "EMAILVERIFY_MAIL_RETRY_BASE", default_value = "5s")]
-    pub mail_retry_base: humantime::Duration,
+    pub mail_retry_base: String,
     /// Failed attempts after which a mail is dead.
-    #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value_t = 12)]
-    pub mail_max_attempts: i32,
+    #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value = "12")]
+    pub mail_max_attempts: String,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+}
+
+impl Default for Settings {
+    /// The embedded defaults, as `emailverify serve` with no flags and no environment.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        <Probe as clap::Parser>::parse_from(["emailverify"]).settings
+    }
 }
 
 /// Settings after parsing: what the application is built from.
@@ -149,14 +159,30 @@ impl Settings {
                 .map_err(|e| bad("EMAILVERIFY_TOKEN_KEYS", e.to_string()))?,
             None => generated_key(&self.data_dir)?,
         };
-        let positive = |d: humantime::Duration, name: &'static str| {
-            let d: Duration = d.into();
+        let duration = |raw: &str, name: &'static str| {
+            humantime::parse_duration(raw.trim())
+                .map_err(|e| bad(name, format!("{e} (e.g. 90s, 15m, 2h)")))
+        };
+        let positive = |raw: &str, name: &'static str| {
+            let d = duration(raw, name)?;
             if d.is_zero() {
                 Err(bad(name, "must be longer than 0s"))
             } else {
                 Ok(d)
             }
         };
+        let mail_max_attempts: i32 = self
+            .mail_max_attempts
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                bad(
+                    "EMAILVERIFY_MAIL_MAX_ATTEMPTS",
+                    "must be a whole number, at least 1",
+                )
+            })?;
         let api_tokens: Vec<String> = self
             .api_tokens
             .as_deref()
@@ -172,9 +198,6 @@ impl Settings {
                 "set but empty: unset it to disable authentication",
             ));
         }
-        if self.mail_max_attempts < 1 {
-            return Err(bad("EMAILVERIFY_MAIL_MAX_ATTEMPTS", "must be at least 1"));
-        }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             return Err(bad("EMAILVERIFY_LOG_FORMAT", "use pretty or json"));
         }
@@ -183,9 +206,9 @@ impl Settings {
             grpc_addr,
             http_addr,
             policy: Policy {
-                verify_ttl: positive(self.verify_ttl, "EMAILVERIFY_VERIFY_TTL")?,
-                change_ttl: positive(self.change_ttl, "EMAILVERIFY_CHANGE_TTL")?,
-                resend_cooldown: self.resend_cooldown.into(),
+                verify_ttl: positive(&self.verify_ttl, "EMAILVERIFY_VERIFY_TTL")?,
+                change_ttl: positive(&self.change_ttl, "EMAILVERIFY_CHANGE_TTL")?,
+                resend_cooldown: duration(&self.resend_cooldown, "EMAILVERIFY_RESEND_COOLDOWN")?,
                 public_url: self.public_url.trim_end_matches('/').to_owned(),
             },
             transport,
@@ -194,8 +217,8 @@ impl Settings {
             api_tokens,
             success_url: self.success_url.clone(),
             retry: RetryPolicy {
-                base: positive(self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
-                max_attempts: self.mail_max_attempts,
+                base: positive(&self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
+                max_attempts: mail_max_attempts,
                 ..RetryPolicy::default()
             },
         })
@@ -233,4 +256,94 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        Settings {
+            data_dir: std::env::temp_dir().join(format!("ev-settings-{}", uuid::Uuid::now_v7())),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_embedded_defaults_are_the_contracts() {
+        let s = Settings::default();
+        assert_eq!(s.database_url, "sqlite://data/emailverify.db?mode=rwc");
+        assert_eq!(s.grpc_addr, "127.0.0.1:50051");
+        assert_eq!(s.http_addr, "127.0.0.1:8080");
+        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert_eq!(s.mail_url, "file://data/outbox");
+        assert_eq!(s.mail_from, "Wallet <no-reply@localhost>");
+        let c = defaults().resolve().unwrap();
+        assert_eq!(
+            c.policy.verify_ttl,
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(c.policy.change_ttl, std::time::Duration::from_secs(3600));
+        assert_eq!(c.policy.resend_cooldown, std::time::Duration::from_secs(60));
+        assert!(c.api_tokens.is_empty());
+    }
+
+    #[test]
+    fn a_generated_key_is_kept_and_reused() {
+        let s = defaults();
+        let first = s.resolve().unwrap().keys;
+        let again = s.resolve().unwrap().keys;
+        let t = crate::domain::Token::generate();
+        assert_eq!(first.sign(&t), again.sign(&t));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        type Tweak = fn(&mut Settings);
+        let cases: [(Tweak, &str); 12] = [
+            (|s| s.grpc_addr = "nope".into(), "EMAILVERIFY_GRPC_ADDR"),
+            (|s| s.http_addr = "1.2.3.4".into(), "EMAILVERIFY_HTTP_ADDR"),
+            (
+                |s| s.public_url = "ftp://x".into(),
+                "EMAILVERIFY_PUBLIC_URL",
+            ),
+            (
+                |s| s.mail_url = "carrier-pigeon://x".into(),
+                "EMAILVERIFY_MAIL_URL",
+            ),
+            (
+                |s| s.mail_from = "not an address".into(),
+                "EMAILVERIFY_MAIL_FROM",
+            ),
+            (
+                |s| s.token_keys = Some("c2hvcnQ=".into()),
+                "EMAILVERIFY_TOKEN_KEYS",
+            ),
+            (|s| s.verify_ttl = "banana".into(), "EMAILVERIFY_VERIFY_TTL"),
+            (|s| s.change_ttl = "0s".into(), "EMAILVERIFY_CHANGE_TTL"),
+            (
+                |s| s.resend_cooldown = "-1s".into(),
+                "EMAILVERIFY_RESEND_COOLDOWN",
+            ),
+            (
+                |s| s.api_tokens = Some(" , ".into()),
+                "EMAILVERIFY_API_TOKENS",
+            ),
+            (
+                |s| s.success_url = Some("::".into()),
+                "EMAILVERIFY_SUCCESS_URL",
+            ),
+            (|s| s.database_url = "mysql://x".into(), "DATABASE_URL"),
+        ];
+        for (tweak, name) in cases {
+            let mut s = defaults();
+            tweak(&mut s);
+            let err = s
+                .resolve()
+                .err()
+                .unwrap_or_else(|| panic!("{name} accepted"));
+            assert_eq!(err.setting, name);
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
 }

@@ -150,25 +150,42 @@ impl CoreError {
         }
     }
 
-    /// Classifies a database error: lost connections are UNAVAILABLE (safe to retry).
+    /// Classifies a database error: a lost or unobtainable connection is UNAVAILABLE
+    /// (safe to retry); anything else is internal. Decided by the driver's error *kind*
+    /// and SQLSTATE class, never by message text.
     pub fn from_db(err: sea_orm::DbErr) -> Self {
-        use sea_orm::DbErr;
-        match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => CoreError::Unavailable(err.into()),
-            DbErr::Exec(ref e) | DbErr::Query(ref e) if is_connection_error(&e.to_string()) => {
-                CoreError::Unavailable(err.into())
+        use sea_orm::{DbErr, RuntimeErr};
+        let unavailable = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                is_connection_error(e)
             }
-            other => CoreError::Internal(other.into()),
+            _ => false,
+        };
+        if unavailable {
+            CoreError::Unavailable(err.into())
+        } else {
+            CoreError::Internal(err.into())
         }
     }
 }
 
-/// sqlx reports a dropped socket as an I/O or protocol error inside Exec/Query. This looks
-/// only at the error's kind as sqlx prints it, never at the database's message text.
-fn is_connection_error(rendered: &str) -> bool {
-    rendered.contains("error communicating with database")
-        || rendered.contains("pool timed out")
-        || rendered.contains("attempted to acquire a connection on a closed pool")
+fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match e {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        // SQLSTATE 08xxx connection exceptions and 57P01..03 (server shutting down or
+        // starting): the server went away, not our statement.
+        Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 impl From<sea_orm::DbErr> for CoreError {

@@ -9,4 +9,5 @@ mod delivery;
 mod errors;
 mod links;
 mod ops;
+mod process;
 mod verification;

@@ -73,3 +73,44 @@ crate::on_both_backends!(
     health_reports_serving_for_the_service_and_the_server,
     reflection_lists_the_service_without_the_proto_file,
 );
+
+/// The database going away makes RPCs fail with UNAVAILABLE (safe to retry) and readiness
+/// false; both recover when it returns, without restarting the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_unavailable_and_recovers_without_a_restart() {
+    use sea_orm::ConnectionTrait;
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    app.verified_user("user-1", "jane@example.com").await;
+    let admin = sea_orm::Database::connect(crate::helpers::postgres_admin_url().await.unwrap())
+        .await
+        .unwrap();
+    let name = &app.db_name;
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+
+    let err = app.status("user-1").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(app.get("/readyz").await.status(), 503);
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let status = app
+        .status("user-1")
+        .await
+        .expect("recovered without a restart");
+    assert!(status.email_verified);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}

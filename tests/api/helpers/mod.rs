@@ -51,7 +51,7 @@ macro_rules! on_both_backends {
 
 /// The server the Postgres tests create their databases on: `TEST_DATABASE_URL`, else a
 /// testcontainers Postgres when Docker exists. Under `CI=true` its absence fails the test.
-async fn postgres_admin_url() -> Option<String> {
+pub async fn postgres_admin_url() -> Option<String> {
     static URL: OnceCell<Option<String>> = OnceCell::const_new();
     URL.get_or_init(|| async {
         if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
@@ -140,19 +140,21 @@ pub fn test_settings(db: &TestDb, smtp: &SmtpSink) -> Settings {
         mail_url: smtp.url(),
         mail_from: "Wallet <no-reply@wallet.test>".into(),
         token_keys: Some(emailverify::domain::Keyring::generate_key_base64()),
-        verify_ttl: Duration::from_secs(24 * 3600).into(),
-        change_ttl: Duration::from_secs(3600).into(),
-        resend_cooldown: Duration::from_secs(60).into(),
+        verify_ttl: "24h".into(),
+        change_ttl: "1h".into(),
+        resend_cooldown: "60s".into(),
         api_tokens: None,
         success_url: None,
         data_dir: std::env::temp_dir(),
-        mail_retry_base: Duration::from_millis(200).into(),
-        mail_max_attempts: 12,
+        mail_retry_base: "200ms".into(),
+        mail_max_attempts: "12".into(),
         log_format: "pretty".into(),
     }
 }
 
 pub struct TestApp {
+    /// The database's name on the Postgres server (empty for SQLite).
+    pub db_name: String,
     pub grpc: EmailVerificationClient<Channel>,
     pub grpc_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
@@ -208,6 +210,11 @@ pub async fn start(
         .expect("gRPC port accepts connections");
     let db_conn = Database::connect(&db.url).await.unwrap();
     TestApp {
+        db_name: url::Url::parse(&db.url)
+            .ok()
+            .filter(|u| u.scheme().starts_with("postgres"))
+            .map(|u| u.path().trim_start_matches('/').to_string())
+            .unwrap_or_default(),
         grpc: EmailVerificationClient::new(channel),
         grpc_addr,
         http: reqwest::Client::builder()
