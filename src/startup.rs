@@ -121,10 +121,14 @@ impl Application {
         let http_addr = http.local_addr()?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection v1 (the contract), and v1alpha for the many tools that still ask it.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let api = EmailVerificationServer::new(GrpcService::new(core.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE);
         let api = tonic::service::interceptor::InterceptedService::new(
@@ -135,7 +139,8 @@ impl Application {
         let grpc_server = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
             .add_service(health)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc),

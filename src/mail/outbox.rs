@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::Message;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::{Body, Mailbox, MultiPart};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -190,16 +191,45 @@ impl Worker {
             // Deterministic per outbox row: a duplicate delivery is recognisable.
             .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))
             .multipart(MultiPart::alternative_plain_html(
-                rendered.text,
-                rendered.html,
+                readable_body(rendered.text),
+                readable_body(rendered.html),
             ))
             .map_err(|e| format!("message: {e}"))
+    }
+}
+
+/// 8bit transfer encoding (RFC 6152) keeps each link whole on one line and Nepali text
+/// readable in the raw message, where quoted-printable would fold the link and turn
+/// `token=` into `token=3D`. lettre's safe constructor allows 8bit only for lines under 76
+/// bytes; RFC 5322 allows 998, which is what we check before asking for the pre-encoded
+/// body. Anything else gets lettre's own choice.
+fn readable_body(text: String) -> Body {
+    let crlf = text
+        .replace("\r\n", "\n")
+        .replace('\r', "")
+        .replace('\n', "\r\n");
+    let fits_8bit = !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
+    if fits_8bit {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_8bit_with_whole_lines_when_they_fit() {
+        let link = format!("http://127.0.0.1:8080/verify?token={}", "A".repeat(43));
+        let body = readable_body(format!("नमस्ते\n{link}\n"));
+        assert_eq!(body.encoding(), ContentTransferEncoding::EightBit);
+        let raw = String::from_utf8(body.into_vec()).unwrap();
+        assert_eq!(raw, format!("नमस्ते\r\n{link}\r\n"));
+        let huge = readable_body("x".repeat(2000));
+        assert_ne!(huge.encoding(), ContentTransferEncoding::EightBit);
+    }
 
     #[test]
     fn backoff_grows_and_stays_within_its_bounds() {
