@@ -66,7 +66,45 @@ async fn a_mail_queued_before_a_restart_is_sent_by_the_next_process(backend: Bac
     app.assert_no_mail().await;
 }
 
+async fn a_mail_that_keeps_failing_is_dead_after_the_last_attempt_and_its_link_erased(
+    backend: Backend,
+) {
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.mail_max_attempts = "2".into();
+        s.mail_retry_base = "50ms".into();
+    })
+    .await;
+    app.smtp.down();
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+
+    let mut dead = false;
+    for _ in 0..100 {
+        if app.count("outbox WHERE state = 'dead'").await == 1 {
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(dead, "the mail never died");
+    assert_eq!(
+        app.count("outbox WHERE attempts = 2 AND sealed_link IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(app.count("events WHERE event_type = 'mail_dead'").await, 1);
+    assert_eq!(
+        app.count("events WHERE event_type = 'mail_delivery_failed'")
+            .await,
+        1
+    );
+    app.smtp.up();
+    app.assert_no_mail().await;
+}
+
 crate::on_both_backends!(
+    a_mail_that_keeps_failing_is_dead_after_the_last_attempt_and_its_link_erased,
     mail_requested_while_smtp_is_down_arrives_once_it_is_back_exactly_once,
     a_mail_queued_before_a_restart_is_sent_by_the_next_process,
 );
