@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::core::Policy;
-use crate::domain::Keyring;
+use crate::domain::{Keyring, Rate};
 use crate::mail::outbox::RetryPolicy;
 use crate::mail::transport::Transport;
 
@@ -67,6 +67,42 @@ pub struct Settings {
     /// Unset: a built-in success page; set: 303 there after a confirmation.
     #[arg(long, env = "EMAILVERIFY_SUCCESS_URL")]
     pub success_url: Option<String>,
+    /// Requests + resends per user, `N/period`.
+    #[arg(long, env = "EMAILVERIFY_LIMIT_PER_USER", default_value = "10/1h")]
+    pub limit_per_user: String,
+    /// Link mails per recipient address, whatever the account asking.
+    #[arg(long, env = "EMAILVERIFY_LIMIT_PER_RECIPIENT", default_value = "5/1h")]
+    pub limit_per_recipient: String,
+    /// Failed confirmations per client IP on the link pages; then LOCKED_OUT.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_LIMIT_FAILED_CONFIRMS_PER_IP",
+        default_value = "20/10m"
+    )]
+    pub limit_failed_confirms_per_ip: String,
+    /// How long RequestChange is refused after a "this wasn't me" report of a change.
+    #[arg(long, env = "EMAILVERIFY_CHANGE_FREEZE", default_value = "24h")]
+    pub change_freeze: String,
+    /// Whom the change notice tells people to contact.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_SUPPORT_CONTACT",
+        default_value = "our support team"
+    )]
+    pub support_contact: String,
+    /// Behind a reverse proxy: the header it puts the client IP in (e.g. x-forwarded-for;
+    /// its last entry is used). Unset: the TCP peer address.
+    #[arg(long, env = "EMAILVERIFY_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS.
+    #[arg(long, env = "EMAILVERIFY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of EMAILVERIFY_TLS_CERT.
+    #[arg(long, env = "EMAILVERIFY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require gRPC clients to present a certificate it signed (mutual TLS).
+    #[arg(long, env = "EMAILVERIFY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Where a generated token key is kept when EMAILVERIFY_TOKEN_KEYS is unset.
     #[arg(long, env = "EMAILVERIFY_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -106,6 +142,17 @@ pub struct Config {
     pub api_tokens: Vec<String>,
     pub success_url: Option<String>,
     pub retry: RetryPolicy,
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    pub tls: Option<TlsConfig>,
+}
+
+/// gRPC TLS material, read at start.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Set: clients must present a certificate signed by this CA.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +248,46 @@ impl Settings {
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             return Err(bad("EMAILVERIFY_LOG_FORMAT", "use pretty or json"));
         }
+        let rate = |raw: &str, name: &'static str| Rate::parse(raw).map_err(|e| bad(name, e));
+        let client_ip_header = match &self.client_ip_header {
+            Some(h) => Some(
+                axum::http::HeaderName::try_from(h.trim())
+                    .map_err(|e| bad("EMAILVERIFY_CLIENT_IP_HEADER", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let read = |path: &PathBuf, name: &'static str| {
+            std::fs::read(path).map_err(|e| bad(name, format!("{}: {e}", path.display())))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert_pem: read(cert, "EMAILVERIFY_TLS_CERT")?,
+                key_pem: read(key, "EMAILVERIFY_TLS_KEY")?,
+                client_ca_pem: match &self.tls_client_ca {
+                    Some(ca) => Some(read(ca, "EMAILVERIFY_TLS_CLIENT_CA")?),
+                    None => None,
+                },
+            }),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(bad(
+                    "EMAILVERIFY_TLS_CLIENT_CA",
+                    "needs EMAILVERIFY_TLS_CERT and EMAILVERIFY_TLS_KEY",
+                ));
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(
+                    "EMAILVERIFY_TLS_KEY",
+                    "EMAILVERIFY_TLS_CERT is set without it",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "EMAILVERIFY_TLS_CERT",
+                    "EMAILVERIFY_TLS_KEY is set without it",
+                ));
+            }
+        };
         Ok(Config {
             database_url: self.database_url.clone(),
             grpc_addr,
@@ -210,12 +297,22 @@ impl Settings {
                 change_ttl: positive(&self.change_ttl, "EMAILVERIFY_CHANGE_TTL")?,
                 resend_cooldown: duration(&self.resend_cooldown, "EMAILVERIFY_RESEND_COOLDOWN")?,
                 public_url: self.public_url.trim_end_matches('/').to_owned(),
+                user_rate: rate(&self.limit_per_user, "EMAILVERIFY_LIMIT_PER_USER")?,
+                recipient_rate: rate(&self.limit_per_recipient, "EMAILVERIFY_LIMIT_PER_RECIPIENT")?,
+                ip_failure_rate: rate(
+                    &self.limit_failed_confirms_per_ip,
+                    "EMAILVERIFY_LIMIT_FAILED_CONFIRMS_PER_IP",
+                )?,
+                change_freeze: duration(&self.change_freeze, "EMAILVERIFY_CHANGE_FREEZE")?,
+                support_contact: self.support_contact.trim().to_owned(),
             },
             transport,
             mail_from,
             keys,
             api_tokens,
             success_url: self.success_url.clone(),
+            client_ip_header,
+            tls,
             retry: RetryPolicy {
                 base: positive(&self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
                 max_attempts: mail_max_attempts,
@@ -300,7 +397,23 @@ mod tests {
     #[test]
     fn each_bad_setting_is_named() {
         type Tweak = fn(&mut Settings);
-        let cases: [(Tweak, &str); 12] = [
+        let cases: [(Tweak, &str); 16] = [
+            (
+                |s| s.limit_per_user = "ten".into(),
+                "EMAILVERIFY_LIMIT_PER_USER",
+            ),
+            (
+                |s| s.limit_per_recipient = "0/1h".into(),
+                "EMAILVERIFY_LIMIT_PER_RECIPIENT",
+            ),
+            (
+                |s| s.tls_cert = Some("/nonexistent/cert.pem".into()),
+                "EMAILVERIFY_TLS_KEY",
+            ),
+            (
+                |s| s.tls_client_ca = Some("/nonexistent/ca.pem".into()),
+                "EMAILVERIFY_TLS_CLIENT_CA",
+            ),
             (|s| s.grpc_addr = "nope".into(), "EMAILVERIFY_GRPC_ADDR"),
             (|s| s.http_addr = "1.2.3.4".into(), "EMAILVERIFY_HTTP_ADDR"),
             (

@@ -136,7 +136,21 @@ impl Application {
             BearerAuth::new(config.api_tokens.clone()),
         );
 
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            let mut tls_config = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+            );
+            if let Some(ca) = &tls.client_ca_pem {
+                // Mutual TLS: a client without a certificate from this CA is refused
+                // during the handshake, before any RPC.
+                tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder
+                .tls_config(tls_config)
+                .map_err(|e| anyhow::anyhow!("EMAILVERIFY_TLS_CERT/KEY: {e}"))?;
+        }
+        let grpc_server = builder
             .timeout(Duration::from_secs(30))
             .add_service(health)
             .add_service(reflection_v1)
@@ -151,9 +165,13 @@ impl Application {
             core: core.clone(),
             pages: Pages::new(),
             success_url: config.success_url.clone(),
+            client_ip_header: config.client_ip_header.clone(),
         });
-        let http_server = axum::serve(http, http::router(state))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http_server = axum::serve(
+            http,
+            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
 
         // Health: SERVING only while the database answers (migrations already ran).
         let health_task = {

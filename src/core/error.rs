@@ -18,6 +18,10 @@ pub enum CoreError {
     InvalidUserId(String),
     #[error("token: a token is exactly 43 characters of unpadded base64url")]
     InvalidToken,
+    #[error("code: a code is exactly 6 digits")]
+    InvalidCode,
+    #[error("page_token: not a page token from ListEvents")]
+    InvalidPageToken,
     #[error("the address is verified by another account")]
     EmailTaken,
     #[error("this address is already verified for this user")]
@@ -73,6 +77,9 @@ impl CoreError {
             CoreError::InvalidEmail { .. } => "INVALID_EMAIL",
             CoreError::InvalidUserId(_) => "INVALID_USER_ID",
             CoreError::InvalidToken => "INVALID_TOKEN",
+            // The code is the short form of the same one-time credential.
+            CoreError::InvalidCode => "INVALID_TOKEN",
+            CoreError::InvalidPageToken => "INVALID_PAGE_TOKEN",
             CoreError::EmailTaken => "EMAIL_TAKEN",
             CoreError::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
             CoreError::UseChangeFlow => "USE_CHANGE_FLOW",
@@ -97,7 +104,9 @@ impl CoreError {
         match self {
             CoreError::InvalidEmail { .. }
             | CoreError::InvalidUserId(_)
-            | CoreError::InvalidToken => ErrorClass::InvalidArgument,
+            | CoreError::InvalidToken
+            | CoreError::InvalidCode
+            | CoreError::InvalidPageToken => ErrorClass::InvalidArgument,
             CoreError::EmailTaken => ErrorClass::AlreadyExists,
             CoreError::EmailAlreadyVerified
             | CoreError::UseChangeFlow
@@ -123,6 +132,8 @@ impl CoreError {
             CoreError::InvalidEmail { field, .. } => Some(field),
             CoreError::InvalidUserId(_) => Some("user_id"),
             CoreError::InvalidToken => Some("token"),
+            CoreError::InvalidCode => Some("code"),
+            CoreError::InvalidPageToken => Some("page_token"),
             _ => None,
         }
     }

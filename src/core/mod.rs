@@ -6,6 +6,7 @@
 //! does. The delivery worker (`mail::outbox`) is woken after each commit.
 
 pub mod clock;
+pub mod context;
 pub mod error;
 
 use std::sync::Arc;
@@ -13,13 +14,16 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use sha2::{Digest, Sha256};
+
 use crate::domain::email::mask;
+use crate::domain::token::generate_code;
 use crate::domain::{
-    EmailAddress, FlowKind, FlowState, FlowStep, Keyring, Locale, Outcome, Token, UserId,
+    EmailAddress, FlowKind, FlowState, FlowStep, Keyring, Locale, Outcome, Rate, Token, UserId,
 };
-use crate::mail::templates::{MailParams, Template};
-use crate::store::entity::{flow, token};
-use crate::store::{NewEvent, NewMail, Store, TOKEN_SUPERSEDED, TOKEN_USED, Tx};
+use crate::mail::templates::{MailParams, Secrets, Template};
+use crate::store::entity::{event, flow, token};
+use crate::store::{NewEvent, NewMail, NewToken, Store, TOKEN_SUPERSEDED, TOKEN_USED, Tx};
 use clock::{Clock, duration_ms};
 pub use error::{CoreError, CoreResult};
 
@@ -31,7 +35,24 @@ pub struct Policy {
     pub resend_cooldown: Duration,
     /// Base of links in emails, without a trailing slash.
     pub public_url: String,
+    /// Requests and resends per user.
+    pub user_rate: Rate,
+    /// Link mails per recipient address, whatever the account asking.
+    pub recipient_rate: Rate,
+    /// Failed link confirmations per client IP on the link pages.
+    pub ip_failure_rate: Rate,
+    /// How long RequestChange is refused after a "this wasn't me" report.
+    pub change_freeze: Duration,
+    /// Named in the change notice as whom to contact.
+    pub support_contact: String,
 }
+
+/// Wrong codes allowed per flow; the next one locks it.
+pub const MAX_WRONG_CODES: i32 = 5;
+/// How long a flow's codes stay locked after the last allowed wrong code.
+pub const CODE_LOCK: Duration = Duration::from_secs(15 * 60);
+/// Largest page of ListEvents.
+pub const MAX_PAGE: u64 = 200;
 
 /// What callers see of a flow: the current step's link, masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +80,16 @@ pub struct Status {
     pub email_verified: bool,
     pub verified_at: Option<i64>,
     pub pending: Option<FlowView>,
+}
+
+/// One line of the audit trail as support staff see it.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub event_type: String,
+    pub at: i64,
+    pub flow_id: String,
+    pub masked_address: String,
+    pub detail: String,
 }
 
 pub struct Core {
@@ -138,6 +169,9 @@ impl Core {
             if current == new_email.as_str() {
                 return Err(CoreError::SameEmail);
             }
+            if let Some(until) = row.change_frozen_until.filter(|until| *until > now) {
+                return Err(CoreError::ChangeFrozen { until });
+            }
             self.refuse_if_taken(&tx, user, new_email).await?;
             let pending = tx.pending_flow(user.as_str()).await?;
             if let Some(p) = &pending
@@ -213,6 +247,7 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn resend(&self, user: &UserId) -> CoreResult<FlowView> {
         let now = self.now();
+        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         if tx.lock_user(user.as_str(), false, now).await?.is_none() {
             return Err(CoreError::NoPendingFlow);
@@ -313,6 +348,12 @@ impl Core {
                 return Err(CoreError::NoPendingFlow);
             }
             self.end_flow(&tx, &f, FlowState::Cancelled, now).await?;
+            if kind_of(&f.kind) == FlowKind::Change {
+                // Someone else asked to take this account's address: hold further changes
+                // until the owner has had time to react.
+                tx.freeze_changes(user.as_str(), now + duration_ms(self.policy.change_freeze))
+                    .await?;
+            }
             let masked = mask(recipient_of(&f, step_of(&tok.step)));
             self.event(
                 &tx,
@@ -360,6 +401,195 @@ impl Core {
             },
             pending: pending.as_ref().map(|f| self.view(f)),
         })
+    }
+
+    /// Confirms the current step with the 6-digit code of its mail. Wrong codes count
+    /// against the flow (committed, so they survive restarts); the 5th locks its codes for
+    /// 15 minutes. The link of the same mail keeps working: it carries 256 bits, not 20.
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    pub async fn confirm_code(&self, user: &UserId, code: &str) -> CoreResult<Confirmation> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let Some(row) = tx.lock_user(user.as_str(), false, now).await? else {
+            return Err(CoreError::NoPendingFlow);
+        };
+        let Some(mut f) = tx.pending_flow(user.as_str()).await? else {
+            drop(tx);
+            self.record_refusal(user, &CoreError::NoPendingFlow, now)
+                .await;
+            return Err(CoreError::NoPendingFlow);
+        };
+        if let Some(until) = f.locked_until {
+            if until > now {
+                let e = CoreError::LockedOut {
+                    retry_after: Duration::from_millis((until - now) as u64),
+                };
+                drop(tx);
+                self.record_refusal(user, &e, now).await;
+                return Err(e);
+            }
+            // The lock has run out: a fresh set of attempts.
+            f.locked_until = None;
+            f.failed_codes = 0;
+        }
+        let step = step_of(&f.step);
+        let tok = match tx.live_token(&f.flow_id, step.as_str()).await? {
+            Some(t) if t.expires_at > now => t,
+            _ => return self.finish(tx, user, Err(CoreError::TokenExpired)).await,
+        };
+        let stored = tok.code_digest.clone().unwrap_or_default();
+        if !self.keys.code_matches(&tok.digest, code, &stored) {
+            f.failed_codes += 1;
+            f.updated_at = now;
+            let err = if f.failed_codes >= MAX_WRONG_CODES {
+                f.locked_until = Some(now + duration_ms(CODE_LOCK));
+                self.event(
+                    &tx,
+                    user.as_str(),
+                    Some(&f.flow_id),
+                    "code_locked",
+                    "",
+                    "LOCKED_OUT",
+                    now,
+                )
+                .await?;
+                CoreError::LockedOut {
+                    retry_after: CODE_LOCK,
+                }
+            } else {
+                self.event(
+                    &tx,
+                    user.as_str(),
+                    Some(&f.flow_id),
+                    "code_mismatch",
+                    "",
+                    "CODE_MISMATCH",
+                    now,
+                )
+                .await?;
+                CoreError::CodeMismatch {
+                    attempts_left: (MAX_WRONG_CODES - f.failed_codes) as u32,
+                }
+            };
+            // The count must stick: commit it, then refuse.
+            tx.update_flow(&f).await?;
+            tx.commit().await?;
+            return Err(err);
+        }
+        if !tx.consume_token(&tok.digest, now).await? {
+            return Err(CoreError::TokenUsed);
+        }
+        f.failed_codes = 0;
+        let result = self.advance(&tx, user, &row.email, f, now).await;
+        match result {
+            Ok(c) => {
+                tx.commit().await?;
+                self.mail_ready.notify_one();
+                Ok(c)
+            }
+            Err(e) => {
+                drop(tx);
+                self.record_refusal(user, &e, now).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The user's audit trail, newest first. `page_token` is the opaque cursor of the
+    /// previous page.
+    pub async fn list_events(
+        &self,
+        user: &UserId,
+        page_size: i32,
+        page_token: &str,
+    ) -> CoreResult<(Vec<EventView>, String)> {
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_cursor(page_token).ok_or(CoreError::InvalidPageToken)?)
+        };
+        if self.store.user(user.as_str()).await?.is_none() {
+            return Err(CoreError::UserNotFound);
+        }
+        let size = if page_size <= 0 {
+            50
+        } else {
+            (page_size as u64).min(MAX_PAGE)
+        };
+        // One more than asked tells whether there is a next page.
+        let mut rows: Vec<event::Model> =
+            self.store.events(user.as_str(), before, size + 1).await?;
+        let next = if rows.len() as u64 > size {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| encode_cursor(r.event_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = rows
+            .into_iter()
+            .map(|r| EventView {
+                event_type: r.event_type,
+                at: r.at,
+                flow_id: r.flow_id.unwrap_or_default(),
+                masked_address: r.masked_address,
+                detail: r.detail,
+            })
+            .collect();
+        Ok((events, next))
+    }
+
+    /// Before a link page acts for `client`: refused while that client has failed too
+    /// often (a brute-force guard that holds across replicas).
+    pub async fn link_guard(&self, client: &str) -> CoreResult<()> {
+        match self
+            .store
+            .peek(
+                &bucket("ip", client),
+                self.policy.ip_failure_rate,
+                self.now(),
+            )
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(retry_after) => Err(CoreError::LockedOut { retry_after }),
+        }
+    }
+
+    /// Counts one failed confirmation of `client` on the link pages.
+    pub async fn link_failure(&self, client: &str) {
+        let result = self
+            .store
+            .take(
+                &bucket("ip", client),
+                self.policy.ip_failure_rate,
+                self.now(),
+            )
+            .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::warn!(
+                client,
+                "link-page client locked out after repeated failures"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not count a failed confirmation"),
+        }
+    }
+
+    async fn limit_user(&self, user: &UserId, now: i64) -> CoreResult<()> {
+        match self
+            .store
+            .take(&bucket("user", user.as_str()), self.policy.user_rate, now)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(retry_after) => {
+                let e = CoreError::RateLimited { retry_after };
+                self.record_refusal(user, &e, now).await;
+                Err(e)
+            }
+        }
     }
 
     // ----- the steps behind the use-cases -----
@@ -588,15 +818,25 @@ impl Core {
             FlowKind::Verify => self.policy.verify_ttl,
             FlowKind::Change => self.policy.change_ttl,
         };
+        let recipient = recipient_of(f, step).to_owned();
+        if let Err(retry_after) = tx
+            .take(&bucket("rcpt", &recipient), self.policy.recipient_rate, now)
+            .await?
+        {
+            return Err(CoreError::RateLimited { retry_after });
+        }
         let token = Token::generate();
+        let code = generate_code();
         let expires_at = now + duration_ms(ttl);
-        tx.insert_token(
-            &self.keys.sign(&token).0,
-            &f.flow_id,
-            step.as_str(),
+        let digest = self.keys.sign(&token).0;
+        tx.insert_token(NewToken {
+            digest: &digest,
+            flow_id: &f.flow_id,
+            step: step.as_str(),
             expires_at,
+            code_digest: &self.keys.code_digest(&digest, &code),
             now,
-        )
+        })
         .await?;
         f.step = step.as_str().to_owned();
         f.expires_at = expires_at;
@@ -608,18 +848,22 @@ impl Core {
             (FlowKind::Change, _) => Template::ChangeNewLink,
             (FlowKind::Verify, _) => Template::VerifyLink,
         };
-        let recipient = recipient_of(f, step).to_owned();
         let mail_id = uuid::Uuid::now_v7().to_string();
-        let link = format!("{}/verify?token={}", self.policy.public_url, token.expose());
+        let secrets = Secrets {
+            link: format!("{}/verify?token={}", self.policy.public_url, token.expose()),
+            code,
+        };
+        let sealed = serde_json::to_vec(&secrets).map_err(|e| CoreError::Internal(e.into()))?;
         let params = MailParams {
             expires_at,
             ttl_secs: ttl.as_secs(),
             masked_new: mask(&f.new_email),
             masked_old: f.old_email.as_deref().map(mask).unwrap_or_default(),
             changed_at: None,
+            support: String::new(),
         };
         tx.enqueue_mail(NewMail {
-            sealed_link: Some(self.keys.seal(link.as_bytes(), mail_id.as_bytes())),
+            sealed_link: Some(self.keys.seal(&sealed, mail_id.as_bytes())),
             mail_id,
             user_id: &f.user_id,
             flow_id: Some(&f.flow_id),
@@ -643,6 +887,7 @@ impl Core {
             masked_new: mask(&f.new_email),
             masked_old: mask(old),
             changed_at: Some(now),
+            support: self.policy.support_contact.clone(),
         };
         tx.enqueue_mail(NewMail {
             mail_id: uuid::Uuid::now_v7().to_string(),
@@ -721,13 +966,21 @@ impl Core {
         if e.reason().is_empty() {
             return;
         }
+        let ctx = context::current();
+        let event_type = match e {
+            CoreError::RateLimited { .. } => "rate_limited",
+            CoreError::LockedOut { .. } => "locked_out",
+            _ => "request_refused",
+        };
         let event = NewEvent {
             user_id: user.as_str(),
             flow_id: None,
-            event_type: "request_refused",
+            event_type,
             masked_address: "",
             detail: e.reason(),
             at: now,
+            actor: &ctx.actor,
+            request_id: &ctx.request_id,
         };
         if let Err(err) = self.store.event_if_user_exists(event).await {
             tracing::warn!(error = %err, "could not record a refusal in the audit trail");
@@ -745,6 +998,7 @@ impl Core {
         detail: &str,
         now: i64,
     ) -> CoreResult<()> {
+        let ctx = context::current();
         tx.event(NewEvent {
             user_id,
             flow_id,
@@ -752,6 +1006,8 @@ impl Core {
             masked_address,
             detail,
             at: now,
+            actor: &ctx.actor,
+            request_id: &ctx.request_id,
         })
         .await
     }
@@ -802,10 +1058,37 @@ fn new_flow(
         resend_available_at: now,
         created_at: now,
         updated_at: now,
+        failed_codes: 0,
+        locked_until: None,
     }
 }
 
+/// A rate-limit bucket key: the limit's name and a digest of what it limits (no address
+/// or IP in clear in the table).
+fn bucket(kind: &str, value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
+}
+
 /// Where a step's link goes: the current address for CONFIRM_CURRENT, else the new one.
+fn encode_cursor(event_id: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("ev:{event_id}"))
+}
+
+fn decode_cursor(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("ev:")?
+        .parse()
+        .ok()
+}
+
 fn recipient_of(f: &flow::Model, step: FlowStep) -> &str {
     match step {
         FlowStep::ConfirmCurrent => f.old_email.as_deref().unwrap_or(&f.new_email),

@@ -4,11 +4,13 @@
 pub mod email;
 pub mod flow;
 pub mod locale;
+pub mod rate;
 pub mod token;
 pub mod user_id;
 
 pub use email::EmailAddress;
 pub use flow::{FlowKind, FlowState, FlowStep, Outcome};
 pub use locale::Locale;
+pub use rate::Rate;
 pub use token::{Keyring, Token, TokenDigest};
 pub use user_id::UserId;

@@ -16,6 +16,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 pub const TOKEN_LEN: usize = 43;
 const TOKEN_BYTES: usize = 32;
@@ -136,6 +137,22 @@ impl Keyring {
             .collect()
     }
 
+    /// The digest a one-time code is stored under. It is bound to its token's row, so the
+    /// same six digits of two different mails never share a digest.
+    pub fn code_digest(&self, token_row: &str, code: &str) -> String {
+        digest(&self.keys[0], code_message(token_row, code).as_bytes()).0
+    }
+
+    /// Whether `code` is the one stored for `token_row`, under any configured key. Every
+    /// candidate is compared in constant time.
+    pub fn code_matches(&self, token_row: &str, code: &str, stored: &str) -> bool {
+        let message = code_message(token_row, code);
+        self.keys.iter().fold(false, |found, k| {
+            let candidate = digest(k, message.as_bytes()).0;
+            found | bool::from(candidate.as_bytes().ct_eq(stored.as_bytes()))
+        })
+    }
+
     /// Seals `plaintext` with ChaCha20-Poly1305 under a key derived from the newest key.
     /// `context` (e.g. the outbox row id) is authenticated, so a sealed value cannot be
     /// moved to another row. Output: base64(nonce || ciphertext).
@@ -194,6 +211,21 @@ fn digest(key: &[u8], message: &[u8]) -> TokenDigest {
     mac.update(message);
     let bytes = mac.finalize().into_bytes();
     TokenDigest(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn code_message(token_row: &str, code: &str) -> String {
+    format!("code\0{token_row}\0{code}")
+}
+
+/// A uniformly random 6-digit code, zero-padded.
+pub fn generate_code() -> String {
+    use rand::Rng;
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+}
+
+/// Exactly six ASCII digits.
+pub fn is_code(raw: &str) -> bool {
+    raw.len() == 6 && raw.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn seal_cipher(key: &[u8]) -> ChaCha20Poly1305 {
@@ -285,6 +317,27 @@ mod tests {
             Keyring::from_base64_list(" , ").unwrap_err(),
             KeyError::Empty
         );
+    }
+
+    #[test]
+    fn codes_are_six_digits_bound_to_their_token_and_survive_rotation() {
+        for _ in 0..200 {
+            assert!(is_code(&generate_code()));
+        }
+        assert!(
+            !is_code("12345") && !is_code("1234567") && !is_code("12a456") && !is_code("١٢٣٤٥٦")
+        );
+        let old = ring(b"o");
+        let stored = old.code_digest("row-a", "123456");
+        assert!(old.code_matches("row-a", "123456", &stored));
+        assert!(!old.code_matches("row-a", "123457", &stored));
+        assert!(
+            !old.code_matches("row-b", "123456", &stored),
+            "bound to its token row"
+        );
+        let rotated = Keyring::new(vec![b"n".repeat(32), b"o".repeat(32)]).unwrap();
+        assert!(rotated.code_matches("row-a", "123456", &stored));
+        assert!(!ring(b"n").code_matches("row-a", "123456", &stored));
     }
 
     proptest! {

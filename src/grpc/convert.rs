@@ -4,7 +4,7 @@
 use prost_types::Timestamp;
 
 use super::pb;
-use crate::core::{Confirmation, CoreError, FlowView, Status};
+use crate::core::{Confirmation, CoreError, EventView, FlowView, Status};
 use crate::domain::{EmailAddress, FlowKind, FlowStep, Outcome, Token, UserId};
 
 pub fn user_id(raw: &str) -> Result<UserId, CoreError> {
@@ -89,6 +89,18 @@ impl From<Status> for pb::GetStatusResponse {
             email_verified: s.email_verified,
             verified_at: s.verified_at.map(timestamp),
             pending: s.pending.map(Into::into),
+        }
+    }
+}
+
+impl From<EventView> for pb::Event {
+    fn from(e: EventView) -> Self {
+        pb::Event {
+            r#type: e.event_type,
+            at: Some(timestamp(e.at)),
+            flow_id: e.flow_id,
+            masked_address: e.masked_address,
+            detail: e.detail,
         }
     }
 }

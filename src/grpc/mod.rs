@@ -28,6 +28,10 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/emailverify_descriptor.bin"));
 }
 
+/// Who called, as the interceptor established it (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
 /// Checks `authorization: Bearer <token>` against the configured tokens, in constant
 /// time per candidate. With no tokens configured every call passes (loopback default).
 #[derive(Clone)]
@@ -44,8 +48,9 @@ impl BearerAuth {
 }
 
 impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if self.tokens.is_empty() {
+            request.extensions_mut().insert(Caller("api".into()));
             return Ok(request);
         }
         let presented = request

@@ -1,14 +1,18 @@
-//! The `EmailVerification` service: decode → core → encode. No rules live here.
+//! The `EmailVerification` service: decode → core → encode. No rules live here. Each call
+//! runs inside its audit context (who called, which request).
 
+use std::future::Future;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use super::convert;
-use super::pb;
 use super::status::to_status;
-use crate::core::Core;
+use super::{Caller, convert, pb};
+use crate::core::context::{self, RequestContext};
+use crate::core::{Core, CoreError};
 use crate::domain::Locale;
+use crate::domain::token::is_code;
 
 pub struct GrpcService {
     core: Arc<Core>,
@@ -22,87 +26,155 @@ impl GrpcService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The audit context of a call: the caller the interceptor recognised (and, with mutual
+/// TLS, a fingerprint of its certificate) and the request id.
+fn context_of<T>(req: &Request<T>) -> RequestContext {
+    let mut actor = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| "api".into());
+    if let Some(cert) = req
+        .peer_certs()
+        .as_ref()
+        .and_then(|certs| certs.first().cloned())
+    {
+        let fp: String = Sha256::digest(cert.as_ref())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        actor = format!("{actor} mtls:{fp}");
+    }
+    let request_id = context::request_id(
+        req.metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    );
+    RequestContext { actor, request_id }
+}
+
+/// Runs `handle` on the request's message inside the request's audit context.
+async fn serve<T, R, F>(req: Request<T>, handle: impl FnOnce(T) -> F) -> Reply<R>
+where
+    F: Future<Output = Result<R, CoreError>>,
+{
+    let ctx = context_of(&req);
+    let span = tracing::info_span!("rpc", request_id = %ctx.request_id);
+    let result =
+        tracing::Instrument::instrument(context::scope(ctx, handle(req.into_inner())), span).await;
+    result.map(Response::new).map_err(to_status)
+}
+
 #[tonic::async_trait]
 impl pb::EmailVerification for GrpcService {
     async fn request_verification(
         &self,
         req: Request<pb::RequestVerificationRequest>,
     ) -> Reply<pb::RequestVerificationResponse> {
-        let r = req.into_inner();
-        let user = convert::user_id(&r.user_id).map_err(to_status)?;
-        let email = convert::email("email", &r.email).map_err(to_status)?;
-        let flow = self
-            .core
-            .request_verification(&user, &email, Locale::from_tag(&r.locale))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RequestVerificationResponse {
-            flow: Some(flow.into()),
-        }))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            let email = convert::email("email", &r.email)?;
+            let flow = self
+                .core
+                .request_verification(&user, &email, Locale::from_tag(&r.locale))
+                .await?;
+            Ok(pb::RequestVerificationResponse {
+                flow: Some(flow.into()),
+            })
+        })
+        .await
     }
 
     async fn request_change(
         &self,
         req: Request<pb::RequestChangeRequest>,
     ) -> Reply<pb::RequestChangeResponse> {
-        let r = req.into_inner();
-        let user = convert::user_id(&r.user_id).map_err(to_status)?;
-        let email = convert::email("new_email", &r.new_email).map_err(to_status)?;
-        let flow = self
-            .core
-            .request_change(&user, &email, Locale::from_tag(&r.locale))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RequestChangeResponse {
-            flow: Some(flow.into()),
-        }))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            let email = convert::email("new_email", &r.new_email)?;
+            let flow = self
+                .core
+                .request_change(&user, &email, Locale::from_tag(&r.locale))
+                .await?;
+            Ok(pb::RequestChangeResponse {
+                flow: Some(flow.into()),
+            })
+        })
+        .await
     }
 
     async fn confirm_link(
         &self,
         req: Request<pb::ConfirmLinkRequest>,
     ) -> Reply<pb::ConfirmLinkResponse> {
-        let token = convert::token(&req.into_inner().token).map_err(to_status)?;
-        let confirmation = self.core.confirm_link(&token).await.map_err(to_status)?;
-        Ok(Response::new(confirmation.into()))
+        serve(req, |r| async move {
+            let token = convert::token(&r.token)?;
+            Ok(self.core.confirm_link(&token).await?.into())
+        })
+        .await
     }
 
     async fn resend(&self, req: Request<pb::ResendRequest>) -> Reply<pb::ResendResponse> {
-        let user = convert::user_id(&req.into_inner().user_id).map_err(to_status)?;
-        let flow = self.core.resend(&user).await.map_err(to_status)?;
-        Ok(Response::new(pb::ResendResponse {
-            flow: Some(flow.into()),
-        }))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            let flow = self.core.resend(&user).await?;
+            Ok(pb::ResendResponse {
+                flow: Some(flow.into()),
+            })
+        })
+        .await
     }
 
     async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Reply<pb::GetStatusResponse> {
-        let user = convert::user_id(&req.into_inner().user_id).map_err(to_status)?;
-        let status = self.core.status(&user).await.map_err(to_status)?;
-        Ok(Response::new(status.into()))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            Ok(self.core.status(&user).await?.into())
+        })
+        .await
     }
 
     async fn cancel_change(
         &self,
         req: Request<pb::CancelChangeRequest>,
     ) -> Reply<pb::CancelChangeResponse> {
-        let user = convert::user_id(&req.into_inner().user_id).map_err(to_status)?;
-        self.core.cancel(&user).await.map_err(to_status)?;
-        Ok(Response::new(pb::CancelChangeResponse {}))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            self.core.cancel(&user).await?;
+            Ok(pb::CancelChangeResponse {})
+        })
+        .await
     }
 
     async fn confirm_code(
         &self,
-        _req: Request<pb::ConfirmCodeRequest>,
+        req: Request<pb::ConfirmCodeRequest>,
     ) -> Reply<pb::ConfirmLinkResponse> {
-        // One-time codes are the subject of the abuse-resistance work (issue #3); until
-        // they exist, say so plainly rather than pretend.
-        Err(Status::unimplemented("ConfirmCode is not available yet"))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            if !is_code(&r.code) {
+                return Err(CoreError::InvalidCode);
+            }
+            Ok(self.core.confirm_code(&user, &r.code).await?.into())
+        })
+        .await
     }
 
     async fn list_events(
         &self,
-        _req: Request<pb::ListEventsRequest>,
+        req: Request<pb::ListEventsRequest>,
     ) -> Reply<pb::ListEventsResponse> {
-        Err(Status::unimplemented("ListEvents is not available yet"))
+        serve(req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            let (events, next_page_token) = self
+                .core
+                .list_events(&user, r.page_size, &r.page_token)
+                .await?;
+            Ok(pb::ListEventsResponse {
+                events: events.into_iter().map(Into::into).collect(),
+                next_page_token,
+            })
+        })
+        .await
     }
 }

@@ -9,13 +9,18 @@ pub mod pages;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Form, Query, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::core::context::{self, RequestContext};
 use crate::core::{Core, CoreError};
 use crate::domain::Token;
 use pages::Pages;
@@ -24,6 +29,69 @@ pub struct HttpState {
     pub core: Arc<Core>,
     pub pages: Pages,
     pub success_url: Option<String>,
+    /// Behind a trusted reverse proxy: the header with the client IP (last entry wins,
+    /// as that is the one our proxy appended).
+    pub client_ip_header: Option<HeaderName>,
+}
+
+impl HttpState {
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
+        self.client_ip_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| peer.ip().to_string())
+    }
+}
+
+/// What a link page does for one request: the client (for the brute-force guard) and the
+/// audit context of the core calls it makes.
+struct Visit {
+    client: String,
+}
+
+async fn visit<F: Future<Output = Response>>(
+    s: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    page: impl FnOnce(Visit) -> F,
+) -> Response {
+    let ctx = RequestContext {
+        actor: "link-page".into(),
+        request_id: context::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok())),
+    };
+    let client = s.client(peer, headers);
+    context::scope(ctx, async move {
+        // A client that failed too often is refused before its token is even looked at.
+        if let Err(e) = s.core.link_guard(&client).await {
+            return s.pages.error(&e, None);
+        }
+        page(Visit { client }).await
+    })
+    .await
+}
+
+/// Failures that look like guessing or replaying links count against the client.
+fn counts_as_failure(e: &CoreError) -> bool {
+    matches!(
+        e,
+        CoreError::InvalidToken
+            | CoreError::TokenNotFound
+            | CoreError::TokenUsed
+            | CoreError::TokenSuperseded
+            | CoreError::TokenExpired
+    )
+}
+
+impl HttpState {
+    async fn failed(&self, v: &Visit, e: &CoreError) {
+        if counts_as_failure(e) {
+            self.core.link_failure(&v.client).await;
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +111,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(ready))
         // A form carries one 43-character token: anything large is not ours.
         .layer(DefaultBodyLimit::max(4 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(15),
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -72,53 +144,110 @@ fn parse(raw: &str) -> Result<Token, CoreError> {
 
 /// `GET /verify?token=T`: the Confirm page for a live token, otherwise the page the POST
 /// would give. Reads only.
-async fn show_link(State(s): State<Arc<HttpState>>, Query(q): Query<TokenField>) -> Response {
-    let token = match parse(&q.token) {
-        Ok(t) => t,
-        Err(e) => return s.pages.error(&e, None),
-    };
-    match s.core.inspect_token(&token).await {
-        Ok(flow) => s.pages.confirm(&flow, &token),
-        Err(e) => s.pages.error(&e, Some(&token)),
-    }
+async fn show_link(
+    State(s): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<TokenField>,
+) -> Response {
+    let s: &HttpState = &s;
+    visit(s, peer, &headers, |v| async move {
+        let result = match parse(&q.token) {
+            Ok(token) => s.core.inspect_token(&token).await.map(|flow| (flow, token)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((flow, token)) => s.pages.confirm(&flow, &token),
+            Err(e) => {
+                s.failed(&v, &e).await;
+                s.pages.error(&e, Token::parse(&q.token).ok().as_ref())
+            }
+        }
+    })
+    .await
 }
 
-async fn confirm(State(s): State<Arc<HttpState>>, Form(f): Form<TokenField>) -> Response {
-    let token = match parse(&f.token) {
-        Ok(t) => t,
-        Err(e) => return s.pages.error(&e, None),
-    };
-    match s.core.confirm_link(&token).await {
-        Ok(c) => match &s.success_url {
-            Some(url) => Redirect::to(url).into_response(),
-            None => s.pages.confirmed(&c),
-        },
-        Err(e) => s.pages.error(&e, Some(&token)),
-    }
+async fn confirm(
+    State(s): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<TokenField>,
+) -> Response {
+    let s: &HttpState = &s;
+    visit(s, peer, &headers, |v| async move {
+        let token = match parse(&f.token) {
+            Ok(t) => t,
+            Err(e) => {
+                s.failed(&v, &e).await;
+                return s.pages.error(&e, None);
+            }
+        };
+        match s.core.confirm_link(&token).await {
+            Ok(c) => match &s.success_url {
+                Some(url) => Redirect::to(url).into_response(),
+                None => s.pages.confirmed(&c),
+            },
+            Err(e) => {
+                s.failed(&v, &e).await;
+                s.pages.error(&e, Some(&token))
+            }
+        }
+    })
+    .await
 }
 
-async fn cancel(State(s): State<Arc<HttpState>>, Form(f): Form<TokenField>) -> Response {
-    let token = match parse(&f.token) {
-        Ok(t) => t,
-        Err(e) => return s.pages.error(&e, None),
-    };
-    match s.core.cancel_by_token(&token).await {
-        Ok(_) => s.pages.cancelled(),
-        Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-        Err(e) => s.pages.error(&e, None),
-    }
+async fn cancel(
+    State(s): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<TokenField>,
+) -> Response {
+    let s: &HttpState = &s;
+    visit(s, peer, &headers, |v| async move {
+        let token = match parse(&f.token) {
+            Ok(t) => t,
+            Err(e) => {
+                s.failed(&v, &e).await;
+                return s.pages.error(&e, None);
+            }
+        };
+        match s.core.cancel_by_token(&token).await {
+            Ok(_) => s.pages.cancelled(),
+            Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
+            Err(e) => {
+                s.failed(&v, &e).await;
+                s.pages.error(&e, None)
+            }
+        }
+    })
+    .await
 }
 
-async fn resend(State(s): State<Arc<HttpState>>, Form(f): Form<TokenField>) -> Response {
-    let token = match parse(&f.token) {
-        Ok(t) => t,
-        Err(e) => return s.pages.error(&e, None),
-    };
-    match s.core.resend_by_token(&token).await {
-        Ok(flow) => s.pages.resent(&flow),
-        Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-        Err(e) => s.pages.error(&e, None),
-    }
+async fn resend(
+    State(s): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<TokenField>,
+) -> Response {
+    let s: &HttpState = &s;
+    visit(s, peer, &headers, |v| async move {
+        let token = match parse(&f.token) {
+            Ok(t) => t,
+            Err(e) => {
+                s.failed(&v, &e).await;
+                return s.pages.error(&e, None);
+            }
+        };
+        match s.core.resend_by_token(&token).await {
+            Ok(flow) => s.pages.resent(&flow),
+            Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
+            Err(e) => {
+                s.failed(&v, &e).await;
+                s.pages.error(&e, None)
+            }
+        }
+    })
+    .await
 }
 
 async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {

@@ -213,6 +213,8 @@ impl Pages {
                 ..Page::default()
             },
             CoreError::InvalidToken
+            | CoreError::InvalidCode
+            | CoreError::InvalidPageToken
             | CoreError::InvalidEmail { .. }
             | CoreError::InvalidUserId(_) => Page {
                 title: "This link is not valid",
@@ -269,9 +271,11 @@ impl Pages {
 /// The HTTP status of each error (API.md, link shim table).
 pub fn http_status(e: &CoreError) -> StatusCode {
     match e {
-        CoreError::InvalidEmail { .. } | CoreError::InvalidUserId(_) | CoreError::InvalidToken => {
-            StatusCode::BAD_REQUEST
-        }
+        CoreError::InvalidEmail { .. }
+        | CoreError::InvalidUserId(_)
+        | CoreError::InvalidToken
+        | CoreError::InvalidCode
+        | CoreError::InvalidPageToken => StatusCode::BAD_REQUEST,
         CoreError::TokenNotFound | CoreError::UserNotFound => StatusCode::NOT_FOUND,
         CoreError::TokenUsed
         | CoreError::EmailTaken

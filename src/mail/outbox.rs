@@ -17,7 +17,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::templates::{MailParams, Template, Templates};
+use super::templates::{MailParams, Secrets, Template, Templates};
 use super::transport::Transport;
 use crate::core::clock::{Clock, duration_ms};
 use crate::domain::email::mask;
@@ -159,15 +159,14 @@ impl Worker {
         let template = Template::from_db(&mail.template).ok_or("unknown template")?;
         let params: MailParams =
             serde_json::from_str(&mail.params).map_err(|_| "unreadable mail parameters")?;
-        let link = match &mail.sealed_link {
-            Some(sealed) => Some(
-                String::from_utf8(
-                    self.keys
-                        .unseal(sealed, mail.mail_id.as_bytes())
-                        .map_err(|_| "the link cannot be unsealed with the configured keys")?,
-                )
-                .map_err(|_| "the unsealed link is not UTF-8")?,
-            ),
+        let secrets: Option<Secrets> = match &mail.sealed_link {
+            Some(sealed) => {
+                let opened = self
+                    .keys
+                    .unseal(sealed, mail.mail_id.as_bytes())
+                    .map_err(|_| "the link cannot be unsealed with the configured keys")?;
+                Some(serde_json::from_slice(&opened).map_err(|_| "the sealed link is unreadable")?)
+            }
             None if template == Template::ChangeNotice => None,
             None => return Err("the link was erased".into()),
         };
@@ -177,7 +176,7 @@ impl Worker {
                 template,
                 Locale::from_tag(&mail.locale),
                 &params,
-                link.as_deref(),
+                secrets.as_ref(),
             )
             .map_err(|e| format!("template: {e}"))?;
         let to: Mailbox = mail

@@ -52,6 +52,16 @@ pub struct MailParams {
     pub masked_new: String,
     pub masked_old: String,
     pub changed_at: Option<i64>,
+    /// Whom to contact about a change you did not make (notice only).
+    #[serde(default)]
+    pub support: String,
+}
+
+/// What a queued link mail keeps sealed until it is handed to SMTP.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Secrets {
+    pub link: String,
+    pub code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +78,8 @@ struct Sentences {
     not_you: &'static str,
 }
 
+const CODE_EN: &str = "Or type this code in the app: {{ code }}";
+const CODE_NE: &str = "वा एपमा यो कोड लेख्नुहोस्: {{ code }}";
 const EXPIRY_EN: &str = "This link expires in {{ ttl }}.";
 const EXPIRY_NE: &str = "यो लिङ्क {{ ttl }} भित्र समाप्त हुन्छ।";
 const NOT_YOU_LINK_EN: &str = "If you did not ask for this, open the link and choose \"This wasn't me\" - or simply ignore this email.";
@@ -115,13 +127,13 @@ fn sentences(t: Template, l: Locale) -> Sentences {
             subject: "Your email address was changed",
             intro: "The email address of your wallet account was changed from {{ masked_old }} to {{ masked_new }} on {{ changed_at }}.",
             action: "",
-            not_you: "If you did not make this change, contact our support team right away: reply to this email or use Help in the wallet app.",
+            not_you: "If you did not make this change, contact {{ support }} right away: reply to this email or use Help in the wallet app.",
         },
         (Template::ChangeNotice, Locale::Ne) => Sentences {
             subject: "तपाईंको इमेल ठेगाना परिवर्तन गरियो",
             intro: "तपाईंको वालेट खाताको इमेल ठेगाना {{ changed_at }} मा {{ masked_old }} बाट {{ masked_new }} मा परिवर्तन गरियो।",
             action: "",
-            not_you: "यदि तपाईंले यो परिवर्तन गर्नुभएको होइन भने, तुरुन्तै हाम्रो सहायता टोलीलाई सम्पर्क गर्नुहोस्: यो इमेलको जवाफ दिनुहोस् वा वालेट एपको सहायता प्रयोग गर्नुहोस्।",
+            not_you: "यदि तपाईंले यो परिवर्तन गर्नुभएको होइन भने, तुरुन्तै {{ support }} लाई सम्पर्क गर्नुहोस्: यो इमेलको जवाफ दिनुहोस् वा वालेट एपको सहायता प्रयोग गर्नुहोस्।",
         },
     }
 }
@@ -186,27 +198,35 @@ impl Templates {
         Self { env }
     }
 
-    /// Renders a mail; `link` is `None` only for the change notice.
+    /// Renders a mail; `secrets` is `None` only for the change notice.
     pub fn render(
         &self,
         template: Template,
         locale: Locale,
         params: &MailParams,
-        link: Option<&str>,
+        secrets: Option<&Secrets>,
     ) -> Result<RenderedMail, minijinja::Error> {
+        let link = secrets.map(|s| s.link.as_str());
         let s = sentences(template, locale);
         let vars = context! {
             masked_new => params.masked_new,
             masked_old => params.masked_old,
             changed_at => params.changed_at.map(rfc3339).unwrap_or_default(),
             ttl => duration_in_words(params.ttl_secs, locale),
+            code => secrets.map(|s| s.code.as_str()).unwrap_or_default(),
+            support => if params.support.is_empty() { "our support team" } else { params.support.as_str() },
         };
         let fill = |sentence: &str| self.env.render_str(sentence, &vars);
         let expiry = match locale {
             Locale::En => fill(EXPIRY_EN)?,
             Locale::Ne => fill(EXPIRY_NE)?,
         };
+        let code_line = match locale {
+            Locale::En => fill(CODE_EN)?,
+            Locale::Ne => fill(CODE_NE)?,
+        };
         let ctx = context! {
+            code_line => code_line,
             lang => locale.as_tag(),
             subject => s.subject,
             intro => fill(s.intro)?,
@@ -248,6 +268,14 @@ mod tests {
             masked_new: "n***@example.com".into(),
             masked_old: "o***@example.com".into(),
             changed_at: Some(0),
+            support: "help@wallet.example".into(),
+        }
+    }
+
+    fn secrets(link: &str) -> Secrets {
+        Secrets {
+            link: link.into(),
+            code: "042917".into(),
         }
     }
 
@@ -261,8 +289,9 @@ mod tests {
         ] {
             for l in [Locale::En, Locale::Ne] {
                 let m = t
-                    .render(tpl, l, &params(), Some("http://x/verify?token=T&a=<b>"))
+                    .render(tpl, l, &params(), Some(&secrets("http://x/verify?token=T&a=<b>")))
                     .unwrap();
+                assert!(m.text.contains("042917") && m.html.contains("042917"), "{tpl:?} {l:?}: the code");
                 assert!(
                     m.text.contains("http://x/verify?token=T&a=<b>"),
                     "{tpl:?} {l:?}"
@@ -280,12 +309,12 @@ mod tests {
                 Template::ChangeCurrentLink,
                 Locale::En,
                 &params(),
-                Some("L"),
+                Some(&secrets("L")),
             )
             .unwrap();
         assert!(en.text.contains("n***@example.com") && en.text.contains("24 hours"));
         let ne = t
-            .render(Template::VerifyLink, Locale::Ne, &params(), Some("L"))
+            .render(Template::VerifyLink, Locale::Ne, &params(), Some(&secrets("L")))
             .unwrap();
         assert!(ne.text.contains("२४ घण्टा"), "{}", ne.text);
         let notice = t

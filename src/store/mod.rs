@@ -20,8 +20,9 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 use crate::core::error::{CoreError, CoreResult};
+use crate::domain::Rate;
 use crate::migrations::Migrator;
-use entity::{event, flow, outbox, token, user};
+use entity::{event, flow, outbox, rate_limit, token, user};
 
 /// Token states as stored.
 pub const TOKEN_LIVE: &str = "live";
@@ -113,6 +114,33 @@ impl Store {
         Ok(())
     }
 
+    /// Takes one event from a rate-limit bucket in its own transaction (so it counts even
+    /// when the request it guards is then refused).
+    pub async fn take(
+        &self,
+        bucket: &str,
+        rate: Rate,
+        now: i64,
+    ) -> CoreResult<Result<(), Duration>> {
+        let txn = self.db.begin().await?;
+        let result = take(&txn, bucket, rate, now).await?;
+        txn.commit().await?;
+        Ok(result)
+    }
+
+    /// Whether a bucket would allow one more event now, without taking it.
+    pub async fn peek(
+        &self,
+        bucket: &str,
+        rate: Rate,
+        now: i64,
+    ) -> CoreResult<Result<(), Duration>> {
+        let row = rate_limit::Entity::find_by_id(bucket.to_owned())
+            .one(&self.db)
+            .await?;
+        Ok(rate.check(row.map(|r| r.tat), now).map(|_| ()))
+    }
+
     // ----- outbox (used by the delivery worker) -----
 
     /// Claims up to `limit` due mails for `lease`: a conditional update per row, so two
@@ -188,6 +216,8 @@ impl Store {
                 masked_address: masked,
                 detail: &mail.template,
                 at: now,
+                actor: "mail-worker",
+                request_id: "",
             },
         )
         .await?;
@@ -243,6 +273,8 @@ impl Store {
                 masked_address: masked,
                 detail: error,
                 at: now,
+                actor: "mail-worker",
+                request_id: "",
             },
         )
         .await?;
@@ -280,6 +312,15 @@ pub struct NewMail<'a> {
     pub now: i64,
 }
 
+pub struct NewToken<'a> {
+    pub digest: &'a str,
+    pub flow_id: &'a str,
+    pub step: &'a str,
+    pub expires_at: i64,
+    pub code_digest: &'a str,
+    pub now: i64,
+}
+
 pub struct NewEvent<'a> {
     pub user_id: &'a str,
     pub flow_id: Option<&'a str>,
@@ -287,6 +328,8 @@ pub struct NewEvent<'a> {
     pub masked_address: &'a str,
     pub detail: &'a str,
     pub at: i64,
+    pub actor: &'a str,
+    pub request_id: &'a str,
 }
 
 impl Tx {
@@ -309,6 +352,7 @@ impl Tx {
                 verified_at: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
+                change_frozen_until: Set(None),
             };
             user::Entity::insert(row)
                 .on_conflict_do_nothing_on([user::Column::UserId])
@@ -386,6 +430,8 @@ impl Tx {
                 Expr::value(f.resend_available_at),
             )
             .col_expr(flow::Column::UpdatedAt, Expr::value(f.updated_at))
+            .col_expr(flow::Column::FailedCodes, Expr::value(f.failed_codes))
+            .col_expr(flow::Column::LockedUntil, Expr::value(f.locked_until))
             .filter(flow::Column::FlowId.eq(f.flow_id.clone()))
             .exec(&self.txn)
             .await?;
@@ -403,14 +449,15 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn insert_token(
-        &self,
-        digest: &str,
-        flow_id: &str,
-        step: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> CoreResult<()> {
+    pub async fn insert_token(&self, t: NewToken<'_>) -> CoreResult<()> {
+        let NewToken {
+            digest,
+            flow_id,
+            step,
+            expires_at,
+            code_digest,
+            now,
+        } = t;
         token::ActiveModel {
             digest: Set(digest.to_owned()),
             flow_id: Set(flow_id.to_owned()),
@@ -419,6 +466,7 @@ impl Tx {
             expires_at: Set(expires_at),
             created_at: Set(now),
             used_at: Set(None),
+            code_digest: Set(Some(code_digest.to_owned())),
         }
         .insert(&self.txn)
         .await?;
@@ -445,6 +493,36 @@ impl Tx {
             .exec(&self.txn)
             .await?;
         Ok(res.rows_affected == 1)
+    }
+
+    /// The newest live token of a flow's step (the one a code is checked against).
+    pub async fn live_token(&self, flow_id: &str, step: &str) -> CoreResult<Option<token::Model>> {
+        Ok(token::Entity::find()
+            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::Step.eq(step))
+            .filter(token::Column::State.eq(TOKEN_LIVE))
+            .order_by_desc(token::Column::CreatedAt)
+            .one(&self.txn)
+            .await?)
+    }
+
+    pub async fn freeze_changes(&self, user_id: &str, until: i64) -> CoreResult<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))
+            .filter(user::Column::UserId.eq(user_id))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes one event from a rate-limit bucket inside this transaction.
+    pub async fn take(
+        &self,
+        bucket: &str,
+        rate: Rate,
+        now: i64,
+    ) -> CoreResult<Result<(), Duration>> {
+        take(&self.txn, bucket, rate, now).await
     }
 
     pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
@@ -475,6 +553,37 @@ impl Tx {
     }
 }
 
+/// GCRA on a shared row: create it if missing, lock it, step it, store the new TAT.
+async fn take<C: ConnectionTrait>(
+    db: &C,
+    bucket: &str,
+    rate: Rate,
+    now: i64,
+) -> CoreResult<Result<(), Duration>> {
+    rate_limit::Entity::insert(rate_limit::ActiveModel {
+        bucket: Set(bucket.to_owned()),
+        tat: Set(now),
+    })
+    .on_conflict_do_nothing_on([rate_limit::Column::Bucket])
+    .exec_without_returning(db)
+    .await?;
+    let row = rate_limit::Entity::find_by_id(bucket.to_owned())
+        .lock_exclusive()
+        .one(db)
+        .await?;
+    match rate.check(row.map(|r| r.tat), now) {
+        Ok(tat) => {
+            rate_limit::Entity::update_many()
+                .col_expr(rate_limit::Column::Tat, Expr::value(tat))
+                .filter(rate_limit::Column::Bucket.eq(bucket))
+                .exec(db)
+                .await?;
+            Ok(Ok(()))
+        }
+        Err(wait) => Ok(Err(wait)),
+    }
+}
+
 async fn pending_flow<C: ConnectionTrait>(
     db: &C,
     user_id: &str,
@@ -495,6 +604,8 @@ async fn insert_event<C: ConnectionTrait>(db: &C, e: NewEvent<'_>) -> CoreResult
         masked_address: Set(e.masked_address.to_owned()),
         detail: Set(e.detail.chars().take(256).collect()),
         at: Set(e.at),
+        actor: Set(e.actor.chars().take(64).collect()),
+        request_id: Set(e.request_id.chars().take(64).collect()),
     }
     .insert(db)
     .await?;

@@ -11,6 +11,9 @@ pub struct Model {
     pub masked_address: String,
     pub detail: String,
     pub at: i64,
+    /// Who caused it: `api`, `api:<token #>`, `mtls:<subject>`, `link-page`, `worker`.
+    pub actor: String,
+    pub request_id: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,9 @@ pub struct Model {
     pub resend_available_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Wrong codes so far (reset when a lock ends).
+    pub failed_codes: i32,
+    pub locked_until: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

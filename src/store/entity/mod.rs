@@ -4,5 +4,6 @@
 pub mod event;
 pub mod flow;
 pub mod outbox;
+pub mod rate_limit;
 pub mod token;
 pub mod user;

@@ -13,6 +13,8 @@ pub struct Model {
     pub expires_at: i64,
     pub created_at: i64,
     pub used_at: Option<i64>,
+    /// HMAC of the 6-digit code mailed with this link.
+    pub code_digest: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

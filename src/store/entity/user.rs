@@ -10,6 +10,8 @@ pub struct Model {
     pub verified_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// RequestChange is refused until then (after a "this wasn't me" report).
+    pub change_frozen_until: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

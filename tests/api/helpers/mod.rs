@@ -149,6 +149,7 @@ pub fn test_settings(db: &TestDb, smtp: &SmtpSink) -> Settings {
         mail_retry_base: "200ms".into(),
         mail_max_attempts: "12".into(),
         log_format: "pretty".into(),
+        ..Settings::default()
     }
 }
 
