@@ -130,6 +130,7 @@ impl Core {
         locale: Locale,
     ) -> CoreResult<FlowView> {
         let now = self.now();
+        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(
@@ -150,6 +151,7 @@ impl Core {
         locale: Locale,
     ) -> CoreResult<FlowView> {
         let now = self.now();
+        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(

@@ -289,9 +289,17 @@ mod tests {
         ] {
             for l in [Locale::En, Locale::Ne] {
                 let m = t
-                    .render(tpl, l, &params(), Some(&secrets("http://x/verify?token=T&a=<b>")))
+                    .render(
+                        tpl,
+                        l,
+                        &params(),
+                        Some(&secrets("http://x/verify?token=T&a=<b>")),
+                    )
                     .unwrap();
-                assert!(m.text.contains("042917") && m.html.contains("042917"), "{tpl:?} {l:?}: the code");
+                assert!(
+                    m.text.contains("042917") && m.html.contains("042917"),
+                    "{tpl:?} {l:?}: the code"
+                );
                 assert!(
                     m.text.contains("http://x/verify?token=T&a=<b>"),
                     "{tpl:?} {l:?}"
@@ -314,7 +322,12 @@ mod tests {
             .unwrap();
         assert!(en.text.contains("n***@example.com") && en.text.contains("24 hours"));
         let ne = t
-            .render(Template::VerifyLink, Locale::Ne, &params(), Some(&secrets("L")))
+            .render(
+                Template::VerifyLink,
+                Locale::Ne,
+                &params(),
+                Some(&secrets("L")),
+            )
             .unwrap();
         assert!(ne.text.contains("२४ घण्टा"), "{}", ne.text);
         let notice = t

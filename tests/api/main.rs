@@ -5,8 +5,10 @@
 mod helpers;
 
 mod change;
+mod codes;
 mod delivery;
 mod errors;
+mod limits;
 mod links;
 mod ops;
 mod process;

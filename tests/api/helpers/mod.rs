@@ -267,6 +267,53 @@ impl TestApp {
         link.split("token=").nth(1).unwrap().to_string()
     }
 
+    /// The 6-digit code printed in a link mail.
+    pub fn code_in(&self, mail: &ReceivedMail) -> String {
+        let after = mail
+            .text
+            .split("code in the app: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no code in mail: {}", mail.text));
+        let code: String = after.chars().take(6).collect();
+        assert!(
+            code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+            "{code:?}"
+        );
+        code
+    }
+
+    pub async fn confirm_code(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<pb::ConfirmLinkResponse, tonic::Status> {
+        self.grpc
+            .clone()
+            .confirm_code(pb::ConfirmCodeRequest {
+                user_id: user.into(),
+                code: code.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn events(
+        &self,
+        user: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListEventsResponse, tonic::Status> {
+        self.grpc
+            .clone()
+            .list_events(pb::ListEventsRequest {
+                user_id: user.into(),
+                page_size,
+                page_token: page_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     pub async fn request_verification(
         &self,
         user: &str,

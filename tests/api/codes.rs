@@ -1,0 +1,203 @@
+//! One-time codes (ConfirmCode): the same mail's 6 digits confirm the step; wrong codes
+//! count per flow and the 5th locks its codes for 15 minutes, across restarts.
+
+use std::time::Duration;
+
+use emailverify::core::clock::ShiftedClock;
+use emailverify::grpc::pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{
+    Backend, SmtpSink, assert_reason, expect_err, fresh_database, spawn_app, start, test_settings,
+};
+
+/// A code that is not `right` (codes are uniform over 000000..=999999).
+fn wrong(right: &str) -> String {
+    let n: u32 = right.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+async fn the_code_in_the_mail_confirms_the_step_like_the_link(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let mail = app.next_mail().await;
+    let code = app.code_in(&mail);
+    assert!(
+        mail.html.contains(&code),
+        "the HTML part carries the code too"
+    );
+
+    let ok = app.confirm_code("user-1", &code).await.unwrap();
+    assert_eq!(ok.outcome(), pb::Outcome::EmailVerified);
+    assert_eq!(ok.email, "jane@example.com");
+    // The code consumed the mail's token: its link is used now.
+    assert_reason(
+        &expect_err(app.confirm(&app.token_in(&mail)).await),
+        Code::FailedPrecondition,
+        "TOKEN_USED",
+    );
+}
+
+async fn codes_work_for_both_steps_of_a_change(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.verified_user("user-1", "old@example.com").await;
+    app.request_change("user-1", "new@example.org")
+        .await
+        .unwrap();
+    let first = app.code_in(&app.next_mail().await);
+    let step1 = app.confirm_code("user-1", &first).await.unwrap();
+    assert_eq!(step1.outcome(), pb::Outcome::CurrentConfirmed);
+    let second = app.next_mail().await;
+    assert_eq!(second.to, vec!["new@example.org".to_string()]);
+    let step2 = app
+        .confirm_code("user-1", &app.code_in(&second))
+        .await
+        .unwrap();
+    assert_eq!(step2.outcome(), pb::Outcome::EmailChanged);
+}
+
+async fn four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let code = app.code_in(&app.next_mail().await);
+
+    for left in (1..=4).rev() {
+        let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+        assert_reason(&err, Code::FailedPrecondition, "CODE_MISMATCH");
+        assert_eq!(
+            err.get_details_error_info().unwrap().metadata["attempts_left"],
+            left.to_string()
+        );
+    }
+    let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+    assert_reason(&err, Code::ResourceExhausted, "LOCKED_OUT");
+    assert_eq!(
+        err.get_details_retry_info().unwrap().retry_delay,
+        Some(Duration::from_secs(15 * 60))
+    );
+    // During the lock even the right code is refused.
+    let err = expect_err(app.confirm_code("user-1", &code).await);
+    assert_reason(&err, Code::ResourceExhausted, "LOCKED_OUT");
+    let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        retry <= Duration::from_secs(15 * 60) && retry > Duration::from_secs(14 * 60),
+        "{retry:?}"
+    );
+
+    app.clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_eq!(
+        app.confirm_code("user-1", &code).await.unwrap().outcome(),
+        pb::Outcome::EmailVerified
+    );
+}
+
+async fn the_lock_and_the_count_survive_a_restart(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let settings = test_settings(&db, &smtp);
+    let clock = ShiftedClock::default();
+    let app = start(db, smtp, settings.clone(), clock.clone()).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let code = app.code_in(&app.next_mail().await);
+    for _ in 0..3 {
+        expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+    }
+    let (db, smtp) = app.stop().await;
+
+    let settings_again = settings.clone();
+    let app = start(db, smtp, settings, clock.clone()).await;
+    let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["attempts_left"],
+        "1",
+        "the count survived"
+    );
+    assert_reason(
+        &expect_err(app.confirm_code("user-1", &wrong(&code)).await),
+        Code::ResourceExhausted,
+        "LOCKED_OUT",
+    );
+    let (db, smtp) = app.stop().await;
+
+    // The lock itself survives a restart too.
+    let app = start(db, smtp, settings_again, clock).await;
+    assert_reason(
+        &expect_err(app.confirm_code("user-1", &code).await),
+        Code::ResourceExhausted,
+        "LOCKED_OUT",
+    );
+}
+
+async fn resend_issues_a_new_code_and_kills_the_old_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let old = app.code_in(&app.next_mail().await);
+    app.clock.advance(Duration::from_secs(61));
+    app.resend("user-1").await.unwrap();
+    let new = app.code_in(&app.next_mail().await);
+
+    if old != new {
+        let err = expect_err(app.confirm_code("user-1", &old).await);
+        assert_reason(&err, Code::FailedPrecondition, "CODE_MISMATCH");
+    }
+    assert_eq!(
+        app.confirm_code("user-1", &new).await.unwrap().outcome(),
+        pb::Outcome::EmailVerified
+    );
+}
+
+async fn malformed_codes_and_nothing_pending_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for bad in ["", "12345", "1234567", "12a456", " 123456"] {
+        let err = expect_err(app.confirm_code("user-1", bad).await);
+        assert_reason(&err, Code::InvalidArgument, "INVALID_TOKEN");
+        assert_eq!(
+            err.get_details_bad_request().unwrap().field_violations[0].field,
+            "code"
+        );
+    }
+    assert_reason(
+        &expect_err(app.confirm_code("", "123456").await),
+        Code::InvalidArgument,
+        "INVALID_USER_ID",
+    );
+    assert_reason(
+        &expect_err(app.confirm_code("nobody", "123456").await),
+        Code::FailedPrecondition,
+        "NO_PENDING_FLOW",
+    );
+    assert_eq!(app.count("users").await, 0);
+}
+
+async fn an_expired_step_refuses_its_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let code = app.code_in(&app.next_mail().await);
+    app.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    assert_reason(
+        &expect_err(app.confirm_code("user-1", &code).await),
+        Code::FailedPrecondition,
+        "TOKEN_EXPIRED",
+    );
+}
+
+crate::on_both_backends!(
+    the_code_in_the_mail_confirms_the_step_like_the_link,
+    codes_work_for_both_steps_of_a_change,
+    four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes,
+    the_lock_and_the_count_survive_a_restart,
+    resend_issues_a_new_code_and_kills_the_old_one,
+    malformed_codes_and_nothing_pending_are_refused,
+    an_expired_step_refuses_its_code,
+);

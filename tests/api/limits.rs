@@ -1,0 +1,142 @@
+//! Rate limits and lockout: per user, per recipient address (whatever the account), and
+//! per client IP on the link pages. Refusals carry RetryInfo / Retry-After.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{Backend, assert_reason, expect_err, spawn_app_with};
+
+async fn a_user_gets_a_bounded_number_of_requests_and_resends(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.limit_per_user = "3/1h".into();
+        s.resend_cooldown = "0s".into();
+    })
+    .await;
+    app.request_verification("user-1", "a@example.com")
+        .await
+        .unwrap();
+    app.request_verification("user-1", "b@example.com")
+        .await
+        .unwrap();
+    app.resend("user-1").await.unwrap();
+
+    let err = expect_err(app.resend("user-1").await);
+    assert_reason(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        retry > Duration::from_secs(19 * 60) && retry <= Duration::from_secs(20 * 60),
+        "{retry:?}"
+    );
+    assert_reason(
+        &expect_err(app.request_verification("user-1", "c@example.com").await),
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+    );
+    // Another user is not affected.
+    app.request_verification("user-2", "d@example.com")
+        .await
+        .unwrap();
+
+    app.clock.advance(retry);
+    app.request_verification("user-1", "c@example.com")
+        .await
+        .unwrap();
+    let events = app.events("user-1", 50, "").await.unwrap().events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.r#type == "rate_limited" && e.detail == "RATE_LIMITED"),
+        "{events:?}"
+    );
+}
+
+async fn an_inbox_cannot_be_bombed_through_many_accounts(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.limit_per_recipient = "2/1h".into()).await;
+    app.request_verification("attacker-1", "victim@example.com")
+        .await
+        .unwrap();
+    app.request_verification("attacker-2", "victim@EXAMPLE.com")
+        .await
+        .unwrap();
+    let err = expect_err(
+        app.request_verification("attacker-3", "victim@example.com")
+            .await,
+    );
+    assert_reason(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    assert!(err.get_details_retry_info().unwrap().retry_delay.is_some());
+
+    app.next_mail().await;
+    app.next_mail().await;
+    app.assert_no_mail().await;
+    assert!(
+        app.status("attacker-3").await.is_err(),
+        "the refused request wrote nothing"
+    );
+    // Other inboxes are not affected.
+    app.request_verification("attacker-3", "other@example.com")
+        .await
+        .unwrap();
+}
+
+async fn a_client_that_keeps_failing_on_the_link_pages_is_locked_out(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.limit_failed_confirms_per_ip = "3/10m".into()).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let token = app.token_in(&app.next_mail().await);
+    let unknown = "A".repeat(43);
+
+    for _ in 0..3 {
+        assert_eq!(app.post_form("/verify", &unknown).await.status(), 404);
+    }
+    // Locked out now: even a valid link is refused, on every page, with Retry-After.
+    for resp in [
+        app.post_form("/verify", &token).await,
+        app.get(&format!("/verify?token={token}")).await,
+        app.post_form("/resend", &token).await,
+    ] {
+        assert_eq!(resp.status(), 429);
+        let secs: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=200).contains(&secs), "{secs}");
+    }
+    assert!(!app.status("user-1").await.unwrap().email_verified);
+
+    app.clock.advance(Duration::from_secs(10 * 60));
+    assert_eq!(app.post_form("/verify", &token).await.status(), 200);
+}
+
+async fn a_trusted_proxy_header_names_the_client(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.limit_failed_confirms_per_ip = "1/10m".into();
+        s.client_ip_header = Some("x-forwarded-for".into());
+    })
+    .await;
+    let unknown = "A".repeat(43);
+    let post = |ip: &'static str| {
+        app.http
+            .post(format!("{}/verify", app.http_base))
+            .header("x-forwarded-for", format!("198.51.100.7, {ip}"))
+            .form(&[("token", unknown.as_str())])
+            .send()
+    };
+    assert_eq!(post("203.0.113.1").await.unwrap().status(), 404);
+    assert_eq!(post("203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(
+        post("203.0.113.2").await.unwrap().status(),
+        404,
+        "another client is not locked out"
+    );
+}
+
+crate::on_both_backends!(
+    a_user_gets_a_bounded_number_of_requests_and_resends,
+    an_inbox_cannot_be_bombed_through_many_accounts,
+    a_client_that_keeps_failing_on_the_link_pages_is_locked_out,
+    a_trusted_proxy_header_names_the_client,
+);
