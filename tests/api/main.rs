@@ -4,12 +4,15 @@
 
 mod helpers;
 
+mod audit;
 mod change;
 mod codes;
 mod delivery;
 mod errors;
+mod keys;
 mod limits;
 mod links;
 mod ops;
 mod process;
+mod tls;
 mod verification;

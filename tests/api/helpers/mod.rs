@@ -204,11 +204,10 @@ pub async fn start(
     .expect("the application starts");
     let stop = app.stop_handle();
     let server = tokio::spawn(app.run_until_stopped());
+    // Lazy: an app serving TLS is reached through the test's own TLS channel instead.
     let channel = Channel::from_shared(format!("http://{grpc_addr}"))
         .unwrap()
-        .connect()
-        .await
-        .expect("gRPC port accepts connections");
+        .connect_lazy();
     let db_conn = Database::connect(&db.url).await.unwrap();
     TestApp {
         db_name: url::Url::parse(&db.url)
@@ -422,6 +421,18 @@ impl TestApp {
             .unwrap()
             .unwrap();
         row.try_get::<i64>("", "n").unwrap()
+    }
+
+    /// Waits (bounded) until `count(table_where)` is `n`, for what the mail worker records
+    /// right after a delivery.
+    pub async fn eventually_count(&self, table_where: &str, n: i64) {
+        for _ in 0..100 {
+            if self.count(table_where).await == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.count(table_where).await, n, "{table_where}");
     }
 
     /// Every table's rows rendered as text, to search for secrets.
