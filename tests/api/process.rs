@@ -33,29 +33,30 @@ fn command(args: &[&str]) -> Command {
     cmd
 }
 
-async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Backend) {
-    let db = fresh_database(backend).await;
-    let smtp = SmtpSink::start().await;
+/// A running `emailverify serve` process on free loopback ports.
+struct Served {
+    child: tokio::process::Child,
+    grpc: EmailVerificationClient<tonic::transport::Channel>,
+    base: String,
+}
+
+async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)]) -> Served {
     let (grpc_port, http_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http_port}");
-    let child = command(&["serve"])
-        .env("DATABASE_URL", &db.url)
+    let mut cmd = command(&["serve"]);
+    cmd.env("DATABASE_URL", db_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("EMAILVERIFY_PUBLIC_URL", &base)
         .env("EMAILVERIFY_MAIL_URL", smtp.url())
-        .env(
-            "EMAILVERIFY_TOKEN_KEYS",
-            emailverify::domain::Keyring::generate_key_base64(),
-        )
-        .env("EMAILVERIFY_LOG_FORMAT", "json")
-        // The most talkative level: nothing secret may appear even here.
-        .env("RUST_LOG", "debug")
-        .spawn()
-        .unwrap();
+        .env("EMAILVERIFY_TOKEN_KEYS", key);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
     let http = reqwest::Client::new();
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..150 {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
             ready = r.status() == 200;
             if ready {
@@ -65,83 +66,120 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "the service became ready");
+    let grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
+    Served { child, grpc, base }
+}
 
-    let mut grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .unwrap();
-    grpc.request_verification(pb::RequestVerificationRequest {
-        user_id: "user-1".into(),
-        email: "jane.doe@example.com".into(),
-        locale: "en".into(),
-    })
-    .await
-    .unwrap();
-    let mail = smtp
-        .next_within(Duration::from_secs(15))
-        .await
-        .expect("a mail");
-    let token = mail
-        .text
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let page = http
-        .post(format!("{base}/verify"))
-        .form(&[("token", &token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let status = grpc
-        .get_status(pb::GetStatusRequest {
+impl Served {
+    /// SIGTERM, then the exit status and everything the process logged.
+    async fn terminate(self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let out = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
+            .await
+            .expect("the service stops within 15s of SIGTERM")
+            .unwrap();
+        let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status, logs)
+    }
+}
+
+fn token_of(mail: &crate::helpers::ReceivedMail) -> String {
+    mail.text.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+fn code_of(mail: &crate::helpers::ReceivedMail) -> String {
+    crate::helpers::code_line(&mail.text)
+}
+
+async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let key = emailverify::domain::Keyring::generate_key_base64();
+    let mut app = serve(
+        &db.url,
+        &smtp,
+        &key,
+        &[
+            ("EMAILVERIFY_LOG_FORMAT", "json"),
+            // The most talkative level: nothing secret may appear even here.
+            ("RUST_LOG", "debug"),
+            ("EMAILVERIFY_RESEND_COOLDOWN", "0s"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let wait = Duration::from_secs(15);
+
+    // Sign-up, confirmed on the link page.
+    app.grpc
+        .request_verification(pb::RequestVerificationRequest {
             user_id: "user-1".into(),
+            email: "jane.doe@example.com".into(),
+            locale: "en".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    let first = smtp.next_within(wait).await.expect("a mail");
+    let page = http.post(format!("{}/verify", app.base)).form(&[("token", token_of(&first))]).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let status = app.grpc.get_status(pb::GetStatusRequest { user_id: "user-1".into() }).await.unwrap().into_inner();
     assert!(status.email_verified);
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+    // A change: a wrong code, a resend, both steps by code, the notice.
+    app.grpc
+        .request_change(pb::RequestChangeRequest {
+            user_id: "user-1".into(),
+            new_email: "jane.new@example.org".into(),
+            locale: "ne".into(),
+        })
         .await
-        .expect("the service stops within 15s of SIGTERM")
         .unwrap();
-    assert!(out.status.success(), "exit status {:?}", out.status);
+    let step1 = smtp.next_within(wait).await.expect("a mail");
+    let wrong = format!("{:06}", (code_of(&step1).parse::<u32>().unwrap() + 1) % 1_000_000);
+    app.grpc
+        .confirm_code(pb::ConfirmCodeRequest { user_id: "user-1".into(), code: wrong.clone() })
+        .await
+        .unwrap_err();
+    app.grpc.resend(pb::ResendRequest { user_id: "user-1".into() }).await.unwrap();
+    let step1b = smtp.next_within(wait).await.expect("a mail");
+    app.grpc
+        .confirm_code(pb::ConfirmCodeRequest { user_id: "user-1".into(), code: code_of(&step1b) })
+        .await
+        .unwrap();
+    let step2 = smtp.next_within(wait).await.expect("a mail");
+    app.grpc
+        .confirm_link(pb::ConfirmLinkRequest { token: token_of(&step2) })
+        .await
+        .unwrap();
+    let notice = smtp.next_within(wait).await.expect("the notice");
+    assert_eq!(notice.to, vec!["jane.doe@example.com".to_string()]);
+    app.grpc
+        .list_events(pb::ListEventsRequest { user_id: "user-1".into(), page_size: 100, page_token: String::new() })
+        .await
+        .unwrap();
 
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        logs.contains("emailverify is serving") && logs.contains("emailverify stopped"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("j***@example.com"),
-        "masked addresses are logged: {logs}"
-    );
-    assert!(
-        !logs.contains("jane.doe@example.com"),
-        "a full address reached the logs"
-    );
-    assert!(!logs.contains(&token), "a token reached the logs");
+    let (status, logs) = app.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(logs.contains("emailverify is serving") && logs.contains("emailverify stopped"), "{logs}");
+    assert!(logs.contains("j***@example.com"), "masked addresses are logged: {logs}");
+    for secret in [
+        "jane.doe@example.com".to_string(),
+        "jane.new@example.org".to_string(),
+        key.clone(),
+        token_of(&first),
+        token_of(&step1),
+        token_of(&step1b),
+        token_of(&step2),
+        code_of(&step1),
+        code_of(&step1b),
+        code_of(&step2),
+        wrong,
+    ] {
+        assert!(!logs.contains(&secret), "a secret or full address reached the logs: {secret}");
+    }
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
     }
 }
 
@@ -197,6 +235,43 @@ async fn a_bad_setting_stops_the_start_and_is_named(backend: Backend) {
         .await
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// Limits live in the database: two processes on one Postgres share them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_share_the_rate_limits() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let db = fresh_database(Backend::Postgres).await;
+    let smtp = SmtpSink::start().await;
+    let key = emailverify::domain::Keyring::generate_key_base64();
+    let limits = [("EMAILVERIFY_LIMIT_PER_RECIPIENT", "3/1h"), ("EMAILVERIFY_LIMIT_PER_USER", "2/1h")];
+    let mut a = serve(&db.url, &smtp, &key, &limits).await;
+    let mut b = serve(&db.url, &smtp, &key, &limits).await;
+    let ask = |user: &str| pb::RequestVerificationRequest {
+        user_id: user.into(),
+        email: "victim@example.com".into(),
+        locale: String::new(),
+    };
+    // Per recipient: 3 mails in an hour, across both processes.
+    a.grpc.request_verification(ask("u1")).await.unwrap();
+    b.grpc.request_verification(ask("u2")).await.unwrap();
+    a.grpc.request_verification(ask("u3")).await.unwrap();
+    let refused = b.grpc.request_verification(ask("u4")).await.unwrap_err();
+    crate::helpers::assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
+    // Per user: 2 requests in an hour, across both processes.
+    let other = |n: u32| pb::RequestVerificationRequest {
+        user_id: "same-user".into(),
+        email: format!("x{n}@example.com"),
+        locale: String::new(),
+    };
+    a.grpc.request_verification(other(1)).await.unwrap();
+    b.grpc.request_verification(other(2)).await.unwrap();
+    let refused = a.grpc.request_verification(other(3)).await.unwrap_err();
+    crate::helpers::assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
+    assert!(a.terminate().await.0.success());
+    assert!(b.terminate().await.0.success());
 }
 
 crate::on_both_backends!(

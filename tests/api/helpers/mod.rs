@@ -472,6 +472,16 @@ impl Drop for TestApp {
     }
 }
 
+/// The code of a link mail, in any locale: the line that ends in `: ` and six digits.
+pub fn code_line(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.trim_end().rsplit_once(": "))
+        .map(|(_, tail)| tail)
+        .find(|tail| tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no code in mail: {text}"))
+        .to_string()
+}
+
 /// Asserts the gRPC code and the contract's ErrorInfo reason (domain `emailverify`).
 pub fn assert_reason(status: &tonic::Status, code: tonic::Code, reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
