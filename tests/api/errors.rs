@@ -248,7 +248,42 @@ async fn with_api_tokens_callers_must_authenticate_but_health_stays_open(backend
     );
 }
 
+async fn oversized_requests_are_refused_before_they_reach_the_core(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let huge = format!("{}@example.com", "a".repeat(20 * 1024));
+    let err = expect_err(app.request_verification("user-1", &huge).await);
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+    let form = app.post_form("/verify", &"A".repeat(10 * 1024)).await;
+    assert_eq!(form.status(), 413);
+    assert_nothing_written(&app).await;
+}
+
+async fn refusals_never_tell_whose_an_address_is_beyond_email_taken(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Someone else's pending (unverified) claim is invisible: the request just works.
+    app.request_verification("alice", "shared@example.com")
+        .await
+        .unwrap();
+    let alice_mail = app.next_mail().await;
+    app.request_verification("bob", "shared@example.com")
+        .await
+        .unwrap();
+    let bob_mail = app.next_mail().await;
+    assert_eq!(alice_mail.to, bob_mail.to);
+    // Unknown and known users without a pending flow look the same.
+    let known = expect_err(app.resend("alice-without-flow").await);
+    app.cancel("alice").await.unwrap();
+    let emptied = expect_err(app.resend("alice").await);
+    assert_eq!(known.code(), emptied.code());
+    assert_eq!(known.message(), emptied.message());
+}
+
 crate::on_both_backends!(
+    oversized_requests_are_refused_before_they_reach_the_core,
+    refusals_never_tell_whose_an_address_is_beyond_email_taken,
     malformed_input_of_every_field_is_refused_and_writes_nothing,
     an_address_verified_by_another_user_is_taken,
     an_address_taken_between_request_and_confirmation_is_refused_at_confirmation,

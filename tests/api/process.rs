@@ -66,7 +66,9 @@ async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)])
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "the service became ready");
-    let grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
+    let grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
     Served { child, grpc, base }
 }
 
@@ -74,18 +76,35 @@ impl Served {
     /// SIGTERM, then the exit status and everything the process logged.
     async fn terminate(self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let out = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
             .await
             .expect("the service stops within 15s of SIGTERM")
             .unwrap();
-        let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status, logs)
     }
 }
 
 fn token_of(mail: &crate::helpers::ReceivedMail) -> String {
-    mail.text.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+    mail.text
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn code_of(mail: &crate::helpers::ReceivedMail) -> String {
@@ -121,9 +140,21 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         .await
         .unwrap();
     let first = smtp.next_within(wait).await.expect("a mail");
-    let page = http.post(format!("{}/verify", app.base)).form(&[("token", token_of(&first))]).send().await.unwrap();
+    let page = http
+        .post(format!("{}/verify", app.base))
+        .form(&[("token", token_of(&first))])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
-    let status = app.grpc.get_status(pb::GetStatusRequest { user_id: "user-1".into() }).await.unwrap().into_inner();
+    let status = app
+        .grpc
+        .get_status(pb::GetStatusRequest {
+            user_id: "user-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(status.email_verified);
 
     // A change: a wrong code, a resend, both steps by code, the notice.
@@ -136,33 +167,59 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         .await
         .unwrap();
     let step1 = smtp.next_within(wait).await.expect("a mail");
-    let wrong = format!("{:06}", (code_of(&step1).parse::<u32>().unwrap() + 1) % 1_000_000);
+    let wrong = format!(
+        "{:06}",
+        (code_of(&step1).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
     app.grpc
-        .confirm_code(pb::ConfirmCodeRequest { user_id: "user-1".into(), code: wrong.clone() })
+        .confirm_code(pb::ConfirmCodeRequest {
+            user_id: "user-1".into(),
+            code: wrong.clone(),
+        })
         .await
         .unwrap_err();
-    app.grpc.resend(pb::ResendRequest { user_id: "user-1".into() }).await.unwrap();
+    app.grpc
+        .resend(pb::ResendRequest {
+            user_id: "user-1".into(),
+        })
+        .await
+        .unwrap();
     let step1b = smtp.next_within(wait).await.expect("a mail");
     app.grpc
-        .confirm_code(pb::ConfirmCodeRequest { user_id: "user-1".into(), code: code_of(&step1b) })
+        .confirm_code(pb::ConfirmCodeRequest {
+            user_id: "user-1".into(),
+            code: code_of(&step1b),
+        })
         .await
         .unwrap();
     let step2 = smtp.next_within(wait).await.expect("a mail");
     app.grpc
-        .confirm_link(pb::ConfirmLinkRequest { token: token_of(&step2) })
+        .confirm_link(pb::ConfirmLinkRequest {
+            token: token_of(&step2),
+        })
         .await
         .unwrap();
     let notice = smtp.next_within(wait).await.expect("the notice");
     assert_eq!(notice.to, vec!["jane.doe@example.com".to_string()]);
     app.grpc
-        .list_events(pb::ListEventsRequest { user_id: "user-1".into(), page_size: 100, page_token: String::new() })
+        .list_events(pb::ListEventsRequest {
+            user_id: "user-1".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
         .await
         .unwrap();
 
     let (status, logs) = app.terminate().await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(logs.contains("emailverify is serving") && logs.contains("emailverify stopped"), "{logs}");
-    assert!(logs.contains("j***@example.com"), "masked addresses are logged: {logs}");
+    assert!(
+        logs.contains("emailverify is serving") && logs.contains("emailverify stopped"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("j***@example.com"),
+        "masked addresses are logged: {logs}"
+    );
     for secret in [
         "jane.doe@example.com".to_string(),
         "jane.new@example.org".to_string(),
@@ -176,10 +233,16 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         code_of(&step2),
         wrong,
     ] {
-        assert!(!logs.contains(&secret), "a secret or full address reached the logs: {secret}");
+        assert!(
+            !logs.contains(&secret),
+            "a secret or full address reached the logs: {secret}"
+        );
     }
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
     }
 }
 
@@ -246,7 +309,10 @@ async fn two_processes_on_one_postgres_share_the_rate_limits() {
     let db = fresh_database(Backend::Postgres).await;
     let smtp = SmtpSink::start().await;
     let key = emailverify::domain::Keyring::generate_key_base64();
-    let limits = [("EMAILVERIFY_LIMIT_PER_RECIPIENT", "3/1h"), ("EMAILVERIFY_LIMIT_PER_USER", "2/1h")];
+    let limits = [
+        ("EMAILVERIFY_LIMIT_PER_RECIPIENT", "3/1h"),
+        ("EMAILVERIFY_LIMIT_PER_USER", "2/1h"),
+    ];
     let mut a = serve(&db.url, &smtp, &key, &limits).await;
     let mut b = serve(&db.url, &smtp, &key, &limits).await;
     let ask = |user: &str| pb::RequestVerificationRequest {
