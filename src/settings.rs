@@ -112,6 +112,12 @@ pub struct Settings {
     /// Failed attempts after which a mail is dead.
     #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value = "12")]
     pub mail_max_attempts: String,
+    /// How long a worker's claim on a mail holds; a crashed process's claims return after it.
+    #[arg(long, env = "EMAILVERIFY_MAIL_LEASE", default_value = "60s")]
+    pub mail_lease: String,
+    /// On SIGTERM: how long in-flight RPCs, pages and mail sends may take to finish.
+    #[arg(long, env = "EMAILVERIFY_SHUTDOWN_TIMEOUT", default_value = "20s")]
+    pub shutdown_timeout: String,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -142,6 +148,7 @@ pub struct Config {
     pub api_tokens: Vec<String>,
     pub success_url: Option<String>,
     pub retry: RetryPolicy,
+    pub shutdown_timeout: std::time::Duration,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub tls: Option<TlsConfig>,
 }
@@ -316,8 +323,10 @@ impl Settings {
             retry: RetryPolicy {
                 base: positive(&self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
                 max_attempts: mail_max_attempts,
+                lease: positive(&self.mail_lease, "EMAILVERIFY_MAIL_LEASE")?,
                 ..RetryPolicy::default()
             },
+            shutdown_timeout: positive(&self.shutdown_timeout, "EMAILVERIFY_SHUTDOWN_TIMEOUT")?,
         })
     }
 }

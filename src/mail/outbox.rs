@@ -98,8 +98,20 @@ impl Worker {
                 }
             };
             let full = claimed.len() as u64 == BATCH;
-            for mail in claimed {
+            let mut claimed = claimed.into_iter();
+            for mail in claimed.by_ref() {
                 self.deliver(mail).await;
+                if stop.is_cancelled() {
+                    break;
+                }
+            }
+            // Stopping: hand back what we claimed but did not send, so another process
+            // (or our successor) need not wait for the lease to run out.
+            let unsent: Vec<String> = claimed.map(|m| m.mail_id).collect();
+            if !unsent.is_empty() {
+                if let Err(e) = self.store.release_claims(&unsent).await {
+                    tracing::warn!(error = %e, "could not release mail claims; their lease will expire");
+                }
             }
             if full {
                 continue;

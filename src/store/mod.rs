@@ -186,6 +186,20 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Gives up claims this worker will not use (on shutdown).
+    pub async fn release_claims(&self, mail_ids: &[String]) -> CoreResult<()> {
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(outbox::Column::MailId.is_in(mail_ids.iter().cloned()))
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Marks a mail sent and erases its sealed link, in one statement with its event.
     pub async fn mail_sent(&self, mail: &outbox::Model, now: i64, masked: &str) -> CoreResult<()> {
         let txn = self.db.begin().await?;

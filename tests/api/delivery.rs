@@ -5,27 +5,42 @@ use std::collections::HashSet;
 use emailverify::core::clock::ShiftedClock;
 
 use crate::helpers::smtp::SmtpSink;
-use crate::helpers::{Backend, fresh_database, spawn_app, start, test_settings};
+use emailverify::grpc::pb;
 
-async fn mail_requested_while_smtp_is_down_arrives_once_it_is_back_exactly_once(backend: Backend) {
-    let app = spawn_app(backend).await;
+use crate::helpers::{Backend, fresh_database, spawn_app, spawn_app_with, start, test_settings};
+
+const SIGN_UPS: usize = 200;
+
+async fn two_hundred_sign_ups_while_smtp_is_down_all_arrive_once_it_is_back_none_twice(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |s| s.mail_retry_base = "100ms".into()).await;
     app.smtp.down();
-    for i in 0..5 {
-        app.request_verification(&format!("user-{i}"), &format!("u{i}@example.com"))
+    let requests = (0..SIGN_UPS).map(|i| {
+        let mut grpc = app.grpc.clone();
+        async move {
+            grpc.request_verification(pb::RequestVerificationRequest {
+                user_id: format!("user-{i}"),
+                email: format!("u{i}@example.com"),
+                locale: String::new(),
+            })
             .await
-            .unwrap();
+        }
+    });
+    for r in futures::future::join_all(requests).await {
+        r.unwrap();
     }
-    // Let the worker fail a few times against the closed port.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    assert!(app.count("outbox WHERE state = 'pending'").await == 5);
-    assert!(
-        app.count("outbox WHERE attempts > 0").await >= 1,
-        "the worker did try"
+    // The worker meets the closed port and backs off.
+    app.eventually_count("outbox WHERE attempts > 0", SIGN_UPS as i64)
+        .await;
+    assert_eq!(
+        app.count("outbox WHERE state = 'pending'").await,
+        SIGN_UPS as i64
     );
 
     app.smtp.up();
     let mut ids = HashSet::new();
-    for _ in 0..5 {
+    for _ in 0..SIGN_UPS {
         let mail = app.next_mail().await;
         assert!(
             ids.insert(mail.message_id.clone()),
@@ -34,7 +49,54 @@ async fn mail_requested_while_smtp_is_down_arrives_once_it_is_back_exactly_once(
         );
     }
     app.assert_no_mail().await;
-    assert_eq!(ids.len(), 5);
+    assert_eq!(ids.len(), SIGN_UPS);
+    app.eventually_count(
+        "outbox WHERE state = 'sent' AND sealed_link IS NULL",
+        SIGN_UPS as i64,
+    )
+    .await;
+}
+
+async fn transient_smtp_replies_are_retried_until_the_mail_is_accepted(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.mail_retry_base = "50ms".into()).await;
+    app.smtp.reply_next(&[
+        "421 4.3.2 service shutting down",
+        "451 4.3.0 try again later",
+    ]);
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+
+    let mail = app.next_mail().await;
+    assert_eq!(mail.to, vec!["jane@example.com".to_string()]);
+    app.assert_no_mail().await;
+    app.eventually_count("outbox WHERE state = 'sent' AND attempts = 3", 1)
+        .await;
+    assert_eq!(
+        app.count("events WHERE event_type = 'mail_delivery_failed'")
+            .await,
+        2
+    );
+}
+
+async fn a_permanent_smtp_refusal_makes_the_mail_dead_at_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.smtp.reply_next(&["550 5.1.1 no such user here"]);
+    app.request_verification("user-1", "nobody@example.com")
+        .await
+        .unwrap();
+
+    app.eventually_count(
+        "outbox WHERE state = 'dead' AND attempts = 1 AND sealed_link IS NULL",
+        1,
+    )
+    .await;
+    assert_eq!(
+        app.count("events WHERE event_type = 'mail_dead' AND detail LIKE '%550%'")
+            .await,
+        1
+    );
+    app.assert_no_mail().await;
 }
 
 async fn a_mail_queued_before_a_restart_is_sent_by_the_next_process(backend: Backend) {
@@ -105,6 +167,8 @@ async fn a_mail_that_keeps_failing_is_dead_after_the_last_attempt_and_its_link_e
 
 crate::on_both_backends!(
     a_mail_that_keeps_failing_is_dead_after_the_last_attempt_and_its_link_erased,
-    mail_requested_while_smtp_is_down_arrives_once_it_is_back_exactly_once,
+    two_hundred_sign_ups_while_smtp_is_down_all_arrive_once_it_is_back_none_twice,
+    transient_smtp_replies_are_retried_until_the_mail_is_accepted,
+    a_permanent_smtp_refusal_makes_the_mail_dead_at_once,
     a_mail_queued_before_a_restart_is_sent_by_the_next_process,
 );

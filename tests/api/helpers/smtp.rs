@@ -26,6 +26,8 @@ pub struct SmtpSink {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     rx: Mutex<mpsc::UnboundedReceiver<ReceivedMail>>,
+    /// Replies to give at the end of the next DATA commands instead of 250.
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl SmtpSink {
@@ -34,11 +36,13 @@ impl SmtpSink {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (up, up_rx) = watch::channel(true);
-        tokio::spawn(serve(listener, addr, up_rx, tx));
+        let script = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        tokio::spawn(serve(listener, addr, up_rx, tx, script.clone()));
         Arc::new(Self {
             addr,
             up,
             rx: Mutex::new(rx),
+            script,
         })
     }
 
@@ -53,6 +57,15 @@ impl SmtpSink {
 
     pub fn up(&self) {
         self.up.send_replace(true);
+    }
+
+    /// The next messages are answered with these replies (e.g. "451 4.3.0 try again later",
+    /// "550 5.1.1 no such user") instead of being accepted; after them, 250 again.
+    pub fn reply_next(&self, replies: &[&str]) {
+        self.script
+            .lock()
+            .unwrap()
+            .extend(replies.iter().map(|r| r.to_string()));
     }
 
     /// The next mail, or `None` after `wait`.
@@ -76,15 +89,16 @@ async fn serve(
     addr: SocketAddr,
     mut up: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<ReceivedMail>,
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let (tx, mut up) = (tx.clone(), up.clone());
+                    let (tx, mut up, script) = (tx.clone(), up.clone(), script.clone());
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = session(stream, tx) => {}
+                            _ = session(stream, tx, script) => {}
                             // Going down cuts open sessions too (pooled connections).
                             _ = up.wait_for(|u| !*u) => {}
                         }
@@ -106,6 +120,7 @@ async fn serve(
 async fn session(
     stream: TcpStream,
     tx: mpsc::UnboundedSender<ReceivedMail>,
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
@@ -144,8 +159,14 @@ async fn session(
                 // Dot-unstuffing (RFC 5321 4.5.2).
                 raw.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
-            let _ = tx.send(parse(&from, &to, raw));
-            write.write_all(b"250 OK queued\r\n").await?;
+            let scripted = script.lock().unwrap().pop_front();
+            match scripted {
+                Some(reply) => write.write_all(format!("{reply}\r\n").as_bytes()).await?,
+                None => {
+                    let _ = tx.send(parse(&from, &to, raw));
+                    write.write_all(b"250 OK queued\r\n").await?;
+                }
+            }
         } else if upper == "QUIT" {
             write.write_all(b"221 bye\r\n").await?;
             return Ok(());
