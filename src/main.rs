@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the gRPC API, the HTTP link pages and the mail worker.
     Serve(Box<Settings>),
+    /// Operate on the mail outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Apply pending database migrations and exit.
     Migrate {
         #[arg(
@@ -32,6 +35,13 @@ enum Command {
         )]
         database_url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Give dead mails another chance: notices are queued again; a dead link mail of a
+    /// still-pending flow is replaced by a fresh link (its old link was erased).
+    RetryDead(Box<Settings>),
 }
 
 #[tokio::main]
@@ -51,6 +61,17 @@ async fn main() -> anyhow::Result<()> {
                 stop.cancel();
             });
             app.run_until_stopped().await
+        }
+        Command::Outbox(OutboxCommand::RetryDead(settings)) => {
+            emailverify::telemetry::init(&settings.log_format);
+            let config = settings.resolve()?;
+            let core = emailverify::startup::core_for(&config, Arc::new(SystemClock)).await?;
+            let report = core.retry_dead_mail().await?;
+            println!(
+                "requeued {} notice(s), sent {} fresh link(s), left {} dead (their flow has ended)",
+                report.requeued, report.relinked, report.left_dead
+            );
+            Ok(())
         }
         Command::Migrate { database_url } => {
             emailverify::telemetry::init("pretty");

@@ -26,6 +26,24 @@ const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
 /// The largest request we accept: every field of our messages is small.
 const MAX_GRPC_MESSAGE: usize = 16 * 1024;
 
+/// The core alone, on a migrated database, for one-off commands (`outbox retry-dead`).
+pub async fn core_for(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Core> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    Ok(Core::new(
+        store,
+        config.keys.clone(),
+        clock,
+        config.policy.clone(),
+        Arc::new(Notify::new()),
+    ))
+}
+
 pub struct Application {
     grpc: TcpListener,
     http: TcpListener,

@@ -82,6 +82,17 @@ pub struct Status {
     pub pending: Option<FlowView>,
 }
 
+/// What `retry_dead_mail` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryReport {
+    /// Notices queued again as they were.
+    pub requeued: u32,
+    /// Link mails replaced by a fresh link for their pending flow.
+    pub relinked: u32,
+    /// Link mails whose flow has ended: nothing to send.
+    pub left_dead: u32,
+}
+
 /// One line of the audit trail as support staff see it.
 #[derive(Debug, Clone)]
 pub struct EventView {
@@ -592,6 +603,55 @@ impl Core {
                 Err(e)
             }
         }
+    }
+
+    /// `emailverify outbox retry-dead`: gives every dead mail another chance. A notice is
+    /// queued again as it was. A link mail's link was erased when it died, so while its flow
+    /// is still pending the current step gets a fresh link (as a resend, without the
+    /// cooldown); a link mail of a flow that has ended is left dead.
+    pub async fn retry_dead_mail(&self) -> CoreResult<RetryReport> {
+        let mut report = RetryReport::default();
+        for mail in self.store.dead_mail().await? {
+            let now = self.now();
+            let tx = self.store.begin().await?;
+            if Template::from_db(&mail.template) == Some(Template::ChangeNotice) {
+                tx.requeue_mail(&mail.mail_id, now).await?;
+                report.requeued += 1;
+            } else {
+                let flow = match &mail.flow_id {
+                    Some(id) => tx.flow(id).await?,
+                    None => None,
+                };
+                match flow {
+                    Some(mut f) if f.state == FlowState::Pending.as_str() => {
+                        tx.lock_user(&f.user_id, false, now).await?;
+                        tx.supersede_tokens(&f.flow_id).await?;
+                        let step = step_of(&f.step);
+                        self.send_link(&tx, &mut f, step, now).await?;
+                        tx.update_flow(&f).await?;
+                        tx.mark_mail_retried(&mail.mail_id).await?;
+                        self.event(
+                            &tx,
+                            &f.user_id,
+                            Some(&f.flow_id),
+                            "mail_retried",
+                            &mask(&mail.recipient),
+                            "",
+                            now,
+                        )
+                        .await?;
+                        report.relinked += 1;
+                    }
+                    _ => {
+                        report.left_dead += 1;
+                        continue;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+        self.mail_ready.notify_one();
+        Ok(report)
     }
 
     // ----- the steps behind the use-cases -----

@@ -14,8 +14,8 @@ use std::time::Duration;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, SqlErr, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -32,6 +32,8 @@ pub const TOKEN_SUPERSEDED: &str = "superseded";
 pub const MAIL_PENDING: &str = "pending";
 pub const MAIL_SENT: &str = "sent";
 pub const MAIL_DEAD: &str = "dead";
+/// A dead mail that `outbox retry-dead` replaced with a fresh one.
+pub const MAIL_RETRIED: &str = "retried";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -186,6 +188,39 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Dead mails, oldest first.
+    pub async fn dead_mail(&self) -> CoreResult<Vec<outbox::Model>> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_DEAD))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Mail counts by state, and the age of the oldest pending mail (for metrics).
+    pub async fn outbox_stats(&self, now: i64) -> CoreResult<OutboxStats> {
+        let pending = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .count(&self.db)
+            .await?;
+        let dead = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_DEAD))
+            .count(&self.db)
+            .await?;
+        let oldest = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .one(&self.db)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            dead,
+            oldest_pending_age_ms: oldest
+                .map(|m| std::cmp::max(now - m.created_at, 0))
+                .unwrap_or(0),
+        })
+    }
+
     /// Gives up claims this worker will not use (on shutdown).
     pub async fn release_claims(&self, mail_ids: &[String]) -> CoreResult<()> {
         outbox::Entity::update_many()
@@ -305,6 +340,13 @@ impl Store {
             .await?;
         Ok(row.map(|r| std::cmp::max(r.next_attempt_at, r.claimed_until.unwrap_or(0))))
     }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub dead: u64,
+    pub oldest_pending_age_ms: i64,
 }
 
 /// A use-case's transaction. Dropping it without `commit` rolls everything back, so an
@@ -564,6 +606,35 @@ impl Tx {
 
     pub async fn event(&self, e: NewEvent<'_>) -> CoreResult<()> {
         insert_event(&self.txn, e).await
+    }
+
+    /// Puts a dead mail back in the queue as it is (only for mails without a link: a
+    /// dead mail's link was erased).
+    pub async fn requeue_mail(&self, mail_id: &str, now: i64) -> CoreResult<()> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::State, Expr::value(MAIL_PENDING))
+            .col_expr(outbox::Column::Attempts, Expr::value(0))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(outbox::Column::MailId.eq(mail_id))
+            .filter(outbox::Column::State.eq(MAIL_DEAD))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a dead mail as replaced by a fresh one.
+    pub async fn mark_mail_retried(&self, mail_id: &str) -> CoreResult<()> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::State, Expr::value(MAIL_RETRIED))
+            .filter(outbox::Column::MailId.eq(mail_id))
+            .filter(outbox::Column::State.eq(MAIL_DEAD))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
     }
 }
 

@@ -340,7 +340,66 @@ async fn two_processes_on_one_postgres_share_the_rate_limits() {
     assert!(b.terminate().await.0.success());
 }
 
+async fn outbox_retry_dead_gives_dead_mails_a_fresh_link(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let settings = crate::helpers::test_settings(&db, &smtp);
+    let key = settings.token_keys.clone().unwrap();
+    let app = crate::helpers::start(db, smtp.clone(), settings, Default::default()).await;
+    // Two mails die: one of a flow still pending, one of a flow that a newer request replaced.
+    smtp.reply_next(&[
+        "550 5.7.1 rejected",
+        "550 5.7.1 rejected",
+        "550 5.7.1 rejected",
+    ]);
+    app.request_verification("replaced", "first@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("outbox WHERE state = 'dead'", 1).await;
+    app.request_verification("replaced", "second@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("outbox WHERE state = 'dead'", 2).await;
+    app.request_verification("pending", "jane@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("outbox WHERE state = 'dead'", 3).await;
+
+    let out = command(&["outbox", "retry-dead"])
+        .env("DATABASE_URL", &app_db_url(&app))
+        .env("EMAILVERIFY_TOKEN_KEYS", &key)
+        .env("EMAILVERIFY_PUBLIC_URL", &app.http_base)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("sent 2 fresh link(s), left 1 dead"), "{said}");
+
+    // The running service delivers the fresh links; they work.
+    let mut to = Vec::new();
+    for _ in 0..2 {
+        let mail = app.next_mail().await;
+        to.push(mail.to[0].clone());
+        app.confirm(&app.token_in(&mail))
+            .await
+            .expect("the fresh link works");
+    }
+    to.sort();
+    assert_eq!(to, ["jane@example.com", "second@example.com"]);
+    app.assert_no_mail().await;
+}
+
+fn app_db_url(app: &crate::helpers::TestApp) -> String {
+    app.db_url.clone()
+}
+
 crate::on_both_backends!(
+    outbox_retry_dead_gives_dead_mails_a_fresh_link,
     the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm,
     migrate_prepares_an_empty_database_on_its_own,
     a_bad_setting_stops_the_start_and_is_named,
