@@ -12,6 +12,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_tables;
 mod m20261123_000002_abuse_resistance;
+mod m20261123_000003_outbox_claim_owner;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_tables::Migration),
             Box::new(m20261123_000002_abuse_resistance::Migration),
+            Box::new(m20261123_000003_outbox_claim_owner::Migration),
         ]
     }
 }

@@ -139,6 +139,14 @@ impl Application {
         let http_addr = http.local_addr()?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
+        // Known before the first request: both names answer from the start.
+        let first = if core.store().ping().await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(SERVICE_NAME, first).await;
+        reporter.set_service_status("", first).await;
         // Reflection v1 (the contract), and v1alpha for the many tools that still ask it.
         let reflection = || {
             tonic_reflection::server::Builder::configure()

@@ -75,12 +75,24 @@ pub struct Worker {
     pub from: Mailbox,
 }
 
-const BATCH: u64 = 32;
+/// Mails claimed per round. Small, so a slow server never holds many mails hostage.
+const BATCH: u64 = 16;
+/// Longest pause between probes while the SMTP server is unreachable.
+const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
+
+/// What one delivery attempt came to.
+enum Delivery {
+    Done,
+    /// The SMTP server did not answer at all: pause the whole worker, not just this mail.
+    Unreachable,
+}
 
 impl Worker {
     /// Runs until `stop` is cancelled; a send in flight is finished first.
     pub async fn run(self, stop: CancellationToken) {
+        let me = uuid::Uuid::now_v7().to_string();
         tracing::info!(transport = %self.transport.describe(), "mail worker started");
+        let mut outage_pause: Option<Duration> = None;
         loop {
             if stop.is_cancelled() {
                 break;
@@ -88,7 +100,7 @@ impl Worker {
             let now = self.clock.now_ms();
             let claimed = match self
                 .store
-                .claim_due_mail(now, self.retry.lease, BATCH)
+                .claim_due_mail(&me, now, self.retry.lease, BATCH)
                 .await
             {
                 Ok(c) => c,
@@ -98,20 +110,55 @@ impl Worker {
                 }
             };
             let full = claimed.len() as u64 == BATCH;
+            let mut unreachable = false;
             let mut claimed = claimed.into_iter();
             for mail in claimed.by_ref() {
-                self.deliver(mail).await;
-                if stop.is_cancelled() {
+                // Renew the claim right before sending, and only if it is still ours: a
+                // mail whose lease ran out may belong to another worker by now.
+                match self
+                    .store
+                    .renew_claim(&mail.mail_id, &me, self.clock.now_ms(), self.retry.lease)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew a mail claim");
+                        break;
+                    }
+                }
+                if let Delivery::Unreachable = self.deliver(mail, outage_pause).await {
+                    unreachable = true;
+                }
+                if stop.is_cancelled() || unreachable {
                     break;
                 }
             }
-            // Stopping: hand back what we claimed but did not send, so another process
-            // (or our successor) need not wait for the lease to run out.
+            // Hand back what we claimed but will not send now (stopping, or the server is
+            // down), so nobody waits for our lease to run out.
             let unsent: Vec<String> = claimed.map(|m| m.mail_id).collect();
             if !unsent.is_empty() {
                 if let Err(e) = self.store.release_claims(&unsent).await {
                     tracing::warn!(error = %e, "could not release mail claims; their lease will expire");
                 }
+            }
+            if unreachable {
+                let pause = outage_pause
+                    .map(|p| (p * 2).min(MAX_OUTAGE_PAUSE))
+                    .unwrap_or(self.retry.base.min(MAX_OUTAGE_PAUSE));
+                if outage_pause.is_none() {
+                    tracing::warn!(
+                        "SMTP server unreachable: holding mail until it answers (no attempts are lost)"
+                    );
+                }
+                outage_pause = Some(pause);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            } else if outage_pause.take().is_some() {
+                tracing::info!("SMTP server reachable again");
             }
             if full {
                 continue;
@@ -130,41 +177,61 @@ impl Worker {
         tracing::info!("mail worker stopped");
     }
 
-    async fn deliver(&self, mail: outbox::Model) {
+    async fn deliver(&self, mail: outbox::Model, outage_pause: Option<Duration>) -> Delivery {
         let masked = mask(&mail.recipient);
         let result = match self.build(&mail) {
-            Ok(message) => self
-                .transport
-                .send(message)
-                .await
-                .map_err(|e| (e.permanent, e.message)),
+            Ok(message) => self.transport.send(message).await,
             // A mail we cannot build (unknown template, unsealable link) will never build.
-            Err(reason) => Err((true, reason)),
+            Err(reason) => Err(super::transport::SendError {
+                permanent: true,
+                unreachable: false,
+                message: reason,
+            }),
         };
         let now = self.clock.now_ms();
-        let outcome = match result {
+        let (outcome, delivery) = match result {
             Ok(()) => {
                 tracing::info!(mail_id = %mail.mail_id, template = %mail.template, to = %masked, "mail sent");
-                self.store.mail_sent(&mail, now, &masked).await
+                (
+                    self.store.mail_sent(&mail, now, &masked).await,
+                    Delivery::Done,
+                )
             }
-            Err((permanent, reason)) => {
+            Err(e) if e.unreachable => {
+                let pause = outage_pause
+                    .unwrap_or(self.retry.base)
+                    .min(MAX_OUTAGE_PAUSE);
+                let retry_at = now + duration_ms(pause);
+                (
+                    self.store
+                        .mail_deferred(&mail.mail_id, retry_at, &e.message)
+                        .await,
+                    Delivery::Unreachable,
+                )
+            }
+            Err(e) => {
                 let attempts = mail.attempts + 1;
-                let retry_at = (!permanent && attempts < self.retry.max_attempts)
+                let retry_at = (!e.permanent && attempts < self.retry.max_attempts)
                     .then(|| now + duration_ms(self.retry.delay(mail.attempts)));
+                let reason = e.message;
                 if retry_at.is_some() {
                     tracing::warn!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail delivery failed; will retry");
                 } else {
                     tracing::error!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail is dead");
                 }
-                self.store
-                    .mail_failed(&mail, now, retry_at, &reason, &masked)
-                    .await
+                (
+                    self.store
+                        .mail_failed(&mail, now, retry_at, &reason, &masked)
+                        .await,
+                    Delivery::Done,
+                )
             }
         };
         if let Err(e) = outcome {
             // The claim's lease will run out and the mail will be tried again.
             tracing::warn!(mail_id = %mail.mail_id, error = %e, "could not record a delivery outcome");
         }
+        delivery
     }
 
     fn build(&self, mail: &outbox::Model) -> Result<Message, String> {

@@ -22,6 +22,9 @@ pub enum Transport {
 pub struct SendError {
     /// A 5xx reply: retrying will not help.
     pub permanent: bool,
+    /// No SMTP reply at all (connection refused, reset, timed out): the server is down,
+    /// which is not this message's fault.
+    pub unreachable: bool,
     pub message: String,
 }
 
@@ -97,10 +100,12 @@ impl Transport {
         match self {
             Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| SendError {
                 permanent: e.is_permanent(),
+                unreachable: e.status().is_none(),
                 message: smtp_error_summary(&e),
             }),
             Transport::File(t, _) => t.send(message).await.map(|_| ()).map_err(|e| SendError {
                 permanent: false,
+                unreachable: true,
                 message: format!("file transport: {e}"),
             }),
             Transport::Log => {

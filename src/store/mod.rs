@@ -150,6 +150,7 @@ impl Store {
     /// claim returns when its lease runs out.
     pub async fn claim_due_mail(
         &self,
+        worker: &str,
         now: i64,
         lease: Duration,
         limit: u64,
@@ -171,6 +172,7 @@ impl Store {
         for mut row in candidates {
             let res = outbox::Entity::update_many()
                 .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
+                .col_expr(outbox::Column::ClaimedBy, Expr::value(worker.to_owned()))
                 .filter(outbox::Column::MailId.eq(row.mail_id.clone()))
                 .filter(outbox::Column::State.eq(MAIL_PENDING))
                 .filter(
@@ -182,6 +184,7 @@ impl Store {
                 .await?;
             if res.rows_affected == 1 {
                 row.claimed_until = Some(until);
+                row.claimed_by = Some(worker.to_owned());
                 claimed.push(row);
             }
         }
@@ -221,6 +224,50 @@ impl Store {
         })
     }
 
+    /// Right before a send: extends this worker's claim, only if it is still this
+    /// worker's. `false`: the lease ran out and another worker may have the mail now.
+    pub async fn renew_claim(
+        &self,
+        mail_id: &str,
+        worker: &str,
+        now: i64,
+        lease: Duration,
+    ) -> CoreResult<bool> {
+        let res = outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(now + crate::core::clock::duration_ms(lease)),
+            )
+            .filter(outbox::Column::MailId.eq(mail_id))
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::ClaimedUntil.gte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// The SMTP server could not be reached: the mail waits for `retry_at` without losing
+    /// an attempt (an outage is not the message's fault).
+    pub async fn mail_deferred(&self, mail_id: &str, retry_at: i64, error: &str) -> CoreResult<()> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(retry_at))
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                outbox::Column::ClaimedBy,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
+            .filter(outbox::Column::MailId.eq(mail_id))
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Gives up claims this worker will not use (on shutdown).
     pub async fn release_claims(&self, mail_ids: &[String]) -> CoreResult<()> {
         outbox::Entity::update_many()
@@ -249,6 +296,10 @@ impl Store {
                 Expr::value(Option::<i64>::None),
             )
             .col_expr(outbox::Column::SentAt, Expr::value(now))
+            .col_expr(
+                outbox::Column::ClaimedBy,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(
                 outbox::Column::Attempts,
                 Expr::col(outbox::Column::Attempts).add(1),
@@ -292,6 +343,10 @@ impl Store {
             .col_expr(
                 outbox::Column::ClaimedUntil,
                 Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                outbox::Column::ClaimedBy,
+                Expr::value(Option::<String>::None),
             )
             .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()));
         let event_type = match retry_at {
@@ -595,6 +650,7 @@ impl Tx {
             attempts: Set(0),
             next_attempt_at: Set(m.now),
             claimed_until: Set(None),
+            claimed_by: Set(None),
             last_error: Set(None),
             created_at: Set(m.now),
             sent_at: Set(None),

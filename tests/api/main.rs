@@ -9,6 +9,7 @@ mod change;
 mod codes;
 mod delivery;
 mod errors;
+mod faults;
 mod keys;
 mod limits;
 mod links;

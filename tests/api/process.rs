@@ -34,13 +34,16 @@ fn command(args: &[&str]) -> Command {
 }
 
 /// A running `emailverify serve` process on free loopback ports.
-struct Served {
-    child: tokio::process::Child,
-    grpc: EmailVerificationClient<tonic::transport::Channel>,
-    base: String,
+pub struct Served {
+    pub child: tokio::process::Child,
+    /// Everything the process logs, read as it comes: an unread pipe would fill up and
+    /// stall the process in the middle of a log line.
+    logs: tokio::task::JoinHandle<String>,
+    pub grpc: EmailVerificationClient<tonic::transport::Channel>,
+    pub base: String,
 }
 
-async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)]) -> Served {
+pub async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)]) -> Served {
     let (grpc_port, http_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http_port}");
     let mut cmd = command(&["serve"]);
@@ -53,7 +56,18 @@ async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)])
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b)
+        )
+    });
     let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..150 {
@@ -69,12 +83,17 @@ async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)])
     let grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
         .await
         .unwrap();
-    Served { child, grpc, base }
+    Served {
+        child,
+        logs,
+        grpc,
+        base,
+    }
 }
 
 impl Served {
     /// SIGTERM, then the exit status and everything the process logged.
-    async fn terminate(self) -> (std::process::ExitStatus, String) {
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         assert!(
             std::process::Command::new("kill")
@@ -83,20 +102,15 @@ impl Served {
                 .unwrap()
                 .success()
         );
-        let out = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
             .expect("the service stops within 15s of SIGTERM")
             .unwrap();
-        let logs = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status, logs)
+        (status, self.logs.await.unwrap())
     }
 }
 
-fn token_of(mail: &crate::helpers::ReceivedMail) -> String {
+pub fn token_of(mail: &crate::helpers::ReceivedMail) -> String {
     mail.text
         .split("token=")
         .nth(1)

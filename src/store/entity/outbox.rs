@@ -20,6 +20,8 @@ pub struct Model {
     pub attempts: i32,
     pub next_attempt_at: i64,
     pub claimed_until: Option<i64>,
+    /// The worker holding the claim.
+    pub claimed_by: Option<String>,
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
