@@ -18,6 +18,8 @@ pub mod grpc;
 pub mod http;
 /// Mail delivery: outbox worker, transports, templates.
 pub mod mail;
+/// Prometheus metrics.
+pub mod metrics;
 /// Schema migrations (portable PostgreSQL / SQLite).
 #[path = "../migrations/mod.rs"]
 pub mod migrations;

@@ -192,6 +192,7 @@ impl Application {
             pages: Pages::new(),
             success_url: config.success_url.clone(),
             client_ip_header: config.client_ip_header.clone(),
+            metrics: crate::metrics::handle(),
         });
         let http_server = axum::serve(
             http,

@@ -207,6 +207,7 @@ impl Core {
                 now,
             );
             tx.insert_flow(f.clone()).await?;
+            crate::metrics::flow_requested("change");
             self.event(
                 &tx,
                 user.as_str(),
@@ -246,6 +247,7 @@ impl Core {
             Ok(c) => {
                 tx.commit().await?;
                 self.mail_ready.notify_one();
+                crate::metrics::confirmed(outcome_name(c.outcome), "link");
                 Ok(c)
             }
             Err(e) => {
@@ -456,6 +458,7 @@ impl Core {
             f.updated_at = now;
             let err = if f.failed_codes >= MAX_WRONG_CODES {
                 f.locked_until = Some(now + duration_ms(CODE_LOCK));
+                crate::metrics::rate_limited("code");
                 self.event(
                     &tx,
                     user.as_str(),
@@ -498,6 +501,7 @@ impl Core {
             Ok(c) => {
                 tx.commit().await?;
                 self.mail_ready.notify_one();
+                crate::metrics::confirmed(outcome_name(c.outcome), "code");
                 Ok(c)
             }
             Err(e) => {
@@ -566,7 +570,10 @@ impl Core {
             .await?
         {
             Ok(()) => Ok(()),
-            Err(retry_after) => Err(CoreError::LockedOut { retry_after }),
+            Err(retry_after) => {
+                crate::metrics::rate_limited("ip");
+                Err(CoreError::LockedOut { retry_after })
+            }
         }
     }
 
@@ -598,6 +605,7 @@ impl Core {
         {
             Ok(()) => Ok(()),
             Err(retry_after) => {
+                crate::metrics::rate_limited("user");
                 let e = CoreError::RateLimited { retry_after };
                 self.record_refusal(user, &e, now).await;
                 Err(e)
@@ -691,6 +699,7 @@ impl Core {
             .await?;
         let mut f = new_flow(user, FlowKind::Verify, email, None, locale, now);
         tx.insert_flow(f.clone()).await?;
+        crate::metrics::flow_requested("verify");
         self.event(
             tx,
             user.as_str(),
@@ -885,6 +894,7 @@ impl Core {
             .take(&bucket("rcpt", &recipient), self.policy.recipient_rate, now)
             .await?
         {
+            crate::metrics::rate_limited("recipient");
             return Err(CoreError::RateLimited { retry_after });
         }
         let token = Token::generate();
@@ -1097,6 +1107,11 @@ impl Core {
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }
+
+    /// The core's clock, for adapters that report times (metrics).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }
 
 fn new_flow(
@@ -1134,6 +1149,14 @@ fn bucket(kind: &str, value: &str) -> String {
 }
 
 /// Where a step's link goes: the current address for CONFIRM_CURRENT, else the new one.
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::EmailVerified => "email_verified",
+        Outcome::CurrentConfirmed => "current_confirmed",
+        Outcome::EmailChanged => "email_changed",
+    }
+}
+
 fn encode_cursor(event_id: i64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("ev:{event_id}"))

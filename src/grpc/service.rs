@@ -55,15 +55,37 @@ fn context_of<T>(req: &Request<T>) -> RequestContext {
 }
 
 /// Runs `handle` on the request's message inside the request's audit context.
-async fn serve<T, R, F>(req: Request<T>, handle: impl FnOnce(T) -> F) -> Reply<R>
+async fn serve<T, R, F>(
+    method: &'static str,
+    req: Request<T>,
+    handle: impl FnOnce(T) -> F,
+) -> Reply<R>
 where
     F: Future<Output = Result<R, CoreError>>,
 {
+    let started = std::time::Instant::now();
     let ctx = context_of(&req);
-    let span = tracing::info_span!("rpc", request_id = %ctx.request_id);
-    let result =
-        tracing::Instrument::instrument(context::scope(ctx, handle(req.into_inner())), span).await;
-    result.map(Response::new).map_err(to_status)
+    // Every log line of the call carries its request id.
+    let span = tracing::info_span!("rpc", method, request_id = %ctx.request_id);
+    let call = async move {
+        let result = context::scope(ctx, handle(req.into_inner())).await;
+        if let Err(e) = &result
+            && !e.reason().is_empty()
+        {
+            crate::metrics::refused(e.reason());
+        }
+        let result = result.map(Response::new).map_err(to_status);
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        let elapsed = started.elapsed();
+        crate::metrics::rpc(method, code, elapsed);
+        // The access log line: method, outcome, latency; never the request's fields.
+        tracing::info!(code = ?code, elapsed_ms = elapsed.as_millis() as u64, "rpc done");
+        result
+    };
+    tracing::Instrument::instrument(call, span).await
 }
 
 #[tonic::async_trait]
@@ -72,7 +94,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::RequestVerificationRequest>,
     ) -> Reply<pb::RequestVerificationResponse> {
-        serve(req, |r| async move {
+        serve("RequestVerification", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             let email = convert::email("email", &r.email)?;
             let flow = self
@@ -90,7 +112,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::RequestChangeRequest>,
     ) -> Reply<pb::RequestChangeResponse> {
-        serve(req, |r| async move {
+        serve("RequestChange", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             let email = convert::email("new_email", &r.new_email)?;
             let flow = self
@@ -108,7 +130,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::ConfirmLinkRequest>,
     ) -> Reply<pb::ConfirmLinkResponse> {
-        serve(req, |r| async move {
+        serve("ConfirmLink", req, |r| async move {
             let token = convert::token(&r.token)?;
             Ok(self.core.confirm_link(&token).await?.into())
         })
@@ -116,7 +138,7 @@ impl pb::EmailVerification for GrpcService {
     }
 
     async fn resend(&self, req: Request<pb::ResendRequest>) -> Reply<pb::ResendResponse> {
-        serve(req, |r| async move {
+        serve("Resend", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             let flow = self.core.resend(&user).await?;
             Ok(pb::ResendResponse {
@@ -127,7 +149,7 @@ impl pb::EmailVerification for GrpcService {
     }
 
     async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Reply<pb::GetStatusResponse> {
-        serve(req, |r| async move {
+        serve("GetStatus", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             Ok(self.core.status(&user).await?.into())
         })
@@ -138,7 +160,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::CancelChangeRequest>,
     ) -> Reply<pb::CancelChangeResponse> {
-        serve(req, |r| async move {
+        serve("CancelChange", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             self.core.cancel(&user).await?;
             Ok(pb::CancelChangeResponse {})
@@ -150,7 +172,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::ConfirmCodeRequest>,
     ) -> Reply<pb::ConfirmLinkResponse> {
-        serve(req, |r| async move {
+        serve("ConfirmCode", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             if !is_code(&r.code) {
                 return Err(CoreError::InvalidCode);
@@ -164,7 +186,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::ListEventsRequest>,
     ) -> Reply<pb::ListEventsResponse> {
-        serve(req, |r| async move {
+        serve("ListEvents", req, |r| async move {
             let user = convert::user_id(&r.user_id)?;
             let (events, next_page_token) = self
                 .core

@@ -32,6 +32,8 @@ pub struct HttpState {
     /// Behind a trusted reverse proxy: the header with the client IP (last entry wins,
     /// as that is the one our proxy appended).
     pub client_ip_header: Option<HeaderName>,
+    /// The Prometheus recorder's handle (absent if another recorder was installed first).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl HttpState {
@@ -64,14 +66,16 @@ async fn visit<F: Future<Output = Response>>(
         request_id: context::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok())),
     };
     let client = s.client(peer, headers);
-    context::scope(ctx, async move {
+    // Every log line of the page carries its request id.
+    let span = tracing::info_span!("page", request_id = %ctx.request_id);
+    let page = context::scope(ctx, async move {
         // A client that failed too often is refused before its token is even looked at.
         if let Err(e) = s.core.link_guard(&client).await {
             return s.pages.error(&e, None);
         }
         page(Visit { client }).await
-    })
-    .await
+    });
+    tracing::Instrument::instrument(page, span).await
 }
 
 /// Failures that look like guessing or replaying links count against the client.
@@ -109,6 +113,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/resend", post(resend))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(prometheus))
         // A form carries one 43-character token: anything large is not ours.
         .layer(DefaultBodyLimit::max(4 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -157,8 +162,12 @@ async fn show_link(
             Err(e) => Err(e),
         };
         match result {
-            Ok((flow, token)) => s.pages.confirm(&flow, &token),
+            Ok((flow, token)) => {
+                crate::metrics::link_page_view("live");
+                s.pages.confirm(&flow, &token)
+            }
             Err(e) => {
+                crate::metrics::link_page_view(e.reason());
                 s.failed(&v, &e).await;
                 s.pages.error(&e, Token::parse(&q.token).ok().as_ref())
             }
@@ -248,6 +257,34 @@ async fn resend(
         }
     })
     .await
+}
+
+/// Prometheus text format; the outbox gauges are read from the database at each scrape.
+async fn prometheus(State(s): State<Arc<HttpState>>) -> Response {
+    let Some(handle) = &s.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response();
+    };
+    let now = s.core.now_ms();
+    if let Ok(stats) = s.core.store().outbox_stats(now).await {
+        crate::metrics::outbox(
+            stats.pending,
+            stats.dead,
+            Duration::from_millis(stats.oldest_pending_age_ms as u64),
+        );
+    }
+    handle.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {

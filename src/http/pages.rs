@@ -188,6 +188,9 @@ impl Pages {
 
     /// The page and status for an error; `token` lets expired links offer a new one.
     pub fn error(&self, e: &CoreError, token: Option<&Token>) -> Response {
+        if !e.reason().is_empty() {
+            crate::metrics::refused(e.reason());
+        }
         let status = http_status(e);
         let page = match e {
             CoreError::TokenExpired | CoreError::TokenSuperseded => Page {

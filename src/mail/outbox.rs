@@ -192,12 +192,14 @@ impl Worker {
         let (outcome, delivery) = match result {
             Ok(()) => {
                 tracing::info!(mail_id = %mail.mail_id, template = %mail.template, to = %masked, "mail sent");
+                crate::metrics::mail("sent", &mail.template);
                 (
                     self.store.mail_sent(&mail, now, &masked).await,
                     Delivery::Done,
                 )
             }
             Err(e) if e.unreachable => {
+                crate::metrics::mail("deferred", &mail.template);
                 let pause = outage_pause
                     .unwrap_or(self.retry.base)
                     .min(MAX_OUTAGE_PAUSE);
@@ -214,6 +216,14 @@ impl Worker {
                 let retry_at = (!e.permanent && attempts < self.retry.max_attempts)
                     .then(|| now + duration_ms(self.retry.delay(mail.attempts)));
                 let reason = e.message;
+                crate::metrics::mail(
+                    if retry_at.is_some() {
+                        "retried"
+                    } else {
+                        "dead"
+                    },
+                    &mail.template,
+                );
                 if retry_at.is_some() {
                     tracing::warn!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail delivery failed; will retry");
                 } else {

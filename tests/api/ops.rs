@@ -8,7 +8,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, expect_err, spawn_app};
 
 async fn health_reports_serving_for_the_service_and_the_server(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -69,7 +69,48 @@ async fn reflection_lists_the_service_without_the_proto_file(backend: Backend) {
     );
 }
 
+async fn metrics_expose_rpcs_mail_outbox_and_the_confirmation_funnel(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let link = app.link_in(&app.next_mail().await);
+    app.http.get(&link).send().await.unwrap(); // a page view (a scanner, or the person)
+    app.confirm(link.split("token=").nth(1).unwrap())
+        .await
+        .unwrap();
+    expect_err(app.status("nobody").await);
+    app.eventually_count("events WHERE event_type = 'mail_sent'", 1)
+        .await;
+
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    for needle in [
+        r#"emailverify_rpc_requests_total{method="RequestVerification",code="OK"}"#,
+        r#"emailverify_rpc_requests_total{method="GetStatus",code="NOT_FOUND"}"#,
+        r#"emailverify_rpc_duration_seconds_bucket{method="ConfirmLink",le="0.005"}"#,
+        r#"emailverify_flows_requested_total{kind="verify"}"#,
+        r#"emailverify_confirmations_total{outcome="email_verified",via="link"}"#,
+        r#"emailverify_link_page_views_total{result="live"}"#,
+        r#"emailverify_refusals_total{reason="USER_NOT_FOUND"}"#,
+        r#"emailverify_mail_sent_total{template="verify_link"}"#,
+        "emailverify_outbox_depth ",
+        "emailverify_outbox_oldest_age_seconds ",
+        "emailverify_outbox_dead ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
 crate::on_both_backends!(
+    metrics_expose_rpcs_mail_outbox_and_the_confirmation_funnel,
     health_reports_serving_for_the_service_and_the_server,
     reflection_lists_the_service_without_the_proto_file,
 );

@@ -1,0 +1,108 @@
+//! Prometheus metrics, served at `GET /metrics` on the HTTP port. Names and what they count:
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `emailverify_rpc_requests_total` | method, code | gRPC calls by outcome |
+//! | `emailverify_rpc_duration_seconds` | method | gRPC latency histogram |
+//! | `emailverify_flows_requested_total` | kind | new flows (`verify`, `change`) |
+//! | `emailverify_confirmations_total` | outcome, via | successful confirmations (`link`, `code`) |
+//! | `emailverify_refusals_total` | reason | refused requests by contract reason |
+//! | `emailverify_rate_limited_total` | limit | refusals by `user`, `recipient`, `ip`, `code` limits |
+//! | `emailverify_link_page_views_total` | result | `GET /verify`: `live` (a confirm page shown) or the refusal |
+//! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
+//! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
+//!
+//! Link page views that never lead to a confirmation (mail scanners) are
+//! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide recorder once; later calls share it.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;
+            match builder.install_recorder() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+pub fn rpc(method: &'static str, code: tonic::Code, elapsed: Duration) {
+    metrics::counter!("emailverify_rpc_requests_total", "method" => method, "code" => code_name(code)).increment(1);
+    metrics::histogram!("emailverify_rpc_duration_seconds", "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn flow_requested(kind: &'static str) {
+    metrics::counter!("emailverify_flows_requested_total", "kind" => kind).increment(1);
+}
+
+pub fn confirmed(outcome: &'static str, via: &'static str) {
+    metrics::counter!("emailverify_confirmations_total", "outcome" => outcome, "via" => via)
+        .increment(1);
+}
+
+pub fn refused(reason: &'static str) {
+    metrics::counter!("emailverify_refusals_total", "reason" => reason).increment(1);
+}
+
+pub fn rate_limited(limit: &'static str) {
+    metrics::counter!("emailverify_rate_limited_total", "limit" => limit).increment(1);
+}
+
+pub fn link_page_view(result: &'static str) {
+    metrics::counter!("emailverify_link_page_views_total", "result" => result).increment(1);
+}
+
+pub fn mail(event: &'static str, template: &str) {
+    let name = match event {
+        "sent" => "emailverify_mail_sent_total",
+        "retried" => "emailverify_mail_retried_total",
+        "dead" => "emailverify_mail_dead_total",
+        _ => "emailverify_mail_deferred_total",
+    };
+    metrics::counter!(name, "template" => template.to_owned()).increment(1);
+}
+
+pub fn outbox(depth: u64, dead: u64, oldest_age: Duration) {
+    metrics::gauge!("emailverify_outbox_depth").set(depth as f64);
+    metrics::gauge!("emailverify_outbox_dead").set(dead as f64);
+    metrics::gauge!("emailverify_outbox_oldest_age_seconds").set(oldest_age.as_secs_f64());
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
