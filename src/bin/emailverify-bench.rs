@@ -1,0 +1,248 @@
+//! Load generator: drives RequestVerification, then ConfirmLink of the tokens read back
+//! from a local SMTP sink, over gRPC against a release `emailverify serve` process, and
+//! reports requests/s, p50/p99 latency, mails/s, commit-to-SMTP latency and the service's
+//! peak RSS. See BENCHMARKS.md for how the figures there were made.
+//!
+//!   cargo build --release
+//!   target/release/emailverify-bench --database-url postgres://postgres@127.0.0.1/bench --concurrency 64
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use emailverify::grpc::pb::{self, EmailVerificationClient};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(about = "Load generator for emailverify")]
+struct Args {
+    /// Database of the service under test (a fresh one: the bench creates users).
+    #[arg(long)]
+    database_url: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Sign-ups to send (and then links to confirm).
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+    /// The service binary.
+    #[arg(long, default_value = "target/release/emailverify")]
+    service: String,
+}
+
+/// What the SMTP sink saw: the link token per recipient and when it arrived.
+#[derive(Default)]
+struct Inbox {
+    by_recipient: HashMap<String, (String, Instant)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let inbox = Arc::new(Mutex::new(Inbox::default()));
+    let smtp = start_sink(inbox.clone()).await?;
+
+    let grpc_port = free_port()?;
+    let http_port = free_port()?;
+    let mut child = tokio::process::Command::new(&args.service)
+        .arg("serve")
+        .env("DATABASE_URL", &args.database_url)
+        .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("EMAILVERIFY_PUBLIC_URL", format!("http://127.0.0.1:{http_port}"))
+        .env("EMAILVERIFY_MAIL_URL", format!("smtp://{smtp}"))
+        .env("EMAILVERIFY_TOKEN_KEYS", emailverify::domain::Keyring::generate_key_base64())
+        .env("EMAILVERIFY_LIMIT_PER_USER", "1000/1h")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or_default();
+    let channel = loop {
+        match tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+            .connect()
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let client = EmailVerificationClient::new(channel);
+    let run = uuid::Uuid::now_v7().simple().to_string();
+
+    // Phase 1: sign-ups.
+    let started = Instant::now();
+    let answered: Vec<(String, Duration, Instant)> = futures::stream::iter(0..args.requests)
+        .map(|i| {
+            let mut c = client.clone();
+            let email = format!("u{i}.{run}@bench.example");
+            let user_id = format!("bench-{run}-{i}");
+            async move {
+                let t = Instant::now();
+                c.request_verification(pb::RequestVerificationRequest {
+                    user_id,
+                    email: email.clone(),
+                    locale: String::new(),
+                })
+                .await
+                .expect("sign-up accepted");
+                (email, t.elapsed(), Instant::now())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let signup_wall = started.elapsed();
+
+    // Wait for every mail.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while inbox.lock().unwrap().by_recipient.len() < args.requests && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mail_wall = started.elapsed();
+    let inbox_now: HashMap<String, (String, Instant)> = std::mem::take(&mut inbox.lock().unwrap().by_recipient);
+    let mut commit_to_smtp: Vec<Duration> = answered
+        .iter()
+        .filter_map(|(email, _, done)| inbox_now.get(email).map(|(_, at)| at.saturating_duration_since(*done)))
+        .collect();
+
+    // Phase 2: confirm every link over gRPC.
+    let tokens: Vec<String> = inbox_now.values().map(|(t, _)| t.clone()).collect();
+    let started = Instant::now();
+    let confirmed: Vec<Duration> = futures::stream::iter(tokens)
+        .map(|token| {
+            let mut c = client.clone();
+            async move {
+                let t = Instant::now();
+                c.confirm_link(pb::ConfirmLinkRequest { token }).await.expect("confirmed");
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let confirm_wall = started.elapsed();
+
+    let peak_rss_kb = peak_rss_kb(pid);
+    child.kill().await.ok();
+
+    let mut signup: Vec<Duration> = answered.iter().map(|(_, d, _)| *d).collect();
+    let mut confirm = confirmed;
+    println!("| workload | c | requests | req/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| RequestVerification | {} | {} | {:.0} | {:.2} | {:.2} |",
+        args.concurrency,
+        signup.len(),
+        signup.len() as f64 / signup_wall.as_secs_f64(),
+        pct(&mut signup, 0.50),
+        pct(&mut signup, 0.99)
+    );
+    println!(
+        "| ConfirmLink | {} | {} | {:.0} | {:.2} | {:.2} |",
+        args.concurrency,
+        confirm.len(),
+        confirm.len() as f64 / confirm_wall.as_secs_f64(),
+        pct(&mut confirm, 0.50),
+        pct(&mut confirm, 0.99)
+    );
+    println!();
+    println!(
+        "mails delivered: {} in {:.2}s ({:.0} mails/s); commit-to-SMTP p50 {:.1} ms, p99 {:.1} ms; service peak RSS {:.1} MB",
+        inbox_now.len(),
+        mail_wall.as_secs_f64(),
+        inbox_now.len() as f64 / mail_wall.as_secs_f64(),
+        pct(&mut commit_to_smtp, 0.50),
+        pct(&mut commit_to_smtp, 0.99),
+        peak_rss_kb as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn pct(samples: &mut [Duration], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[i].as_secs_f64() * 1000.0
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A minimal SMTP server that records each message's recipient, link token and arrival.
+async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read);
+                let mut line = String::new();
+                let mut rcpt = String::new();
+                let _ = write.write_all(b"220 bench\r\n").await;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let upper = line.trim_end().to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250-bench\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        rcpt = line.trim_end()[8..].trim().trim_matches(['<', '>']).to_string();
+                        b"250 OK\r\n"
+                    } else if upper == "DATA" {
+                        let _ = write.write_all(b"354 go\r\n").await;
+                        let mut token = String::new();
+                        loop {
+                            line.clear();
+                            if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == ".\r\n" {
+                                break;
+                            }
+                            if token.is_empty()
+                                && let Some(rest) = line.split("token=").nth(1)
+                            {
+                                token = rest.chars().take(43).collect();
+                            }
+                        }
+                        inbox.lock().unwrap().by_recipient.insert(rcpt.clone(), (token, Instant::now()));
+                        b"250 OK\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
