@@ -53,9 +53,15 @@ async fn main() -> anyhow::Result<()> {
         .env("DATABASE_URL", &args.database_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("EMAILVERIFY_PUBLIC_URL", format!("http://127.0.0.1:{http_port}"))
+        .env(
+            "EMAILVERIFY_PUBLIC_URL",
+            format!("http://127.0.0.1:{http_port}"),
+        )
         .env("EMAILVERIFY_MAIL_URL", format!("smtp://{smtp}"))
-        .env("EMAILVERIFY_TOKEN_KEYS", emailverify::domain::Keyring::generate_key_base64())
+        .env(
+            "EMAILVERIFY_TOKEN_KEYS",
+            emailverify::domain::Keyring::generate_key_base64(),
+        )
         .env("EMAILVERIFY_LIMIT_PER_USER", "1000/1h")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -104,10 +110,15 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mail_wall = started.elapsed();
-    let inbox_now: HashMap<String, (String, Instant)> = std::mem::take(&mut inbox.lock().unwrap().by_recipient);
+    let inbox_now: HashMap<String, (String, Instant)> =
+        std::mem::take(&mut inbox.lock().unwrap().by_recipient);
     let mut commit_to_smtp: Vec<Duration> = answered
         .iter()
-        .filter_map(|(email, _, done)| inbox_now.get(email).map(|(_, at)| at.saturating_duration_since(*done)))
+        .filter_map(|(email, _, done)| {
+            inbox_now
+                .get(email)
+                .map(|(_, at)| at.saturating_duration_since(*done))
+        })
         .collect();
 
     // Phase 2: confirm every link over gRPC.
@@ -118,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
             let mut c = client.clone();
             async move {
                 let t = Instant::now();
-                c.confirm_link(pb::ConfirmLinkRequest { token }).await.expect("confirmed");
+                c.confirm_link(pb::ConfirmLinkRequest { token })
+                    .await
+                    .expect("confirmed");
                 t.elapsed()
             }
         })
@@ -185,7 +198,9 @@ fn peak_rss_kb(pid: u32) -> u64 {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A minimal SMTP server that records each message's recipient, link token and arrival.
@@ -210,7 +225,10 @@ async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr> {
                     let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
                         b"250-bench\r\n250 8BITMIME\r\n"
                     } else if upper.starts_with("RCPT TO:") {
-                        rcpt = line.trim_end()[8..].trim().trim_matches(['<', '>']).to_string();
+                        rcpt = line.trim_end()[8..]
+                            .trim()
+                            .trim_matches(['<', '>'])
+                            .to_string();
                         b"250 OK\r\n"
                     } else if upper == "DATA" {
                         let _ = write.write_all(b"354 go\r\n").await;
@@ -229,7 +247,11 @@ async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr> {
                                 token = rest.chars().take(43).collect();
                             }
                         }
-                        inbox.lock().unwrap().by_recipient.insert(rcpt.clone(), (token, Instant::now()));
+                        inbox
+                            .lock()
+                            .unwrap()
+                            .by_recipient
+                            .insert(rcpt.clone(), (token, Instant::now()));
                         b"250 OK\r\n"
                     } else if upper == "QUIT" {
                         let _ = write.write_all(b"221 bye\r\n").await;

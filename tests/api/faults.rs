@@ -170,3 +170,168 @@ async fn three_processes_on_one_postgres_send_a_thousand_distinct_mails() {
         assert!(p.terminate().await.0.success());
     }
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temp folder, its own port), so the
+/// test can restart it without disturbing the other tests' server.
+struct OwnPostgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("pg_ctl").exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        std::process::Command::new("chown")
+            .args(["postgres", dir.path().to_str()?])
+            .status()
+            .ok()?;
+        let data = dir.path().join("data");
+        let ok = as_postgres(
+            &bin.join("initdb"),
+            &["-D", data.to_str()?, "-A", "trust", "-U", "postgres"],
+        );
+        let pg = Self { bin, dir, port };
+        (ok && pg.ctl("start")).then_some(pg)
+    }
+
+    fn ctl(&self, action: &str) -> bool {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut args = vec![action, "-D", data.to_str().unwrap(), "-w", "-m", "fast"];
+        if action != "stop" {
+            args.extend(["-o", opts.as_str(), "-l"]);
+            args.push(Box::leak(
+                self.dir
+                    .path()
+                    .join("log")
+                    .display()
+                    .to_string()
+                    .into_boxed_str(),
+            ));
+        }
+        as_postgres(&self.bin.join("pg_ctl"), &args)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.ctl("stop");
+    }
+}
+
+fn as_postgres(program: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// PostgreSQL restarted under load: RPCs fail only with UNAVAILABLE (safe to retry), the
+/// service recovers without a restart, and every sign-up that succeeded gets its mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_gives_unavailable_only_and_loses_no_mail() {
+    let Some(pg) = OwnPostgres::start() else {
+        assert!(
+            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
+            "CI=true but no PostgreSQL server binaries to start a private server"
+        );
+        eprintln!(
+            "skipping: cannot start a private PostgreSQL (needs its server binaries and root)"
+        );
+        return;
+    };
+    let smtp = SmtpSink::start().await;
+    let db = crate::helpers::TestDb::at(pg.url());
+    let mut settings = crate::helpers::test_settings(&db, &smtp);
+    settings.limit_per_user = "1000/1h".into();
+    let app = crate::helpers::start(db, smtp.clone(), settings, Default::default()).await;
+
+    let load = {
+        let grpc = app.grpc.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut unavailable, mut other) = (0u32, 0u32, Vec::new());
+            let started = std::time::Instant::now();
+            let mut i = 0u32;
+            while started.elapsed() < Duration::from_secs(6) {
+                let batch = (0..8).map(|k| {
+                    let mut g = grpc.clone();
+                    let n = i + k;
+                    async move {
+                        g.request_verification(pb::RequestVerificationRequest {
+                            user_id: format!("user-{n}"),
+                            email: format!("u{n}@example.com"),
+                            locale: String::new(),
+                        })
+                        .await
+                    }
+                });
+                for r in futures::future::join_all(batch).await {
+                    match r {
+                        Ok(_) => ok += 1,
+                        Err(s) if s.code() == tonic::Code::Unavailable => unavailable += 1,
+                        Err(s) => other.push(format!("{:?}: {}", s.code(), s.message())),
+                    }
+                }
+                i += 8;
+            }
+            (ok, unavailable, other)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(pg.ctl("restart"), "PostgreSQL restarted");
+    let (ok, unavailable, other) = load.await.unwrap();
+    eprintln!(
+        "PostgreSQL restart under load: {ok} sign-ups OK, {unavailable} UNAVAILABLE, {} other",
+        other.len()
+    );
+    assert!(other.is_empty(), "errors other than UNAVAILABLE: {other:?}");
+    assert!(ok > 0);
+
+    // Recovered without restarting the service: a new request works, and every OK
+    // sign-up's mail arrives.
+    let after = app
+        .request_verification("after-restart", "after@example.com")
+        .await;
+    let after = match after {
+        Ok(f) => f,
+        Err(_) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            app.request_verification("after-restart", "after@example.com")
+                .await
+                .expect("recovered")
+        }
+    };
+    assert!(!after.flow_id.is_empty());
+    let mut counts = HashMap::new();
+    receive(&smtp, ok as usize + 1, &mut counts).await;
+    assert_eq!(
+        counts.len(),
+        ok as usize + 1,
+        "every committed sign-up got its mail"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}

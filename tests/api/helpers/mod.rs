@@ -100,6 +100,13 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestDb {
+    /// A database the test manages itself.
+    pub fn at(url: String) -> Self {
+        Self { url, _dir: None }
+    }
+}
+
 pub async fn fresh_database(backend: Backend) -> TestDb {
     match backend {
         Backend::Sqlite => {

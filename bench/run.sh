@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: the service under load (Postgres and SQLite, c=16 and c=64),
+# and the pgbench ceiling of the same writes. Needs a local PostgreSQL (as in .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+cargo build --release --bins
+fresh_pg() { psql -w "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
+for c in 16 64; do
+  fresh_pg ev_bench
+  echo "## PostgreSQL, c=$c"; target/release/emailverify-bench --database-url "$PG/ev_bench" --concurrency "$c" --requests "${REQUESTS:-4000}"
+  dir=$(mktemp -d)
+  echo "## SQLite, c=$c"; target/release/emailverify-bench --database-url "sqlite://$dir/bench.db?mode=rwc" --concurrency "$c" --requests "${REQUESTS:-4000}"
+  rm -rf "$dir"
+done
+fresh_pg ev_pgbench
+DATABASE_URL="$PG/ev_pgbench" target/release/emailverify migrate
+for c in 16 64; do
+  log=$(mktemp -d)
+  echo "## pgbench ceiling, c=$c"
+  (cd "$log" && pgbench -n -f "$OLDPWD/bench/pgbench-signup.sql" -c "$c" -j 2 -T "${SECONDS_PER_RUN:-20}" -l "$PG/ev_pgbench" | grep -E "tps|latency average")
+  cat "$log"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench p50 %.2f ms, p99 %.2f ms\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'
+  rm -rf "$log"
+done
