@@ -65,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Outbox(OutboxCommand::RetryDead(settings)) => {
             emailverify::telemetry::init(&settings.log_format);
             let config = settings.resolve()?;
-            let core = emailverify::startup::core_for(&config, Arc::new(SystemClock)).await?;
+            let core =
+                emailverify::startup::core_for(&config, Arc::new(SystemClock), Default::default())
+                    .await?;
             let report = core.retry_dead_mail().await?;
             println!(
                 "requeued {} notice(s), sent {} fresh link(s), left {} dead (their flow has ended)",

@@ -26,8 +26,13 @@ const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
 /// The largest request we accept: every field of our messages is small.
 const MAX_GRPC_MESSAGE: usize = 16 * 1024;
 
-/// The core alone, on a migrated database, for one-off commands (`outbox retry-dead`).
-pub async fn core_for(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Core> {
+/// The core on a migrated database: for the application, and alone for one-off commands
+/// (`outbox retry-dead`). `mail_ready` is what the core notifies after queueing mail.
+pub async fn core_for(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    mail_ready: Arc<Notify>,
+) -> anyhow::Result<Core> {
     let store = Store::connect(&config.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
@@ -40,7 +45,7 @@ pub async fn core_for(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         config.keys.clone(),
         clock,
         config.policy.clone(),
-        Arc::new(Notify::new()),
+        mail_ready,
     ))
 }
 
@@ -72,27 +77,14 @@ impl Application {
         grpc: TcpListener,
         http: TcpListener,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
-        store
-            .migrate()
-            .await
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+        let wake = Arc::new(Notify::new());
+        let core = Arc::new(core_for(&config, clock.clone(), wake.clone()).await?);
+        let store = core.store().clone();
         config
             .transport
             .prepare()
             .await
             .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
-
-        let wake = Arc::new(Notify::new());
-        let core = Arc::new(Core::new(
-            store.clone(),
-            config.keys.clone(),
-            clock.clone(),
-            config.policy.clone(),
-            wake.clone(),
-        ));
         let worker = Worker {
             store,
             keys: config.keys.clone(),

@@ -283,26 +283,9 @@ impl Core {
     #[tracing::instrument(skip_all)]
     pub async fn resend_by_token(&self, token: &Token) -> CoreResult<FlowView> {
         let now = self.now();
-        let tx = self.store.begin().await?;
-        let tok = tx
-            .find_token(&self.candidates(token))
-            .await?
-            .ok_or(CoreError::TokenNotFound)?;
-        let f = tx
-            .flow(&tok.flow_id)
-            .await?
-            .ok_or(CoreError::TokenNotFound)?;
-        let user = UserId::from_trusted(f.user_id.clone());
-        tx.lock_user(user.as_str(), false, now).await?;
+        let (tx, user, tok) = self.lock_token_owner(token, now).await?;
         let result = async {
-            // Re-read under the lock: the flow may have moved on meanwhile.
-            let f = tx
-                .flow(&tok.flow_id)
-                .await?
-                .ok_or(CoreError::TokenNotFound)?;
-            if f.state != FlowState::Pending.as_str() {
-                return Err(CoreError::NoPendingFlow);
-            }
+            let f = self.pending_flow_of(&tx, &tok).await?;
             self.resend_in(&tx, f, now).await
         }
         .await;
@@ -343,25 +326,9 @@ impl Core {
     #[tracing::instrument(skip_all)]
     pub async fn cancel_by_token(&self, token: &Token) -> CoreResult<FlowView> {
         let now = self.now();
-        let tx = self.store.begin().await?;
-        let tok = tx
-            .find_token(&self.candidates(token))
-            .await?
-            .ok_or(CoreError::TokenNotFound)?;
-        let f = tx
-            .flow(&tok.flow_id)
-            .await?
-            .ok_or(CoreError::TokenNotFound)?;
-        let user = UserId::from_trusted(f.user_id.clone());
-        tx.lock_user(user.as_str(), false, now).await?;
+        let (tx, user, tok) = self.lock_token_owner(token, now).await?;
         let result = async {
-            let f = tx
-                .flow(&tok.flow_id)
-                .await?
-                .ok_or(CoreError::TokenNotFound)?;
-            if f.state != FlowState::Pending.as_str() {
-                return Err(CoreError::NoPendingFlow);
-            }
+            let f = self.pending_flow_of(&tx, &tok).await?;
             self.end_flow(&tx, &f, FlowState::Cancelled, now).await?;
             if kind_of(&f.kind) == FlowKind::Change {
                 // Someone else asked to take this account's address: hold further changes
@@ -663,6 +630,39 @@ impl Core {
     }
 
     // ----- the steps behind the use-cases -----
+
+    /// For the link pages' buttons: the token (in any state) and its user, whose row is
+    /// then locked, in a new transaction.
+    async fn lock_token_owner(
+        &self,
+        token: &Token,
+        now: i64,
+    ) -> CoreResult<(Tx, UserId, token::Model)> {
+        let tx = self.store.begin().await?;
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let user = UserId::from_trusted(f.user_id);
+        tx.lock_user(user.as_str(), false, now).await?;
+        Ok((tx, user, tok))
+    }
+
+    /// The token's flow, read again under the user's lock, if it is still pending.
+    async fn pending_flow_of(&self, tx: &Tx, tok: &token::Model) -> CoreResult<flow::Model> {
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        if f.state != FlowState::Pending.as_str() {
+            return Err(CoreError::NoPendingFlow);
+        }
+        Ok(f)
+    }
 
     /// RequestVerification's rules, inside the caller's transaction.
     async fn verify_in(

@@ -91,6 +91,17 @@ fn counts_as_failure(e: &CoreError) -> bool {
 }
 
 impl HttpState {
+    /// The form's token, or the "not valid" page (a malformed token counts as a failure).
+    async fn token(&self, v: &Visit, raw: &str) -> Result<Token, Response> {
+        match parse(raw) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                self.failed(v, &e).await;
+                Err(self.pages.error(&e, None))
+            }
+        }
+    }
+
     async fn failed(&self, v: &Visit, e: &CoreError) {
         if counts_as_failure(e) {
             self.core.link_failure(&v.client).await;
@@ -184,12 +195,9 @@ async fn confirm(
 ) -> Response {
     let s: &HttpState = &s;
     visit(s, peer, &headers, |v| async move {
-        let token = match parse(&f.token) {
+        let token = match s.token(&v, &f.token).await {
             Ok(t) => t,
-            Err(e) => {
-                s.failed(&v, &e).await;
-                return s.pages.error(&e, None);
-            }
+            Err(page) => return page,
         };
         match s.core.confirm_link(&token).await {
             Ok(c) => match &s.success_url {
@@ -213,12 +221,9 @@ async fn cancel(
 ) -> Response {
     let s: &HttpState = &s;
     visit(s, peer, &headers, |v| async move {
-        let token = match parse(&f.token) {
+        let token = match s.token(&v, &f.token).await {
             Ok(t) => t,
-            Err(e) => {
-                s.failed(&v, &e).await;
-                return s.pages.error(&e, None);
-            }
+            Err(page) => return page,
         };
         match s.core.cancel_by_token(&token).await {
             Ok(_) => s.pages.cancelled(),
@@ -240,12 +245,9 @@ async fn resend(
 ) -> Response {
     let s: &HttpState = &s;
     visit(s, peer, &headers, |v| async move {
-        let token = match parse(&f.token) {
+        let token = match s.token(&v, &f.token).await {
             Ok(t) => t,
-            Err(e) => {
-                s.failed(&v, &e).await;
-                return s.pages.error(&e, None);
-            }
+            Err(page) => return page,
         };
         match s.core.resend_by_token(&token).await {
             Ok(flow) => s.pages.resent(&flow),
