@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use lettre::Message;
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Body, Mailbox, MultiPart};
@@ -77,6 +78,8 @@ pub struct Worker {
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
 const BATCH: u64 = 16;
+/// Mails sent at once by one worker.
+pub const SENDS_IN_FLIGHT: usize = 8;
 /// Longest pause between probes while the SMTP server is unreachable.
 const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 
@@ -110,33 +113,47 @@ impl Worker {
                 }
             };
             let full = claimed.len() as u64 == BATCH;
-            let mut unreachable = false;
-            let mut claimed = claimed.into_iter();
-            for mail in claimed.by_ref() {
-                // Renew the claim right before sending, and only if it is still ours: a
-                // mail whose lease ran out may belong to another worker by now.
-                match self
-                    .store
-                    .renew_claim(&mail.mail_id, &me, self.clock.now_ms(), self.retry.lease)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot renew a mail claim");
-                        break;
+            // Several sends at once: each SMTP exchange spends most of its time waiting
+            // on the network, and lettre's pool keeps one connection per send in flight.
+            let unreachable = std::sync::atomic::AtomicBool::new(false);
+            let unsent = std::sync::Mutex::new(Vec::new());
+            futures::stream::iter(claimed)
+                .for_each_concurrent(SENDS_IN_FLIGHT, |mail| {
+                    let (me, unreachable, unsent, stop, this) =
+                        (&me, &unreachable, &unsent, &stop, &self);
+                    async move {
+                        if stop.is_cancelled()
+                            || unreachable.load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            // Stopping, or the server is down: hand it back below.
+                            if let Ok(mut u) = unsent.lock() {
+                                u.push(mail.mail_id);
+                            }
+                            return;
+                        }
+                        // Renew the claim right before sending, and only if it is still
+                        // ours: a mail whose lease ran out may belong to another worker.
+                        match this
+                            .store
+                            .renew_claim(&mail.mail_id, me, this.clock.now_ms(), this.retry.lease)
+                            .await
+                        {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot renew a mail claim");
+                                return;
+                            }
+                        }
+                        if let Delivery::Unreachable = this.deliver(mail, outage_pause).await {
+                            unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
-                }
-                if let Delivery::Unreachable = self.deliver(mail, outage_pause).await {
-                    unreachable = true;
-                }
-                if stop.is_cancelled() || unreachable {
-                    break;
-                }
-            }
-            // Hand back what we claimed but will not send now (stopping, or the server is
-            // down), so nobody waits for our lease to run out.
-            let unsent: Vec<String> = claimed.map(|m| m.mail_id).collect();
+                })
+                .await;
+            let unreachable = unreachable.into_inner();
+            // Hand back what we claimed but did not send, so nobody waits for our lease.
+            let unsent = unsent.into_inner().unwrap_or_default();
             if !unsent.is_empty() {
                 if let Err(e) = self.store.release_claims(&unsent).await {
                     tracing::warn!(error = %e, "could not release mail claims; their lease will expire");

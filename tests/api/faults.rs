@@ -132,8 +132,12 @@ async fn a_kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
         counts.len()
     );
     assert_eq!(counts.len(), DRAIN, "every committed sign-up got its mail");
-    // One worker sends one mail at a time: at most that one was in flight at the kill.
-    assert!(duplicates <= 1, "{duplicates} duplicates");
+    // Only mails in flight at the kill (handed to SMTP, not yet marked sent) can go twice.
+    let in_flight = emailverify::mail::outbox::SENDS_IN_FLIGHT as u32;
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, more than the {in_flight} sends in flight"
+    );
     assert!(second.terminate().await.0.success());
 }
 
