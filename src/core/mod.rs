@@ -141,15 +141,17 @@ impl Core {
         locale: Locale,
     ) -> CoreResult<FlowView> {
         let now = self.now();
-        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(
                 "user row vanished inside its transaction"
             )));
         };
-        let result = self.verify_in(&tx, user, &row, email, locale, now).await;
-        self.finish(tx, user, result).await
+        let result = match self.take_user_limit(&tx, user, now).await {
+            Ok(()) => self.verify_in(&tx, user, &row, email, locale, now).await,
+            Err(e) => Err(e),
+        };
+        self.finish_request(tx, user, result).await
     }
 
     /// Change a verified address in two steps; without a verified address it is exactly
@@ -162,20 +164,22 @@ impl Core {
         locale: Locale,
     ) -> CoreResult<FlowView> {
         let now = self.now();
-        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(
                 "user row vanished inside its transaction"
             )));
         };
+        if let Err(e) = self.take_user_limit(&tx, user, now).await {
+            return self.finish_request(tx, user, Err(e)).await;
+        }
         let current = match (&row.email, row.email_verified) {
             (Some(current), true) => current.clone(),
             _ => {
                 let result = self
                     .verify_in(&tx, user, &row, new_email, locale, now)
                     .await;
-                return self.finish(tx, user, result).await;
+                return self.finish_request(tx, user, result).await;
             }
         };
         let result = async {
@@ -206,6 +210,9 @@ impl Core {
                 locale,
                 now,
             );
+            // The link first, so the flow row is written once, complete.
+            self.send_link(&tx, &mut f, FlowStep::ConfirmCurrent, now)
+                .await?;
             tx.insert_flow(f.clone()).await?;
             crate::metrics::flow_requested("change");
             self.event(
@@ -218,13 +225,10 @@ impl Core {
                 now,
             )
             .await?;
-            self.send_link(&tx, &mut f, FlowStep::ConfirmCurrent, now)
-                .await?;
-            tx.update_flow(&f).await?;
             Ok(self.view(&f))
         }
         .await;
-        self.finish(tx, user, result).await
+        self.finish_request(tx, user, result).await
     }
 
     /// Consumes a one-time token from a link and advances its flow.
@@ -262,12 +266,12 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn resend(&self, user: &UserId) -> CoreResult<FlowView> {
         let now = self.now();
-        self.limit_user(user, now).await?;
         let tx = self.store.begin().await?;
         if tx.lock_user(user.as_str(), false, now).await?.is_none() {
             return Err(CoreError::NoPendingFlow);
         }
         let result = async {
+            self.take_user_limit(&tx, user, now).await?;
             let f = tx
                 .pending_flow(user.as_str())
                 .await?
@@ -275,7 +279,7 @@ impl Core {
             self.resend_in(&tx, f, now).await
         }
         .await;
-        self.finish(tx, user, result).await
+        self.finish_request(tx, user, result).await
     }
 
     /// The link page's "Send me a new link": resends the current step of the token's flow,
@@ -564,18 +568,17 @@ impl Core {
         }
     }
 
-    async fn limit_user(&self, user: &UserId, now: i64) -> CoreResult<()> {
-        match self
-            .store
+    /// The per-user limit (requests + resends), taken inside the request's transaction so
+    /// an accepted request costs no extra commit; `finish_request` counts refused ones.
+    async fn take_user_limit(&self, tx: &Tx, user: &UserId, now: i64) -> CoreResult<()> {
+        match tx
             .take(&bucket("user", user.as_str()), self.policy.user_rate, now)
             .await?
         {
             Ok(()) => Ok(()),
             Err(retry_after) => {
                 crate::metrics::rate_limited("user");
-                let e = CoreError::RateLimited { retry_after };
-                self.record_refusal(user, &e, now).await;
-                Err(e)
+                Err(CoreError::RateLimited { retry_after })
             }
         }
     }
@@ -698,6 +701,9 @@ impl Core {
         tx.set_user_email(user.as_str(), email.as_str(), None, now)
             .await?;
         let mut f = new_flow(user, FlowKind::Verify, email, None, locale, now);
+        // The link first, so the flow row is written once, complete.
+        self.send_link(tx, &mut f, FlowStep::ConfirmNew, now)
+            .await?;
         tx.insert_flow(f.clone()).await?;
         crate::metrics::flow_requested("verify");
         self.event(
@@ -710,9 +716,6 @@ impl Core {
             now,
         )
         .await?;
-        self.send_link(tx, &mut f, FlowStep::ConfirmNew, now)
-            .await?;
-        tx.update_flow(&f).await?;
         Ok(self.view(&f))
     }
 
@@ -1030,6 +1033,33 @@ impl Core {
                 Err(e)
             }
         }
+    }
+
+    /// `finish` for RequestVerification / RequestChange / Resend: a refused request rolled
+    /// back its use of the per-user limit, so it is counted again on its own (probing for
+    /// taken addresses costs quota too). A refusal by that limit itself takes nothing.
+    async fn finish_request<T>(
+        &self,
+        tx: Tx,
+        user: &UserId,
+        result: CoreResult<T>,
+    ) -> CoreResult<T> {
+        let refused = matches!(&result, Err(e) if !e.reason().is_empty());
+        let result = self.finish(tx, user, result).await;
+        if refused {
+            let counted = self
+                .store
+                .take(
+                    &bucket("user", user.as_str()),
+                    self.policy.user_rate,
+                    self.now(),
+                )
+                .await;
+            if let Err(e) = counted {
+                tracing::warn!(error = %e, "could not count a refused request against its user");
+            }
+        }
+        result
     }
 
     /// Refusals of known users go to the audit trail (best effort: a failure to record
