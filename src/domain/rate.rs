@@ -34,8 +34,14 @@ impl Rate {
         Ok(Self { count, period })
     }
 
-    fn emission_ms(self) -> i64 {
+    /// Milliseconds one event adds to the bucket's TAT.
+    pub fn emission_ms(self) -> i64 {
         (self.period.as_millis() as i64 / i64::from(self.count)).max(1)
+    }
+
+    /// The period in milliseconds.
+    pub fn period_ms(self) -> i64 {
+        self.period.as_millis() as i64
     }
 
     /// One GCRA step at `now` (ms): the new TAT if the event is allowed, or how long to

@@ -14,8 +14,8 @@ use std::time::Duration;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -456,19 +456,27 @@ impl Tx {
         now: i64,
     ) -> CoreResult<Option<user::Model>> {
         if create {
-            let row = user::ActiveModel {
-                user_id: Set(user_id.to_owned()),
-                email: Set(None),
-                email_verified: Set(false),
-                verified_at: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-                change_frozen_until: Set(None),
-            };
-            user::Entity::insert(row)
-                .on_conflict_do_nothing_on([user::Column::UserId])
-                .exec_without_returning(&self.txn)
+            // Create-or-lock in one statement: the upsert's update takes the row lock and
+            // RETURNING hands back the row.
+            let backend = self.txn.get_database_backend();
+            let row = self
+                .txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    placeholders(
+                        backend,
+                        "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
+                         VALUES ($1, NULL, false, NULL, $2, $2) \
+                         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
+                         RETURNING user_id, email, email_verified, verified_at, created_at, updated_at, change_frozen_until",
+                    ),
+                    [user_id.into(), now.into()],
+                ))
                 .await?;
+            return match row {
+                Some(r) => Ok(Some(user::Model::from_query_result(&r, "")?)),
+                None => Ok(None),
+            };
         }
         Ok(user::Entity::find_by_id(user_id.to_owned())
             .lock_exclusive()
@@ -694,34 +702,51 @@ impl Tx {
     }
 }
 
-/// GCRA on a shared row: create it if missing, lock it, step it, store the new TAT.
+/// GCRA on a shared row, in ONE statement when allowed: an upsert whose update applies
+/// only if the event fits (the same formula as `Rate::check`), so the row is created,
+/// locked and stepped in a single round trip. When it does not fit, nothing changes and a
+/// read says how long to wait.
 async fn take<C: ConnectionTrait>(
     db: &C,
     bucket: &str,
     rate: Rate,
     now: i64,
 ) -> CoreResult<Result<(), Duration>> {
-    rate_limit::Entity::insert(rate_limit::ActiveModel {
-        bucket: Set(bucket.to_owned()),
-        tat: Set(now),
-    })
-    .on_conflict_do_nothing_on([rate_limit::Column::Bucket])
-    .exec_without_returning(db)
-    .await?;
+    let backend = db.get_database_backend();
+    let stepped = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(
+                backend,
+                "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
+                 ON CONFLICT (bucket) DO UPDATE \
+                 SET tat = (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 \
+                 WHERE (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 - $5 <= $3 \
+                 RETURNING tat",
+            ),
+            [
+                bucket.into(),
+                (now + rate.emission_ms()).into(),
+                now.into(),
+                rate.emission_ms().into(),
+                rate.period_ms().into(),
+            ],
+        ))
+        .await?;
+    if stepped.is_some() {
+        return Ok(Ok(()));
+    }
     let row = rate_limit::Entity::find_by_id(bucket.to_owned())
-        .lock_exclusive()
         .one(db)
         .await?;
-    match rate.check(row.map(|r| r.tat), now) {
-        Ok(tat) => {
-            rate_limit::Entity::update_many()
-                .col_expr(rate_limit::Column::Tat, Expr::value(tat))
-                .filter(rate_limit::Column::Bucket.eq(bucket))
-                .exec(db)
-                .await?;
-            Ok(Ok(()))
-        }
-        Err(wait) => Ok(Err(wait)),
+    Ok(rate.check(row.map(|r| r.tat), now).map(|_| ()))
+}
+
+/// Our raw statements are written with `$n`; SQLite spells them `?n`.
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    match backend {
+        DbBackend::Sqlite => sql.replace('$', "?"),
+        _ => sql.to_owned(),
     }
 }
 
