@@ -112,6 +112,9 @@ pub struct Settings {
     /// Failed attempts after which a mail is dead.
     #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value = "12")]
     pub mail_max_attempts: String,
+    /// Most PostgreSQL connections one process holds (SQLite: always one).
+    #[arg(long, env = "EMAILVERIFY_DB_POOL", default_value = "32")]
+    pub db_pool: String,
     /// How long a worker's claim on a mail holds; a crashed process's claims return after it.
     #[arg(long, env = "EMAILVERIFY_MAIL_LEASE", default_value = "60s")]
     pub mail_lease: String,
@@ -149,6 +152,7 @@ pub struct Config {
     pub success_url: Option<String>,
     pub retry: RetryPolicy,
     pub shutdown_timeout: std::time::Duration,
+    pub db_pool: u32,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub tls: Option<TlsConfig>,
 }
@@ -327,6 +331,13 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             shutdown_timeout: positive(&self.shutdown_timeout, "EMAILVERIFY_SHUTDOWN_TIMEOUT")?,
+            db_pool: self
+                .db_pool
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (2..=1000).contains(n))
+                .ok_or_else(|| bad("EMAILVERIFY_DB_POOL", "a whole number from 2 to 1000"))?,
         })
     }
 }

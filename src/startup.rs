@@ -33,7 +33,7 @@ pub async fn core_for(
     clock: Arc<dyn Clock>,
     mail_ready: Arc<Notify>,
 ) -> anyhow::Result<Core> {
-    let store = Store::connect(&config.database_url)
+    let store = Store::connect_with_pool(&config.database_url, config.db_pool)
         .await
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
     store

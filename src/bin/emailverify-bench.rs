@@ -29,6 +29,9 @@ struct Args {
     /// Sign-ups to send (and then links to confirm).
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// PostgreSQL connections of the service (EMAILVERIFY_DB_POOL).
+    #[arg(long, default_value_t = 32)]
+    db_pool: u32,
     /// The service binary.
     #[arg(long, default_value = "target/release/emailverify")]
     service: String,
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             emailverify::domain::Keyring::generate_key_base64(),
         )
         .env("EMAILVERIFY_LIMIT_PER_USER", "1000/1h")
+        .env("EMAILVERIFY_DB_POOL", args.db_pool.to_string())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -44,6 +44,11 @@ impl Store {
     /// Connects; for SQLite a single pooled connection (one writer at a time is what
     /// SQLite does anyway, and it keeps `BEGIN` from failing with SQLITE_BUSY).
     pub async fn connect(url: &str) -> Result<Self, sea_orm::DbErr> {
+        Self::connect_with_pool(url, 32).await
+    }
+
+    /// `pool`: the most PostgreSQL connections this process holds (SQLite always uses one).
+    pub async fn connect_with_pool(url: &str, pool: u32) -> Result<Self, sea_orm::DbErr> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
@@ -51,7 +56,8 @@ impl Store {
         if url.starts_with("sqlite:") {
             opts.max_connections(1).min_connections(1);
         } else {
-            opts.max_connections(32).min_connections(2);
+            opts.max_connections(std::cmp::max(pool, 2))
+                .min_connections(2);
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == DbBackend::Sqlite {
