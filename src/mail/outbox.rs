@@ -159,10 +159,10 @@ impl Worker {
             let unreachable = unreachable.into_inner();
             // Hand back what we claimed but did not send, so nobody waits for our lease.
             let unsent = unsent.into_inner().unwrap_or_default();
-            if !unsent.is_empty() {
-                if let Err(e) = self.store.release_claims(&unsent).await {
-                    tracing::warn!(error = %e, "could not release mail claims; their lease will expire");
-                }
+            if !unsent.is_empty()
+                && let Err(e) = self.store.release_claims(&unsent).await
+            {
+                tracing::warn!(error = %e, "could not release mail claims; their lease will expire");
             }
             if unreachable {
                 let pause = outage_pause

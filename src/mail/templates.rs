@@ -140,9 +140,9 @@ fn sentences(t: Template, l: Locale) -> Sentences {
 
 /// "24 hours", "1 hour", "15 minutes" — or the Nepali equivalent in Devanagari digits.
 pub fn duration_in_words(secs: u64, locale: Locale) -> String {
-    let (n, unit_en, unit_ne) = if secs >= 3600 && secs % 3600 == 0 {
+    let (n, unit_en, unit_ne) = if secs >= 3600 && secs.is_multiple_of(3600) {
         (secs / 3600, ("hour", "hours"), "घण्टा")
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         (secs / 60, ("minute", "minutes"), "मिनेट")
     } else {
         (secs, ("second", "seconds"), "सेकेन्ड")

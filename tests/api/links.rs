@@ -219,10 +219,9 @@ async fn two_users_racing_for_one_address_end_with_one_winner(backend: Backend) 
 
     let outcomes = [r1.is_ok(), r2.is_ok()];
     assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{outcomes:?}");
-    let loser = if r1.is_ok() {
-        r2.unwrap_err()
-    } else {
-        r1.unwrap_err()
+    let loser = match (r1, r2) {
+        (Ok(_), Err(lost)) | (Err(lost), Ok(_)) => lost,
+        other => panic!("not one winner: {other:?}"),
     };
     assert_reason(&loser, Code::AlreadyExists, "EMAIL_TAKEN");
     let verified = [

@@ -380,7 +380,7 @@ async fn outbox_retry_dead_gives_dead_mails_a_fresh_link(backend: Backend) {
     app.eventually_count("outbox WHERE state = 'dead'", 3).await;
 
     let out = command(&["outbox", "retry-dead"])
-        .env("DATABASE_URL", &app_db_url(&app))
+        .env("DATABASE_URL", app_db_url(&app))
         .env("EMAILVERIFY_TOKEN_KEYS", &key)
         .env("EMAILVERIFY_PUBLIC_URL", &app.http_base)
         .output()
