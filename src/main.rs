@@ -26,7 +26,7 @@ enum Command {
     /// Operate on the mail outbox.
     #[command(subcommand)]
     Outbox(OutboxCommand),
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit (`--status`: only list them).
     Migrate {
         #[arg(
             long,
@@ -34,7 +34,13 @@ enum Command {
             default_value = "sqlite://data/emailverify.db?mode=rwc"
         )]
         database_url: String,
+        /// List applied and pending migrations; change nothing.
+        #[arg(long)]
+        status: bool,
     },
+    /// Validate the settings and reach the database and the mail server; exit non-zero with
+    /// the setting to fix (a pre-deploy step for pipelines).
+    CheckConfig(Box<Settings>),
 }
 
 #[derive(Subcommand)]
@@ -75,14 +81,49 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Migrate { database_url } => {
+        Command::Migrate {
+            database_url,
+            status,
+        } => {
             emailverify::telemetry::init("pretty");
             if let Some(dir) = sqlite_dir(&database_url) {
                 std::fs::create_dir_all(dir)?;
             }
             let store = Store::connect(&database_url).await?;
+            if status {
+                for (name, applied) in store.migration_status().await? {
+                    println!("{} {name}", if applied { "applied" } else { "pending" });
+                }
+                return Ok(());
+            }
             store.migrate().await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::CheckConfig(settings) => {
+            let config = settings.resolve()?;
+            println!("ok   settings");
+            let store = Store::connect(&config.database_url)
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
+            let pending: Vec<String> = store
+                .migration_status()
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot read the migrations: {e}"))?
+                .into_iter()
+                .filter(|(_, applied)| !applied)
+                .map(|(name, _)| name)
+                .collect();
+            println!(
+                "ok   database reachable; {} pending migration(s) {pending:?}",
+                pending.len()
+            );
+            config
+                .transport
+                .check()
+                .await
+                .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
+            println!("ok   mail: {}", config.transport.describe());
             Ok(())
         }
     }

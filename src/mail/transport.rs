@@ -88,6 +88,30 @@ impl Transport {
         Ok(())
     }
 
+    /// Whether mail can be handed over now: the SMTP server answers (EHLO, and the TLS
+    /// and login it is configured for), or the .eml folder is writable.
+    pub async fn check(&self) -> Result<(), String> {
+        match self {
+            Transport::Smtp(t) => match t.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the SMTP server did not accept a connection".into()),
+                Err(e) => Err(smtp_error_summary(&e)),
+            },
+            Transport::File(_, dir) => {
+                self.prepare()
+                    .await
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                let probe = dir.join(".emailverify-check");
+                tokio::fs::write(&probe, b"ok")
+                    .await
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                let _ = tokio::fs::remove_file(&probe).await;
+                Ok(())
+            }
+            Transport::Log => Ok(()),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Transport::Smtp(_) => "smtp".into(),

@@ -71,6 +71,16 @@ impl Store {
         Migrator::up(&self.db, None).await
     }
 
+    /// Every migration this binary knows, and whether the database has it (reads only).
+    pub async fn migration_status(&self) -> Result<Vec<(String, bool)>, sea_orm::DbErr> {
+        use sea_orm_migration::MigrationStatus;
+        Ok(Migrator::get_migration_with_status_read_only(&self.db)
+            .await?
+            .iter()
+            .map(|m| (m.name().to_owned(), m.status() == MigrationStatus::Applied))
+            .collect())
+    }
+
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
     }

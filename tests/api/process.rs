@@ -412,7 +412,127 @@ fn app_db_url(app: &crate::helpers::TestApp) -> String {
     app.db_url.clone()
 }
 
+async fn migrate_status_lists_applied_and_pending_migrations(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let status = |db_url: String| async move {
+        let out = command(&["migrate", "--status"])
+            .env("DATABASE_URL", db_url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let before = status(db.url.clone()).await;
+    assert_eq!(
+        before
+            .lines()
+            .filter(|l| l.starts_with("pending m2026"))
+            .count(),
+        3,
+        "{before}"
+    );
+    assert!(
+        command(&["migrate"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    let after = status(db.url.clone()).await;
+    assert_eq!(
+        after
+            .lines()
+            .filter(|l| l.starts_with("applied m2026"))
+            .count(),
+        3,
+        "{after}"
+    );
+    assert!(!after.contains("pending"));
+}
+
+/// Expand-only migrations: what the first release wrote (its columns only) still works on
+/// the newest schema, so rolling the binary back never meets a schema it cannot write.
+async fn the_newest_schema_accepts_the_first_releases_writes(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let db = fresh_database(backend).await;
+    assert!(
+        command(&["migrate"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) VALUES ('u', 'a@b.co', false, NULL, 1, 1)",
+        "INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, old_email, locale, expires_at, resend_available_at, created_at, updated_at) VALUES ('f', 'u', 'verify', 'confirm_new', 'pending', 'a@b.co', NULL, 'en', 2, 1, 1, 1)",
+        "INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at, used_at) VALUES ('d', 'f', 'confirm_new', 'live', 2, 1, NULL)",
+        "INSERT INTO outbox (mail_id, user_id, flow_id, template, recipient, locale, params, sealed_link, state, attempts, next_attempt_at, claimed_until, last_error, created_at, sent_at) VALUES ('m', 'u', 'f', 'verify_link', 'a@b.co', 'en', '{}', NULL, 'sent', 1, 1, NULL, NULL, 1, 1)",
+        "INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at) VALUES ('u', 'f', 'verification_requested', 'a***@b.co', '', 1)",
+    ] {
+        conn.execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn check_config_passes_a_good_set_up_and_names_what_is_broken(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let key = emailverify::domain::Keyring::generate_key_base64();
+    let check = |extra: Vec<(&'static str, String)>| {
+        let mut cmd = command(&["check-config"]);
+        cmd.env("DATABASE_URL", &db.url)
+            .env("EMAILVERIFY_MAIL_URL", smtp.url())
+            .env("EMAILVERIFY_TOKEN_KEYS", &key);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        async move { cmd.output().await.unwrap() }
+    };
+    let good = check(vec![]).await;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let said = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        said.contains("ok   settings")
+            && said.contains("ok   database")
+            && said.contains("ok   mail"),
+        "{said}"
+    );
+
+    let closed = format!("smtp://127.0.0.1:{}", free_port());
+    for (var, value) in [
+        ("EMAILVERIFY_MAIL_URL", closed),
+        ("EMAILVERIFY_VERIFY_TTL", "banana".to_string()),
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nowhere".to_string(),
+        ),
+    ] {
+        let out = check(vec![(var, value.clone())]).await;
+        assert!(!out.status.success(), "{var}={value} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{var} not named: {stderr}");
+    }
+}
+
 crate::on_both_backends!(
+    migrate_status_lists_applied_and_pending_migrations,
+    the_newest_schema_accepts_the_first_releases_writes,
+    check_config_passes_a_good_set_up_and_names_what_is_broken,
     outbox_retry_dead_gives_dead_mails_a_fresh_link,
     the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm,
     migrate_prepares_an_empty_database_on_its_own,
