@@ -109,7 +109,81 @@ async fn metrics_expose_rpcs_mail_outbox_and_the_confirmation_funnel(backend: Ba
     }
 }
 
+/// Every `emailverify_*` metric the dashboard and the alerts use is one the service really
+/// exports (after each kind of event has happened once).
+async fn the_dashboard_and_alerts_name_only_exported_metrics(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.limit_per_recipient = "1/1h".into();
+        s.mail_retry_base = "50ms".into();
+    })
+    .await;
+    // sent, retried, dead, deferred; a confirmation; a live page view; refusals; a limit.
+    app.smtp.reply_next(&["451 4.3.0 later"]);
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let link = app.link_in(&app.next_mail().await);
+    // The same inbox again, from another account: over the per-recipient limit.
+    expect_err(app.request_verification("user-2", "jane@example.com").await);
+    app.http.get(&link).send().await.unwrap();
+    app.confirm(link.split("token=").nth(1).unwrap())
+        .await
+        .unwrap();
+    app.smtp.reply_next(&["550 5.1.1 no"]);
+    app.request_verification("user-3", "dead@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("outbox WHERE state = 'dead'", 1).await;
+    app.smtp.down();
+    app.request_verification("user-4", "held@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("outbox WHERE last_error LIKE '%refused%'", 1)
+        .await;
+    app.smtp.up();
+    app.next_mail().await;
+
+    let exported: std::collections::HashSet<String> = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .flat_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (name, kind) = (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or(""),
+            );
+            let mut names = vec![name.clone()];
+            if kind == "histogram" {
+                names.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+            }
+            names
+        })
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["ops/grafana/emailverify.json", "ops/prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let used: std::collections::BTreeSet<String> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("emailverify_"))
+            .map(str::to_string)
+            .collect();
+        assert!(!used.is_empty(), "{file} names no metric");
+        for name in used {
+            assert!(
+                exported.contains(&name),
+                "{file} uses {name}, which /metrics does not export: {exported:?}"
+            );
+        }
+    }
+}
+
 crate::on_both_backends!(
+    the_dashboard_and_alerts_name_only_exported_metrics,
     metrics_expose_rpcs_mail_outbox_and_the_confirmation_funnel,
     health_reports_serving_for_the_service_and_the_server,
     reflection_lists_the_service_without_the_proto_file,
