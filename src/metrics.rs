@@ -11,6 +11,7 @@
 //! | `emailverify_link_page_views_total` | result | `GET /verify`: `live` (a confirm page shown) or the refusal |
 //! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
 //! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
+//! | `emailverify_ready` | | 1 while the database answers (the health status), else 0 |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -77,6 +78,10 @@ pub fn mail(event: &'static str, template: &str) {
         _ => "emailverify_mail_deferred_total",
     };
     metrics::counter!(name, "template" => template.to_owned()).increment(1);
+}
+
+pub fn ready(ready: bool) {
+    metrics::gauge!("emailverify_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 pub fn outbox(depth: u64, dead: u64, oldest_age: Duration) {

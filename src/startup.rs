@@ -198,7 +198,9 @@ impl Application {
             let stop = stop.clone();
             async move {
                 loop {
-                    let status = if core.store().ping().await {
+                    let ready = core.store().ping().await;
+                    crate::metrics::ready(ready);
+                    let status = if ready {
                         ServingStatus::Serving
                     } else {
                         ServingStatus::NotServing
