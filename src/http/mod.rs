@@ -95,11 +95,15 @@ impl HttpState {
     async fn token(&self, v: &Visit, raw: &str) -> Result<Token, Response> {
         match parse(raw) {
             Ok(t) => Ok(t),
-            Err(e) => {
-                self.failed(v, &e).await;
-                Err(self.pages.error(&e, None))
-            }
+            Err(e) => Err(self.refuse(v, &e, None).await),
         }
+    }
+
+    /// The page for a refusal, after counting it against the client if it looks like
+    /// guessing or replaying links.
+    async fn refuse(&self, v: &Visit, e: &CoreError, token: Option<&Token>) -> Response {
+        self.failed(v, e).await;
+        self.pages.error(e, token)
     }
 
     async fn failed(&self, v: &Visit, e: &CoreError) {
@@ -179,8 +183,7 @@ async fn show_link(
             }
             Err(e) => {
                 crate::metrics::link_page_view(e.reason());
-                s.failed(&v, &e).await;
-                s.pages.error(&e, Token::parse(&q.token).ok().as_ref())
+                s.refuse(&v, &e, Token::parse(&q.token).ok().as_ref()).await
             }
         }
     })
@@ -204,10 +207,7 @@ async fn confirm(
                 Some(url) => Redirect::to(url).into_response(),
                 None => s.pages.confirmed(&c),
             },
-            Err(e) => {
-                s.failed(&v, &e).await;
-                s.pages.error(&e, Some(&token))
-            }
+            Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
     .await
@@ -228,10 +228,7 @@ async fn cancel(
         match s.core.cancel_by_token(&token).await {
             Ok(_) => s.pages.cancelled(),
             Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-            Err(e) => {
-                s.failed(&v, &e).await;
-                s.pages.error(&e, None)
-            }
+            Err(e) => s.refuse(&v, &e, None).await,
         }
     })
     .await
@@ -252,10 +249,7 @@ async fn resend(
         match s.core.resend_by_token(&token).await {
             Ok(flow) => s.pages.resent(&flow),
             Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-            Err(e) => {
-                s.failed(&v, &e).await;
-                s.pages.error(&e, None)
-            }
+            Err(e) => s.refuse(&v, &e, None).await,
         }
     })
     .await
