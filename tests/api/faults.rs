@@ -332,10 +332,13 @@ async fn a_postgres_restart_under_load_gives_unavailable_only_and_loses_no_mail(
     assert!(!after.flow_id.is_empty());
     let mut counts = HashMap::new();
     receive(&smtp, ok as usize + 1, &mut counts).await;
-    assert_eq!(
-        counts.len(),
-        ok as usize + 1,
-        "every committed sign-up got its mail"
+    // A request answered UNAVAILABLE may still have committed (its COMMIT reached the server
+    // but the answer was lost in the restart): its mail then goes out too. That is why
+    // UNAVAILABLE is "safe to retry": a retry returns the same flow and sends no second mail.
+    let delivered = counts.len();
+    assert!(
+        delivered >= ok as usize + 1 && delivered <= (ok + 1 + unavailable) as usize,
+        "{delivered} mails for {ok} accepted (+1) and {unavailable} unavailable sign-ups"
     );
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
