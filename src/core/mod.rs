@@ -140,7 +140,7 @@ impl Core {
         email: &EmailAddress,
         locale: Locale,
     ) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(
@@ -163,7 +163,7 @@ impl Core {
         new_email: &EmailAddress,
         locale: Locale,
     ) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), true, now).await? else {
             return Err(CoreError::Internal(anyhow::anyhow!(
@@ -234,7 +234,7 @@ impl Core {
     /// Consumes a one-time token from a link and advances its flow.
     #[tracing::instrument(skip_all)]
     pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         let (tx, tok, f) = self.live_token(tx, token, now).await?;
         let user = UserId::from_trusted(f.user_id.clone());
@@ -247,25 +247,15 @@ impl Core {
             return Err(CoreError::TokenUsed);
         }
         let result = self.advance(&tx, &user, &user_row.email, f, now).await;
-        match result {
-            Ok(c) => {
-                tx.commit().await?;
-                self.mail_ready.notify_one();
-                crate::metrics::confirmed(outcome_name(c.outcome), "link");
-                Ok(c)
-            }
-            Err(e) => {
-                drop(tx);
-                self.record_refusal(&user, &e, now).await;
-                Err(e)
-            }
-        }
+        let confirmation = self.finish(tx, &user, result).await?;
+        crate::metrics::confirmed(outcome_name(confirmation.outcome), "link");
+        Ok(confirmation)
     }
 
     /// Sends the current step's link again; earlier tokens of that step stop working.
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn resend(&self, user: &UserId) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         if tx.lock_user(user.as_str(), false, now).await?.is_none() {
             return Err(CoreError::NoPendingFlow);
@@ -286,7 +276,7 @@ impl Core {
     /// whatever the token's own state, while that flow is pending.
     #[tracing::instrument(skip_all)]
     pub async fn resend_by_token(&self, token: &Token) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let (tx, user, tok) = self.lock_token_owner(token, now).await?;
         let result = async {
             let f = self.pending_flow_of(&tx, &tok).await?;
@@ -299,7 +289,7 @@ impl Core {
     /// Cancels the user's pending flow of either kind; its tokens stop working.
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn cancel(&self, user: &UserId) -> CoreResult<()> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         if tx.lock_user(user.as_str(), false, now).await?.is_none() {
             return Err(CoreError::NoPendingFlow);
@@ -329,7 +319,7 @@ impl Core {
     /// token's own state (an expired or used link still proves the mail was received).
     #[tracing::instrument(skip_all)]
     pub async fn cancel_by_token(&self, token: &Token) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let (tx, user, tok) = self.lock_token_owner(token, now).await?;
         let result = async {
             let f = self.pending_flow_of(&tx, &tok).await?;
@@ -360,7 +350,7 @@ impl Core {
     /// What `GET /verify` shows: the flow of a live token, or the error a POST would give.
     /// Reads only: a mail scanner fetching the link changes nothing.
     pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         let (_, f) = self
             .live_token_readonly(&tx, token, now)
@@ -394,25 +384,20 @@ impl Core {
     /// 15 minutes. The link of the same mail keeps working: it carries 256 bits, not 20.
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn confirm_code(&self, user: &UserId, code: &str) -> CoreResult<Confirmation> {
-        let now = self.now();
+        let now = self.now_ms();
         let tx = self.store.begin().await?;
         let Some(row) = tx.lock_user(user.as_str(), false, now).await? else {
             return Err(CoreError::NoPendingFlow);
         };
         let Some(mut f) = tx.pending_flow(user.as_str()).await? else {
-            drop(tx);
-            self.record_refusal(user, &CoreError::NoPendingFlow, now)
-                .await;
-            return Err(CoreError::NoPendingFlow);
+            return self.finish(tx, user, Err(CoreError::NoPendingFlow)).await;
         };
         if let Some(until) = f.locked_until {
             if until > now {
                 let e = CoreError::LockedOut {
                     retry_after: Duration::from_millis((until - now) as u64),
                 };
-                drop(tx);
-                self.record_refusal(user, &e, now).await;
-                return Err(e);
+                return self.finish(tx, user, Err(e)).await;
             }
             // The lock has run out: a fresh set of attempts.
             f.locked_until = None;
@@ -468,19 +453,9 @@ impl Core {
         }
         f.failed_codes = 0;
         let result = self.advance(&tx, user, &row.email, f, now).await;
-        match result {
-            Ok(c) => {
-                tx.commit().await?;
-                self.mail_ready.notify_one();
-                crate::metrics::confirmed(outcome_name(c.outcome), "code");
-                Ok(c)
-            }
-            Err(e) => {
-                drop(tx);
-                self.record_refusal(user, &e, now).await;
-                Err(e)
-            }
-        }
+        let confirmation = self.finish(tx, user, result).await?;
+        crate::metrics::confirmed(outcome_name(confirmation.outcome), "code");
+        Ok(confirmation)
     }
 
     /// The user's audit trail, newest first. `page_token` is the opaque cursor of the
@@ -536,7 +511,7 @@ impl Core {
             .peek(
                 &bucket("ip", client),
                 self.policy.ip_failure_rate,
-                self.now(),
+                self.now_ms(),
             )
             .await?
         {
@@ -555,7 +530,7 @@ impl Core {
             .take(
                 &bucket("ip", client),
                 self.policy.ip_failure_rate,
-                self.now(),
+                self.now_ms(),
             )
             .await;
         match result {
@@ -590,7 +565,7 @@ impl Core {
     pub async fn retry_dead_mail(&self) -> CoreResult<RetryReport> {
         let mut report = RetryReport::default();
         for mail in self.store.dead_mail().await? {
-            let now = self.now();
+            let now = self.now_ms();
             let tx = self.store.begin().await?;
             if Template::from_db(&mail.template) == Some(Template::ChangeNotice) {
                 tx.requeue_mail(&mail.mail_id, now).await?;
@@ -1029,7 +1004,7 @@ impl Core {
             }
             Err(e) => {
                 drop(tx);
-                self.record_refusal(user, &e, self.now()).await;
+                self.record_refusal(user, &e, self.now_ms()).await;
                 Err(e)
             }
         }
@@ -1052,7 +1027,7 @@ impl Core {
                 .take(
                     &bucket("user", user.as_str()),
                     self.policy.user_rate,
-                    self.now(),
+                    self.now_ms(),
                 )
                 .await;
             if let Err(e) = counted {
@@ -1134,11 +1109,7 @@ impl Core {
             .collect()
     }
 
-    fn now(&self) -> i64 {
-        self.clock.now_ms()
-    }
-
-    /// The core's clock, for adapters that report times (metrics).
+    /// The core's clock (Unix ms); adapters use it too (metrics).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }

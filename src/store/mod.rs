@@ -171,40 +171,44 @@ impl Store {
         lease: Duration,
         limit: u64,
     ) -> CoreResult<Vec<outbox::Model>> {
-        let candidates = outbox::Entity::find()
+        let claimable = || {
+            outbox::Column::ClaimedUntil
+                .is_null()
+                .or(outbox::Column::ClaimedUntil.lt(now))
+        };
+        let candidates: Vec<String> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::MailId)
             .filter(outbox::Column::State.eq(MAIL_PENDING))
             .filter(outbox::Column::NextAttemptAt.lte(now))
-            .filter(
-                outbox::Column::ClaimedUntil
-                    .is_null()
-                    .or(outbox::Column::ClaimedUntil.lt(now)),
-            )
+            .filter(claimable())
             .order_by_asc(outbox::Column::NextAttemptAt)
             .limit(limit)
+            .into_tuple()
             .all(&self.db)
             .await?;
-        let until = now + crate::core::clock::duration_ms(lease);
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for mut row in candidates {
-            let res = outbox::Entity::update_many()
-                .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
-                .col_expr(outbox::Column::ClaimedBy, Expr::value(worker.to_owned()))
-                .filter(outbox::Column::MailId.eq(row.mail_id.clone()))
-                .filter(outbox::Column::State.eq(MAIL_PENDING))
-                .filter(
-                    outbox::Column::ClaimedUntil
-                        .is_null()
-                        .or(outbox::Column::ClaimedUntil.lt(now)),
-                )
-                .exec(&self.db)
-                .await?;
-            if res.rows_affected == 1 {
-                row.claimed_until = Some(until);
-                row.claimed_by = Some(worker.to_owned());
-                claimed.push(row);
-            }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(claimed)
+        // One conditional update claims whichever candidates nobody else claimed meanwhile;
+        // reading back by owner and lease end tells which those were.
+        let until = now + crate::core::clock::duration_ms(lease);
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
+            .col_expr(outbox::Column::ClaimedBy, Expr::value(worker.to_owned()))
+            .filter(outbox::Column::MailId.is_in(candidates.iter().cloned()))
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .filter(claimable())
+            .exec(&self.db)
+            .await?;
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::MailId.is_in(candidates))
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::ClaimedUntil.eq(until))
+            .filter(outbox::Column::State.eq(MAIL_PENDING))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .all(&self.db)
+            .await?)
     }
 
     /// Dead mails, oldest first.
