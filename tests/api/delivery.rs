@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use emailverify::core::clock::ShiftedClock;
 
 use crate::helpers::smtp::SmtpSink;
-use emailverify::grpc::pb;
 
 use crate::helpers::{Backend, fresh_database, spawn_app, spawn_app_with, start, test_settings};
 
@@ -16,20 +15,7 @@ async fn two_hundred_sign_ups_while_smtp_is_down_all_arrive_once_it_is_back_none
 ) {
     let app = spawn_app_with(backend, |s| s.mail_retry_base = "100ms".into()).await;
     app.smtp.down();
-    let requests = (0..SIGN_UPS).map(|i| {
-        let mut grpc = app.grpc.clone();
-        async move {
-            grpc.request_verification(pb::RequestVerificationRequest {
-                user_id: format!("user-{i}"),
-                email: format!("u{i}@example.com"),
-                locale: String::new(),
-            })
-            .await
-        }
-    });
-    for r in futures::future::join_all(requests).await {
-        r.unwrap();
-    }
+    crate::helpers::sign_ups(std::slice::from_ref(&app.grpc), SIGN_UPS, SIGN_UPS).await;
     // The worker meets the closed port and pauses; an outage costs no mail an attempt.
     let mut tried = false;
     for _ in 0..100 {

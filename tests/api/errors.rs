@@ -230,11 +230,7 @@ async fn with_api_tokens_callers_must_authenticate_but_health_stays_open(backend
     let err = app.grpc.clone().get_status(req).await.unwrap_err();
     assert_reason(&err, Code::NotFound, "USER_NOT_FOUND");
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest {

@@ -6,35 +6,12 @@ use std::time::Duration;
 
 use emailverify::grpc::pb;
 
-use crate::helpers::{Backend, SmtpSink, fresh_database};
+use crate::helpers::{Backend, SmtpSink, fresh_database, sign_ups};
 use crate::process::serve;
 
-/// Sends `n` sign-ups spread over the given processes, `concurrency` at a time.
-async fn sign_ups(procs: &[&crate::process::Served], n: usize, concurrency: usize) {
-    use futures::StreamExt;
-    let clients: Vec<_> = procs.iter().map(|p| p.grpc.clone()).collect();
-    let results: Vec<_> = futures::stream::iter(0..n)
-        .map(|i| {
-            let mut grpc = clients[i % clients.len()].clone();
-            async move {
-                grpc.request_verification(pb::RequestVerificationRequest {
-                    user_id: format!("user-{i}"),
-                    email: format!("u{i}@example.com"),
-                    locale: String::new(),
-                })
-                .await
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    for r in results {
-        r.expect("sign-up accepted");
-    }
-}
-
-/// `receive`, and on failure a picture of the outbox.
-async fn receive_or_explain(
+/// Receives until `distinct` different Message-IDs arrived (and a quiet moment after),
+/// counting how often each arrived; if they do not, fails with a picture of the outbox.
+async fn receive(
     smtp: &SmtpSink,
     distinct: usize,
     counts: &mut HashMap<String, u32>,
@@ -78,23 +55,6 @@ async fn receive_or_explain(
     }
 }
 
-/// Receives until `distinct` different Message-IDs arrived (and a quiet moment after),
-/// returning how often each arrived.
-async fn receive(smtp: &SmtpSink, distinct: usize, counts: &mut HashMap<String, u32>) {
-    while counts.len() < distinct {
-        let mail = smtp
-            .next_within(Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|| {
-                panic!("only {} of {distinct} distinct mails arrived", counts.len())
-            });
-        *counts.entry(mail.message_id).or_default() += 1;
-    }
-    while let Some(mail) = smtp.next_within(Duration::from_secs(2)).await {
-        *counts.entry(mail.message_id).or_default() += 1;
-    }
-}
-
 const DRAIN: usize = 500;
 
 async fn a_kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
@@ -107,7 +67,7 @@ async fn a_kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     ];
     smtp.down();
     let first = serve(&db.url, &smtp, &key, &env).await;
-    sign_ups(&[&first], DRAIN, 16).await;
+    sign_ups(std::slice::from_ref(&first.grpc), DRAIN, 16).await;
 
     // Let the drain start, then kill the process without warning.
     smtp.up();
@@ -125,7 +85,7 @@ async fn a_kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     let before_kill = counts.len();
 
     let second = serve(&db.url, &smtp, &key, &env).await;
-    receive_or_explain(&smtp, DRAIN, &mut counts, &db.url).await;
+    receive(&smtp, DRAIN, &mut counts, &db.url).await;
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
     eprintln!(
         "kill -9 after {before_kill} of {DRAIN} mails: all {} arrived, {duplicates} duplicate(s)",
@@ -159,9 +119,14 @@ async fn three_processes_on_one_postgres_send_a_thousand_distinct_mails() {
     let b = serve(&db.url, &smtp, &key, &env).await;
     let c = serve(&db.url, &smtp, &key, &env).await;
 
-    sign_ups(&[&a, &b, &c], SPREAD, 24).await;
+    sign_ups(
+        &[a.grpc.clone(), b.grpc.clone(), c.grpc.clone()],
+        SPREAD,
+        24,
+    )
+    .await;
     let mut counts = HashMap::new();
-    receive(&smtp, SPREAD, &mut counts).await;
+    receive(&smtp, SPREAD, &mut counts, &db.url).await;
 
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
     eprintln!(
@@ -331,7 +296,7 @@ async fn a_postgres_restart_under_load_gives_unavailable_only_and_loses_no_mail(
     };
     assert!(!after.flow_id.is_empty());
     let mut counts = HashMap::new();
-    receive(&smtp, ok as usize + 1, &mut counts).await;
+    receive(&smtp, ok as usize + 1, &mut counts, &pg.url()).await;
     // A request answered UNAVAILABLE may still have committed (its COMMIT reached the server
     // but the answer was lost in the restart): its mail then goes out too. That is why
     // UNAVAILABLE is "safe to retry": a retry returns the same flow and sends no second mail.

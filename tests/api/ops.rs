@@ -12,11 +12,7 @@ use crate::helpers::{Backend, expect_err, spawn_app};
 
 async fn health_reports_serving_for_the_service_and_the_server(backend: Backend) {
     let app = spawn_app(backend).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut health = HealthClient::new(channel);
     for service in ["emailverify.v1.EmailVerification", ""] {
         let resp = health
@@ -37,11 +33,7 @@ async fn health_reports_serving_for_the_service_and_the_server(backend: Backend)
 
 async fn reflection_lists_the_service_without_the_proto_file(backend: Backend) {
     let app = spawn_app(backend).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

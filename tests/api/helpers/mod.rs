@@ -241,6 +241,15 @@ pub async fn start(
 }
 
 impl TestApp {
+    /// A fresh channel to the gRPC port (for the health and reflection clients).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// The next mail the SMTP sink receives (waits, never sleeps a fixed time).
     pub async fn next_mail(&self) -> ReceivedMail {
         self.smtp
@@ -479,6 +488,39 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Sends sign-ups `user-<i>` / `u<i>@example.com` for i in 0..n, spread over `clients`,
+/// `concurrency` at a time, and asserts every one was accepted.
+pub async fn sign_ups(clients: &[EmailVerificationClient<Channel>], n: usize, concurrency: usize) {
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut grpc = clients[i % clients.len()].clone();
+            async move {
+                grpc.request_verification(pb::RequestVerificationRequest {
+                    user_id: format!("user-{i}"),
+                    email: format!("u{i}@example.com"),
+                    locale: String::new(),
+                })
+                .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for r in results {
+        r.expect("sign-up accepted");
+    }
+}
+
+/// The `Retry-After` of a 429 page, in seconds.
+pub fn retry_after_secs(resp: &reqwest::Response) -> u64 {
+    resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The code of a link mail, in any locale: the line that ends in `: ` and six digits.
