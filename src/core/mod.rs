@@ -189,8 +189,7 @@ impl Core {
             if let Some(until) = row.change_frozen_until.filter(|until| *until > now) {
                 return Err(CoreError::ChangeFrozen { until });
             }
-            self.refuse_if_taken(&tx, user, new_email).await?;
-            let pending = tx.pending_flow(user.as_str()).await?;
+            let pending = self.pending_unless_taken(&tx, user, new_email).await?;
             if let Some(p) = &pending
                 && p.kind == FlowKind::Change.as_str()
                 && p.new_email == new_email.as_str()
@@ -660,8 +659,7 @@ impl Core {
                 CoreError::UseChangeFlow
             });
         }
-        self.refuse_if_taken(tx, user, email).await?;
-        let pending = tx.pending_flow(user.as_str()).await?;
+        let pending = self.pending_unless_taken(tx, user, email).await?;
         if let Some(p) = &pending
             && p.kind == FlowKind::Verify.as_str()
             && p.new_email == email.as_str()
@@ -979,6 +977,19 @@ impl Core {
         ended.state = state.as_str().to_owned();
         ended.updated_at = now;
         tx.update_flow(&ended).await
+    }
+
+    /// EMAIL_TAKEN if another user has `email` verified; else the user's pending flow.
+    async fn pending_unless_taken(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        email: &EmailAddress,
+    ) -> CoreResult<Option<flow::Model>> {
+        match tx.owner_and_pending(user.as_str(), email.as_str()).await? {
+            (Some(owner), _) if owner != user.as_str() => Err(CoreError::EmailTaken),
+            (_, pending) => Ok(pending),
+        }
     }
 
     async fn refuse_if_taken(

@@ -9,13 +9,14 @@
 
 pub mod entity;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -90,8 +91,11 @@ impl Store {
     }
 
     pub async fn begin(&self) -> CoreResult<Tx> {
+        let txn = self.db.begin().await?;
         Ok(Tx {
-            txn: self.db.begin().await?,
+            batching: txn.get_database_backend() == DbBackend::Postgres,
+            txn,
+            unsent: Mutex::new(Vec::new()),
         })
     }
 
@@ -132,18 +136,16 @@ impl Store {
         Ok(())
     }
 
-    /// Takes one event from a rate-limit bucket in its own transaction (so it counts even
-    /// when the request it guards is then refused).
+    /// Takes one event from a rate-limit bucket on its own (so it counts even when the
+    /// request it guards is then refused).
     pub async fn take(
         &self,
         bucket: &str,
         rate: Rate,
         now: i64,
     ) -> CoreResult<Result<(), Duration>> {
-        let txn = self.db.begin().await?;
-        let result = take(&txn, bucket, rate, now).await?;
-        txn.commit().await?;
-        Ok(result)
+        // One statement steps the bucket atomically: no transaction needed around it.
+        take(&self.db, Vec::new(), bucket, rate, now).await
     }
 
     /// Whether a bucket would allow one more event now, without taking it.
@@ -426,8 +428,18 @@ pub struct OutboxStats {
 
 /// A use-case's transaction. Dropping it without `commit` rolls everything back, so an
 /// error anywhere writes nothing (and queues no mail).
+///
+/// Round trips: on PostgreSQL the inserts of a use-case (token, mail, flow, event, an
+/// unverified address) are not sent one by one. They wait in `unsent` and go out with the
+/// transaction's next statement, as data-modifying CTEs in front of it, so a sign-up's
+/// writes cost one round trip instead of five. Any statement that could read them sends
+/// them first, so the transaction always sees its own writes; only inserts of fresh rows
+/// wait (never an update: PostgreSQL runs the parts of one statement on one snapshot, in
+/// no fixed order). SQLite runs in-process, so there each write executes at once.
 pub struct Tx {
     txn: DatabaseTransaction,
+    batching: bool,
+    unsent: Mutex<Vec<Statement>>,
 }
 
 /// A mail to queue in the same transaction as the change that causes it.
@@ -465,7 +477,38 @@ pub struct NewEvent<'a> {
 
 impl Tx {
     pub async fn commit(self) -> CoreResult<()> {
+        self.flush().await?;
         Ok(self.txn.commit().await?)
+    }
+
+    /// Queues a write that no other queued write touches the rows of (an insert of a fresh
+    /// row; see `Tx`) to go with the next statement; on SQLite runs it at once.
+    async fn queue(&self, stmt: Statement) -> CoreResult<()> {
+        if self.batching {
+            self.unsent.lock().expect("unsent writes").push(stmt);
+            return Ok(());
+        }
+        self.txn.execute_raw(stmt).await?;
+        Ok(())
+    }
+
+    fn take_unsent(&self) -> Vec<Statement> {
+        std::mem::take(&mut *self.unsent.lock().expect("unsent writes"))
+    }
+
+    /// Sends the queued inserts, all in one statement.
+    async fn flush(&self) -> CoreResult<()> {
+        let mut unsent = self.take_unsent();
+        if let Some(last) = unsent.pop() {
+            self.txn.execute_raw(with_writes(unsent, last)).await?;
+        }
+        Ok(())
+    }
+
+    /// The transaction, with the queued inserts sent: what every read and update uses.
+    async fn conn(&self) -> CoreResult<&DatabaseTransaction> {
+        self.flush().await?;
+        Ok(&self.txn)
     }
 
     /// Locks the user's row, creating it first when `create` and it does not exist.
@@ -480,7 +523,8 @@ impl Tx {
             // RETURNING hands back the row.
             let backend = self.txn.get_database_backend();
             let row = self
-                .txn
+                .conn()
+                .await?
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
                     placeholders(
@@ -500,7 +544,7 @@ impl Tx {
         }
         Ok(user::Entity::find_by_id(user_id.to_owned())
             .lock_exclusive()
-            .one(&self.txn)
+            .one(self.conn().await?)
             .await?)
     }
 
@@ -509,7 +553,7 @@ impl Tx {
         Ok(user::Entity::find()
             .filter(user::Column::Email.eq(email))
             .filter(user::Column::EmailVerified.eq(true))
-            .one(&self.txn)
+            .one(self.conn().await?)
             .await?
             .map(|u| u.user_id))
     }
@@ -523,7 +567,7 @@ impl Tx {
         verified_at: Option<i64>,
         now: i64,
     ) -> CoreResult<()> {
-        let res = user::Entity::update_many()
+        let update = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(email.to_owned()))
             .col_expr(
                 user::Column::EmailVerified,
@@ -531,10 +575,14 @@ impl Tx {
             )
             .col_expr(user::Column::VerifiedAt, Expr::value(verified_at))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::UserId.eq(user_id))
-            .exec(&self.txn)
-            .await;
-        match res {
+            .filter(user::Column::UserId.eq(user_id));
+        if verified_at.is_none() {
+            // An unverified address is outside the unique index and no queued insert
+            // touches users: it can wait for the next statement.
+            let backend = self.txn.get_database_backend();
+            return self.queue(update.build(backend)).await;
+        }
+        match update.exec(self.conn().await?).await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 Err(CoreError::EmailTaken)
@@ -544,18 +592,56 @@ impl Tx {
     }
 
     pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
-        pending_flow(&self.txn, user_id).await
+        pending_flow(self.conn().await?, user_id).await
+    }
+
+    /// What a new request must know, in one round trip: who has `email` verified (if
+    /// anyone) and the user's pending flow (if any).
+    pub async fn owner_and_pending(
+        &self,
+        user_id: &str,
+        email: &str,
+    ) -> CoreResult<(Option<String>, Option<flow::Model>)> {
+        let backend = self.txn.get_database_backend();
+        let row = self
+            .conn()
+            .await?
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                placeholders(
+                    backend,
+                    "SELECT (SELECT user_id FROM users WHERE email = $1 AND email_verified LIMIT 1) \
+                       AS verified_owner, f.* \
+                     FROM (SELECT 1 AS one) AS one \
+                     LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
+                ),
+                [
+                    email.into(),
+                    user_id.into(),
+                    crate::domain::FlowState::Pending.as_str().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
+        let owner: Option<String> = row.try_get("", "verified_owner")?;
+        let flow_id: Option<String> = row.try_get("", "flow_id")?;
+        let pending = match flow_id {
+            Some(_) => Some(flow::Model::from_query_result(&row, "")?),
+            None => None,
+        };
+        Ok((owner, pending))
     }
 
     pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {
         Ok(flow::Entity::find_by_id(flow_id.to_owned())
-            .one(&self.txn)
+            .one(self.conn().await?)
             .await?)
     }
 
     pub async fn insert_flow(&self, f: flow::Model) -> CoreResult<()> {
-        flow::ActiveModel::from(f).insert(&self.txn).await?;
-        Ok(())
+        let backend = self.txn.get_database_backend();
+        self.queue(flow::Entity::insert(flow::ActiveModel::from(f)).build(backend))
+            .await
     }
 
     /// Moves a flow to a new step/state and records its current link's times.
@@ -572,7 +658,7 @@ impl Tx {
             .col_expr(flow::Column::FailedCodes, Expr::value(f.failed_codes))
             .col_expr(flow::Column::LockedUntil, Expr::value(f.locked_until))
             .filter(flow::Column::FlowId.eq(f.flow_id.clone()))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -583,7 +669,7 @@ impl Tx {
             .col_expr(token::Column::State, Expr::value(TOKEN_SUPERSEDED))
             .filter(token::Column::FlowId.eq(flow_id))
             .filter(token::Column::State.eq(TOKEN_LIVE))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -597,7 +683,8 @@ impl Tx {
             code_digest,
             now,
         } = t;
-        token::ActiveModel {
+        let backend = self.txn.get_database_backend();
+        let row = token::ActiveModel {
             digest: Set(digest.to_owned()),
             flow_id: Set(flow_id.to_owned()),
             step: Set(step.to_owned()),
@@ -606,17 +693,15 @@ impl Tx {
             created_at: Set(now),
             used_at: Set(None),
             code_digest: Set(Some(code_digest.to_owned())),
-        }
-        .insert(&self.txn)
-        .await?;
-        Ok(())
+        };
+        self.queue(token::Entity::insert(row).build(backend)).await
     }
 
     /// The token stored under any of the candidate digests (one per configured key).
     pub async fn find_token(&self, candidates: &[String]) -> CoreResult<Option<token::Model>> {
         Ok(token::Entity::find()
             .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
-            .one(&self.txn)
+            .one(self.conn().await?)
             .await?)
     }
 
@@ -629,7 +714,7 @@ impl Tx {
             .filter(token::Column::Digest.eq(digest))
             .filter(token::Column::State.eq(TOKEN_LIVE))
             .filter(token::Column::ExpiresAt.gt(now))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(res.rows_affected == 1)
     }
@@ -641,7 +726,7 @@ impl Tx {
             .filter(token::Column::Step.eq(step))
             .filter(token::Column::State.eq(TOKEN_LIVE))
             .order_by_desc(token::Column::CreatedAt)
-            .one(&self.txn)
+            .one(self.conn().await?)
             .await?)
     }
 
@@ -649,23 +734,26 @@ impl Tx {
         user::Entity::update_many()
             .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))
             .filter(user::Column::UserId.eq(user_id))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
 
-    /// Takes one event from a rate-limit bucket inside this transaction.
+    /// Takes one event from a rate-limit bucket inside this transaction. Rate-limit rows
+    /// are never among the queued inserts, so those ride along in the same statement.
     pub async fn take(
         &self,
         bucket: &str,
         rate: Rate,
         now: i64,
     ) -> CoreResult<Result<(), Duration>> {
-        take(&self.txn, bucket, rate, now).await
+        let front = self.take_unsent();
+        take(&self.txn, front, bucket, rate, now).await
     }
 
     pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
-        outbox::ActiveModel {
+        let backend = self.txn.get_database_backend();
+        let row = outbox::ActiveModel {
             mail_id: Set(m.mail_id),
             user_id: Set(m.user_id.to_owned()),
             flow_id: Set(m.flow_id.map(str::to_owned)),
@@ -682,14 +770,14 @@ impl Tx {
             last_error: Set(None),
             created_at: Set(m.now),
             sent_at: Set(None),
-        }
-        .insert(&self.txn)
-        .await?;
-        Ok(())
+        };
+        self.queue(outbox::Entity::insert(row).build(backend)).await
     }
 
     pub async fn event(&self, e: NewEvent<'_>) -> CoreResult<()> {
-        insert_event(&self.txn, e).await
+        let backend = self.txn.get_database_backend();
+        self.queue(event::Entity::insert(event_row(e)).build(backend))
+            .await
     }
 
     /// Puts a dead mail back in the queue as it is (only for mails without a link: a
@@ -705,7 +793,7 @@ impl Tx {
             )
             .filter(outbox::Column::MailId.eq(mail_id))
             .filter(outbox::Column::State.eq(MAIL_DEAD))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -716,7 +804,7 @@ impl Tx {
             .col_expr(outbox::Column::State, Expr::value(MAIL_RETRIED))
             .filter(outbox::Column::MailId.eq(mail_id))
             .filter(outbox::Column::State.eq(MAIL_DEAD))
-            .exec(&self.txn)
+            .exec(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -728,31 +816,31 @@ impl Tx {
 /// read says how long to wait.
 async fn take<C: ConnectionTrait>(
     db: &C,
+    front: Vec<Statement>,
     bucket: &str,
     rate: Rate,
     now: i64,
 ) -> CoreResult<Result<(), Duration>> {
     let backend = db.get_database_backend();
-    let stepped = db
-        .query_one_raw(Statement::from_sql_and_values(
+    let step = Statement::from_sql_and_values(
+        backend,
+        placeholders(
             backend,
-            placeholders(
-                backend,
-                "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
+            "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
                  ON CONFLICT (bucket) DO UPDATE \
                  SET tat = (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 \
                  WHERE (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 - $5 <= $3 \
                  RETURNING tat",
-            ),
-            [
-                bucket.into(),
-                (now + rate.emission_ms()).into(),
-                now.into(),
-                rate.emission_ms().into(),
-                rate.period_ms().into(),
-            ],
-        ))
-        .await?;
+        ),
+        [
+            bucket.into(),
+            (now + rate.emission_ms()).into(),
+            now.into(),
+            rate.emission_ms().into(),
+            rate.period_ms().into(),
+        ],
+    );
+    let stepped = db.query_one_raw(with_writes(front, step)).await?;
     if stepped.is_some() {
         return Ok(Ok(()));
     }
@@ -782,6 +870,13 @@ async fn pending_flow<C: ConnectionTrait>(
 }
 
 async fn insert_event<C: ConnectionTrait>(db: &C, e: NewEvent<'_>) -> CoreResult<()> {
+    event::Entity::insert(event_row(e))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn event_row(e: NewEvent<'_>) -> event::ActiveModel {
     event::ActiveModel {
         event_id: sea_orm::ActiveValue::NotSet,
         user_id: Set(e.user_id.to_owned()),
@@ -793,7 +888,102 @@ async fn insert_event<C: ConnectionTrait>(db: &C, e: NewEvent<'_>) -> CoreResult
         actor: Set(e.actor.chars().take(64).collect()),
         request_id: Set(e.request_id.chars().take(64).collect()),
     }
-    .insert(db)
-    .await?;
-    Ok(())
+}
+
+/// One PostgreSQL statement that runs `front` as data-modifying CTEs and then `main`
+/// (whose result it returns). Each part keeps its own parameters: its `$n` are shifted
+/// past the parts before it. Our statements are built with every value bound, so a `$`
+/// in their text is always a placeholder.
+fn with_writes(front: Vec<Statement>, main: Statement) -> Statement {
+    if front.is_empty() {
+        return main;
+    }
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (i, part) in front.into_iter().enumerate() {
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
+        sql.push_str(&format!("w{i} AS ("));
+        sql.push_str(&shift_placeholders(&part.sql, values.len()));
+        sql.push(')');
+        values.extend(part.values.map(|v| v.0).unwrap_or_default());
+    }
+    sql.push(' ');
+    sql.push_str(&shift_placeholders(&main.sql, values.len()));
+    values.extend(main.values.map(|v| v.0).unwrap_or_default());
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// `$1` → `$(1 + by)`, for every placeholder in `sql`.
+fn shift_placeholders(sql: &str, by: usize) -> String {
+    debug_assert!(
+        !sql.contains('\''),
+        "statements combined by with_writes bind every value: {sql}"
+    );
+    if by == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while let Some(&(j, d)) = chars.peek() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            end = j + 1;
+            chars.next();
+        }
+        match sql[start..end].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&sql[start..end]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_writes_keep_each_part_s_own_parameters() {
+        let pg = |sql: &str, values: Vec<sea_orm::Value>| {
+            Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+        };
+        let combined = with_writes(
+            vec![
+                pg("INSERT INTO a VALUES ($1, $2)", vec![1.into(), 2.into()]),
+                pg("UPDATE b SET x = $1", vec![3.into()]),
+            ],
+            pg(
+                "INSERT INTO c VALUES ($1, $10) RETURNING y",
+                vec![4.into(), 5.into()],
+            ),
+        );
+        assert_eq!(
+            combined.sql,
+            "WITH w0 AS (INSERT INTO a VALUES ($1, $2)), w1 AS (UPDATE b SET x = $3) \
+             INSERT INTO c VALUES ($4, $13) RETURNING y"
+        );
+        let values: Vec<sea_orm::Value> = combined.values.unwrap().0;
+        assert_eq!(
+            values,
+            vec![1.into(), 2.into(), 3.into(), 4.into(), 5.into()]
+        );
+    }
+
+    #[test]
+    fn a_statement_alone_is_sent_as_it_is() {
+        let main = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT $1",
+            [sea_orm::Value::from(7)],
+        );
+        assert_eq!(with_writes(Vec::new(), main.clone()).sql, main.sql);
+    }
 }
