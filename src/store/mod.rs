@@ -304,10 +304,10 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a mail sent and erases its sealed link, in one statement with its event.
+    /// Marks a mail sent and erases its sealed link, atomically with its event.
     pub async fn mail_sent(&self, mail: &outbox::Model, now: i64, masked: &str) -> CoreResult<()> {
-        let txn = self.db.begin().await?;
-        outbox::Entity::update_many()
+        let backend = self.db.get_database_backend();
+        let update = outbox::Entity::update_many()
             .col_expr(outbox::Column::State, Expr::value(MAIL_SENT))
             .col_expr(
                 outbox::Column::SealedLink,
@@ -327,24 +327,19 @@ impl Store {
                 Expr::col(outbox::Column::Attempts).add(1),
             )
             .filter(outbox::Column::MailId.eq(mail.mail_id.clone()))
-            .exec(&txn)
-            .await?;
-        insert_event(
-            &txn,
-            NewEvent {
-                user_id: &mail.user_id,
-                flow_id: mail.flow_id.as_deref(),
-                event_type: "mail_sent",
-                masked_address: masked,
-                detail: &mail.template,
-                at: now,
-                actor: "mail-worker",
-                request_id: "",
-            },
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(())
+            .build(backend);
+        let event = event::Entity::insert(event_row(NewEvent {
+            user_id: &mail.user_id,
+            flow_id: mail.flow_id.as_deref(),
+            event_type: "mail_sent",
+            masked_address: masked,
+            detail: &mail.template,
+            at: now,
+            actor: "mail-worker",
+            request_id: "",
+        }))
+        .build(backend);
+        self.write_together(vec![update, event]).await
     }
 
     /// Records a failed attempt: retried at `retry_at`, or dead (link erased) when `None`.
@@ -356,7 +351,7 @@ impl Store {
         error: &str,
         masked: &str,
     ) -> CoreResult<()> {
-        let txn = self.db.begin().await?;
+        let backend = self.db.get_database_backend();
         let mut update = outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Attempts,
@@ -386,24 +381,36 @@ impl Store {
                 "mail_dead"
             }
         };
-        update
+        let update = update
             .filter(outbox::Column::MailId.eq(mail.mail_id.clone()))
-            .exec(&txn)
-            .await?;
-        insert_event(
-            &txn,
-            NewEvent {
-                user_id: &mail.user_id,
-                flow_id: mail.flow_id.as_deref(),
-                event_type,
-                masked_address: masked,
-                detail: error,
-                at: now,
-                actor: "mail-worker",
-                request_id: "",
-            },
-        )
-        .await?;
+            .build(backend);
+        let event = event::Entity::insert(event_row(NewEvent {
+            user_id: &mail.user_id,
+            flow_id: mail.flow_id.as_deref(),
+            event_type,
+            masked_address: masked,
+            detail: error,
+            at: now,
+            actor: "mail-worker",
+            request_id: "",
+        }))
+        .build(backend);
+        self.write_together(vec![update, event]).await
+    }
+
+    /// Writes to different tables, all or none: on PostgreSQL one statement (atomic by
+    /// itself, one round trip), on SQLite one transaction.
+    async fn write_together(&self, mut writes: Vec<Statement>) -> CoreResult<()> {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            if let Some(last) = writes.pop() {
+                self.db.execute_raw(with_writes(writes, last)).await?;
+            }
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for w in writes {
+            txn.execute_raw(w).await?;
+        }
         txn.commit().await?;
         Ok(())
     }
