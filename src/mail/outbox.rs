@@ -77,9 +77,9 @@ pub struct Worker {
 }
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
-const BATCH: u64 = 16;
+const BATCH: u64 = 32;
 /// Mails sent at once by one worker.
-pub const SENDS_IN_FLIGHT: usize = 8;
+pub const SENDS_IN_FLIGHT: usize = 16;
 /// Longest pause between probes while the SMTP server is unreachable.
 const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 

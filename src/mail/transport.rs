@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -71,7 +72,11 @@ impl Transport {
                 ));
             }
         };
-        let mut builder = builder.timeout(Some(Duration::from_secs(20)));
+        // One pooled connection per send in flight.
+        let pool = PoolConfig::new().max_size(crate::mail::outbox::SENDS_IN_FLIGHT as u32);
+        let mut builder = builder
+            .timeout(Some(Duration::from_secs(20)))
+            .pool_config(pool);
         if !url.username().is_empty() {
             let user = percent_decode(url.username());
             let pass = percent_decode(url.password().unwrap_or(""));
