@@ -212,9 +212,11 @@ impl Application {
                         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     }
                 }
-                reporter
-                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-                    .await;
+                for name in [SERVICE_NAME, ""] {
+                    reporter
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
             }
         };
 

@@ -259,12 +259,13 @@ impl Core {
         if tx.lock_user(user.as_str(), false, now).await?.is_none() {
             return Err(CoreError::NoPendingFlow);
         }
+        // Nothing pending costs no quota, for a known user as for an unknown one: the
+        // answer must not tell them apart.
+        let Some(f) = tx.pending_flow(user.as_str()).await? else {
+            return self.finish(tx, user, Err(CoreError::NoPendingFlow)).await;
+        };
         let result = async {
             self.take_user_limit(&tx, user, now).await?;
-            let f = tx
-                .pending_flow(user.as_str())
-                .await?
-                .ok_or(CoreError::NoPendingFlow)?;
             self.resend_in(&tx, f, now).await
         }
         .await;

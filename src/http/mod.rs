@@ -171,7 +171,7 @@ async fn show_link(
     Query(q): Query<TokenField>,
 ) -> Response {
     let s: &HttpState = &s;
-    visit(s, peer, &headers, |v| async move {
+    visit(s, peer, &headers, |_| async move {
         let result = match parse(&q.token) {
             Ok(token) => s.core.inspect_token(&token).await.map(|flow| (flow, token)),
             Err(e) => Err(e),
@@ -182,8 +182,11 @@ async fn show_link(
                 s.pages.confirm(&flow, &token)
             }
             Err(e) => {
+                // Not counted against the client: a GET changes nothing, so a mail
+                // scanner fetching stale links cannot lock out the users behind its IP.
+                // The lock-out (checked above) still applies.
                 crate::metrics::link_page_view(e.reason());
-                s.refuse(&v, &e, Token::parse(&q.token).ok().as_ref()).await
+                s.pages.error(&e, Token::parse(&q.token).ok().as_ref())
             }
         }
     })

@@ -80,6 +80,26 @@ async fn an_inbox_cannot_be_bombed_through_many_accounts(backend: Backend) {
         .unwrap();
 }
 
+async fn a_resend_with_nothing_pending_costs_no_quota(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.limit_per_user = "2/1h".into()).await;
+    app.verified_user("user-1", "jane@example.com").await;
+    // A known user with nothing pending gets what an unknown user gets, however often:
+    // NO_PENDING_FLOW, never RATE_LIMITED (which would tell the two apart).
+    for user in ["user-1", "nobody"] {
+        for _ in 0..4 {
+            assert_reason(
+                &expect_err(app.resend(user).await),
+                Code::FailedPrecondition,
+                "NO_PENDING_FLOW",
+            );
+        }
+    }
+    // And the user's quota is still there for a real request.
+    app.request_change("user-1", "new@example.com")
+        .await
+        .unwrap();
+}
+
 async fn a_client_that_keeps_failing_on_the_link_pages_is_locked_out(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.limit_failed_confirms_per_ip = "3/10m".into()).await;
     app.request_verification("user-1", "jane@example.com")
@@ -88,6 +108,12 @@ async fn a_client_that_keeps_failing_on_the_link_pages_is_locked_out(backend: Ba
     let token = app.token_in(&app.next_mail().await);
     let unknown = "A".repeat(43);
 
+    // Opening stale or unknown links (a mail scanner does) changes nothing, not even the
+    // client's failure count.
+    for _ in 0..5 {
+        let resp = app.get(&format!("/verify?token={unknown}")).await;
+        assert_eq!(resp.status(), 404);
+    }
     for _ in 0..3 {
         assert_eq!(app.post_form("/verify", &unknown).await.status(), 404);
     }
@@ -133,6 +159,7 @@ async fn a_trusted_proxy_header_names_the_client(backend: Backend) {
 crate::on_both_backends!(
     a_user_gets_a_bounded_number_of_requests_and_resends,
     an_inbox_cannot_be_bombed_through_many_accounts,
+    a_resend_with_nothing_pending_costs_no_quota,
     a_client_that_keeps_failing_on_the_link_pages_is_locked_out,
     a_trusted_proxy_header_names_the_client,
 );
