@@ -65,6 +65,46 @@ async fn a_change_needs_both_addresses_and_then_tells_the_old_one(backend: Backe
     app.verified_user("user-2", "old@example.com").await;
 }
 
+async fn repeating_a_change_returns_its_flow_and_a_new_one_replaces_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.verified_user("user-1", "old@example.com").await;
+    let first = app
+        .request_change("user-1", "new@example.com")
+        .await
+        .unwrap();
+    let first_link = app.token_in(&app.next_mail().await);
+
+    // A client retrying after a network error: the same flow, no second mail.
+    let again = app
+        .request_change("user-1", "new@example.com")
+        .await
+        .unwrap();
+    assert_eq!(again.flow_id, first.flow_id);
+    app.assert_no_mail().await;
+
+    // Another new address replaces the pending change and its link.
+    let other = app
+        .request_change("user-1", "other@example.com")
+        .await
+        .unwrap();
+    assert_ne!(other.flow_id, first.flow_id);
+    let mail = app.next_mail().await;
+    assert_eq!(
+        mail.to,
+        vec!["old@example.com".to_string()],
+        "the current address first"
+    );
+    assert_reason(
+        &expect_err(app.confirm(&first_link).await),
+        Code::FailedPrecondition,
+        "TOKEN_SUPERSEDED",
+    );
+    assert_eq!(
+        app.confirm(&app.token_in(&mail)).await.unwrap().outcome(),
+        pb::Outcome::CurrentConfirmed
+    );
+}
+
 async fn without_a_verified_address_a_change_is_a_verification(backend: Backend) {
     let app = spawn_app(backend).await;
     let flow = app
@@ -124,6 +164,7 @@ async fn the_change_can_be_confirmed_through_the_link_pages(backend: Backend) {
 
 crate::on_both_backends!(
     a_change_needs_both_addresses_and_then_tells_the_old_one,
+    repeating_a_change_returns_its_flow_and_a_new_one_replaces_it,
     without_a_verified_address_a_change_is_a_verification,
     cancelling_a_change_kills_its_links_and_keeps_the_address,
     the_change_can_be_confirmed_through_the_link_pages,

@@ -159,6 +159,44 @@ async fn resend_waits_for_the_cooldown_then_replaces_the_link(backend: Backend) 
     );
 }
 
+async fn when_several_token_states_apply_used_then_superseded_then_expired_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let replaced = app.token_in(&app.next_mail().await);
+    app.clock.advance(Duration::from_secs(61));
+    app.resend("user-1").await.unwrap();
+    let used = app.token_in(&app.next_mail().await);
+    app.confirm(&used).await.unwrap();
+    // Now both links are also past their expiry.
+    app.clock.advance(Duration::from_secs(25 * 3600));
+
+    assert_reason(
+        &expect_err(app.confirm(&used).await),
+        Code::FailedPrecondition,
+        "TOKEN_USED",
+    );
+    assert_reason(
+        &expect_err(app.confirm(&replaced).await),
+        Code::FailedPrecondition,
+        "TOKEN_SUPERSEDED",
+    );
+    // The pages agree, for a GET as for the POST: used 409, replaced 410.
+    assert_eq!(app.post_form("/verify", &used).await.status(), 409);
+    assert_eq!(
+        app.get(&format!("/verify?token={used}")).await.status(),
+        409
+    );
+    let page = app.post_form("/verify", &replaced).await;
+    assert_eq!(page.status(), 410);
+    assert!(page.text().await.unwrap().contains("/resend"));
+    assert_eq!(
+        app.get(&format!("/verify?token={replaced}")).await.status(),
+        410
+    );
+}
+
 async fn resend_through_the_page_respects_the_cooldown(backend: Backend) {
     let app = spawn_app(backend).await;
     app.request_verification("user-1", "jane@example.com")
@@ -322,6 +360,7 @@ crate::on_both_backends!(
     an_expired_link_page_offers_a_new_link_that_works,
     resend_waits_for_the_cooldown_then_replaces_the_link,
     resend_through_the_page_respects_the_cooldown,
+    when_several_token_states_apply_used_then_superseded_then_expired_wins,
     twenty_concurrent_confirmations_of_one_link_give_exactly_one_success,
     two_users_racing_for_one_address_end_with_one_winner,
     the_raw_token_is_nowhere_in_the_database,

@@ -8,7 +8,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::helpers::{Backend, expect_err, spawn_app};
+use crate::helpers::{Backend, expect_err, spawn_app, spawn_app_with};
 
 async fn health_reports_serving_for_the_service_and_the_server(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -32,7 +32,8 @@ async fn health_reports_serving_for_the_service_and_the_server(backend: Backend)
 }
 
 async fn reflection_lists_the_service_without_the_proto_file(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // With API tokens set, reflection (like health) still needs none.
+    let app = spawn_app_with(backend, |s| s.api_tokens = Some("s3cret".into())).await;
     let channel = app.channel().await;
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
