@@ -532,15 +532,12 @@ impl Tx {
             let row = self
                 .conn()
                 .await?
-                .query_one_raw(Statement::from_sql_and_values(
+                .query_one_raw(raw(
                     backend,
-                    placeholders(
-                        backend,
-                        "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
-                         VALUES ($1, NULL, false, NULL, $2, $2) \
-                         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
-                         RETURNING user_id, email, email_verified, verified_at, created_at, updated_at, change_frozen_until",
-                    ),
+                    "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
+                     VALUES ($1, NULL, false, NULL, $2, $2) \
+                     ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
+                     RETURNING user_id, email, email_verified, verified_at, created_at, updated_at, change_frozen_until",
                     [user_id.into(), now.into()],
                 ))
                 .await?;
@@ -613,15 +610,12 @@ impl Tx {
         let row = self
             .conn()
             .await?
-            .query_one_raw(Statement::from_sql_and_values(
+            .query_one_raw(raw(
                 backend,
-                placeholders(
-                    backend,
-                    "SELECT (SELECT user_id FROM users WHERE email = $1 AND email_verified LIMIT 1) \
-                       AS verified_owner, f.* \
-                     FROM (SELECT 1 AS one) AS one \
-                     LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
-                ),
+                "SELECT (SELECT user_id FROM users WHERE email = $1 AND email_verified LIMIT 1) \
+                   AS verified_owner, f.* \
+                 FROM (SELECT 1 AS one) AS one \
+                 LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
                 [
                     email.into(),
                     user_id.into(),
@@ -829,16 +823,13 @@ async fn take<C: ConnectionTrait>(
     now: i64,
 ) -> CoreResult<Result<(), Duration>> {
     let backend = db.get_database_backend();
-    let step = Statement::from_sql_and_values(
+    let step = raw(
         backend,
-        placeholders(
-            backend,
-            "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
-                 ON CONFLICT (bucket) DO UPDATE \
-                 SET tat = (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 \
-                 WHERE (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 - $5 <= $3 \
-                 RETURNING tat",
-        ),
+        "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
+             ON CONFLICT (bucket) DO UPDATE \
+             SET tat = (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 \
+             WHERE (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 - $5 <= $3 \
+             RETURNING tat",
         [
             bucket.into(),
             (now + rate.emission_ms()).into(),
@@ -857,12 +848,17 @@ async fn take<C: ConnectionTrait>(
     Ok(rate.check(row.map(|r| r.tat), now).map(|_| ()))
 }
 
-/// Our raw statements are written with `$n`; SQLite spells them `?n`.
-fn placeholders(backend: DbBackend, sql: &str) -> String {
-    match backend {
+/// A hand-written statement. Ours are written with `$n`; SQLite spells them `?n`.
+fn raw<I: IntoIterator<Item = sea_orm::Value>>(
+    backend: DbBackend,
+    sql: &str,
+    values: I,
+) -> Statement {
+    let sql = match backend {
         DbBackend::Sqlite => sql.replace('$', "?"),
         _ => sql.to_owned(),
-    }
+    };
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 async fn pending_flow<C: ConnectionTrait>(
