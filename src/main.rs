@@ -101,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig(settings) => {
+            // Warnings about the settings (e.g. a generated token key) are part of the check.
+            emailverify::telemetry::init(&settings.log_format);
             let config = settings.resolve()?;
             println!("ok   settings");
             let store = Store::connect(&config.database_url)

@@ -348,7 +348,10 @@ fn generated_key(dir: &std::path::Path) -> Result<Keyring, SettingError> {
     let setting = "EMAILVERIFY_TOKEN_KEYS";
     let path = dir.join("token.key");
     let key = match std::fs::read_to_string(&path) {
-        Ok(k) => k,
+        Ok(k) => {
+            tracing::warn!(path = %path.display(), "EMAILVERIFY_TOKEN_KEYS is unset: using the generated token key; set the variable in production");
+            k
+        }
         Err(_) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| bad(setting, format!("cannot create {}: {e}", dir.display())))?;

@@ -529,6 +529,32 @@ async fn check_config_passes_a_good_set_up_and_names_what_is_broken(backend: Bac
     }
 }
 
+/// The embedded set-up generates a token key once; every later start says it still uses it.
+#[tokio::test]
+async fn without_token_keys_every_start_warns_that_a_generated_key_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in ["first", "second"] {
+        let out = command(&["check-config"])
+            .current_dir(dir.path())
+            .env("EMAILVERIFY_LOG_FORMAT", "json")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let logged = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            logged.contains("EMAILVERIFY_TOKEN_KEYS is unset"),
+            "{run} run did not warn: {logged}"
+        );
+    }
+    assert!(dir.path().join("data/token.key").exists());
+}
+
 crate::on_both_backends!(
     migrate_status_lists_applied_and_pending_migrations,
     the_newest_schema_accepts_the_first_releases_writes,
