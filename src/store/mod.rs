@@ -91,10 +91,8 @@ impl Store {
     }
 
     pub async fn begin(&self) -> CoreResult<Tx> {
-        let txn = self.db.begin().await?;
         Ok(Tx {
-            batching: txn.get_database_backend() == DbBackend::Postgres,
-            txn,
+            txn: self.db.begin().await?,
             unsent: Mutex::new(Vec::new()),
         })
     }
@@ -445,7 +443,6 @@ pub struct OutboxStats {
 /// no fixed order). SQLite runs in-process, so there each write executes at once.
 pub struct Tx {
     txn: DatabaseTransaction,
-    batching: bool,
     unsent: Mutex<Vec<Statement>>,
 }
 
@@ -491,7 +488,7 @@ impl Tx {
     /// Queues a write that no other queued write touches the rows of (an insert of a fresh
     /// row; see `Tx`) to go with the next statement; on SQLite runs it at once.
     async fn queue(&self, stmt: Statement) -> CoreResult<()> {
-        if self.batching {
+        if self.txn.get_database_backend() == DbBackend::Postgres {
             self.unsent.lock().expect("unsent writes").push(stmt);
             return Ok(());
         }
