@@ -1,17 +1,26 @@
 //! emailverify: proves that a wallet user owns an email address, and changes a verified
-//! address safely. A reading order:
+//! address safely. The modules depend on each other in one direction only:
+//! `domain` ← `store` ← `core` ← {`grpc`, `http`}, with `mail` beside the core (it reads
+//! the store's outbox), and `clock` and `error` below them all. A reading order:
 //!
-//! 1. [`domain`] — the values everything else trusts (addresses, user ids, tokens, flows);
-//! 2. [`core`] — every rule of the contract, one method per RPC, one error type;
-//! 3. [`store`] — the database (sea-orm), and [`migrations`];
+//! 1. [`domain`] — the values everything else trusts (addresses, user ids, tokens, flows,
+//!    the audit vocabulary), and [`error`], the one error type;
+//! 2. [`core`] — every rule of the contract, one file per RPC;
+//! 3. [`store`] — the database (sea-orm), one file per table, and [`migrations`];
 //! 4. [`mail`] — the outbox worker, transports and templates;
 //! 5. [`grpc`] and [`http`] — the two thin front doors over the same core;
-//! 6. [`settings`], [`telemetry`], [`startup`] — how it all starts.
+//! 6. [`settings`], [`telemetry`], [`startup`], [`cli`] — how it all starts.
 
+/// The command line (`main` only runs it).
+pub mod cli;
+/// Time, injectable (tests move it forward).
+pub mod clock;
 /// The service core: the rules.
 pub mod core;
 /// Domain types, parsed once at the edge.
 pub mod domain;
+/// `CoreError`, the one error type, below the store and the core.
+pub mod error;
 /// The gRPC front door.
 pub mod grpc;
 /// The HTTP link shim.

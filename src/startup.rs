@@ -12,8 +12,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::clock::Clock;
 use crate::core::Core;
-use crate::core::clock::Clock;
 use crate::grpc::pb::{self, EmailVerificationServer};
 use crate::grpc::{BearerAuth, service::GrpcService};
 use crate::http::{self, HttpState, pages::Pages};
@@ -33,6 +33,12 @@ pub async fn core_for(
     clock: Arc<dyn Clock>,
     mail_ready: Arc<Notify>,
 ) -> anyhow::Result<Core> {
+    let store = store_for(config).await?;
+    Ok(core_on(store, config, clock, mail_ready))
+}
+
+/// The database, connected and migrated.
+async fn store_for(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect_with_pool(&config.database_url, config.db_pool)
         .await
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
@@ -40,19 +46,24 @@ pub async fn core_for(
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-    Ok(Core::new(
+    Ok(store)
+}
+
+fn core_on(store: Store, config: &Config, clock: Arc<dyn Clock>, mail_ready: Arc<Notify>) -> Core {
+    Core::new(
         store,
         config.keys.clone(),
         clock,
         config.policy.clone(),
         mail_ready,
-    ))
+    )
 }
 
 pub struct Application {
     grpc: TcpListener,
     http: TcpListener,
     core: Arc<Core>,
+    store: Store,
     worker: Worker,
     config: Config,
     stop: CancellationToken,
@@ -78,15 +89,16 @@ impl Application {
         http: TcpListener,
     ) -> anyhow::Result<Self> {
         let wake = Arc::new(Notify::new());
-        let core = Arc::new(core_for(&config, clock.clone(), wake.clone()).await?);
-        let store = core.store().clone();
+        let store = store_for(&config).await?;
+        let core = Arc::new(core_on(store.clone(), &config, clock.clone(), wake.clone()));
         config
             .transport
             .prepare()
             .await
             .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
         let worker = Worker {
-            store,
+            id: uuid::Uuid::now_v7().to_string(),
+            store: store.clone(),
             keys: config.keys.clone(),
             transport: config.transport.clone(),
             templates: Arc::new(Templates::new()),
@@ -99,6 +111,7 @@ impl Application {
             grpc,
             http,
             core,
+            store,
             worker,
             config,
             stop: CancellationToken::new(),
@@ -123,6 +136,7 @@ impl Application {
             grpc,
             http,
             core,
+            store,
             worker,
             config,
             stop,
@@ -132,7 +146,7 @@ impl Application {
 
         let (reporter, health) = tonic_health::server::health_reporter();
         // Known before the first request: both names answer from the start.
-        let first = if core.store().ping().await {
+        let first = if core.ready().await {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -198,7 +212,7 @@ impl Application {
             let stop = stop.clone();
             async move {
                 loop {
-                    let ready = core.store().ping().await;
+                    let ready = core.ready().await;
                     crate::metrics::ready(ready);
                     let status = if ready {
                         ServingStatus::Serving
@@ -226,11 +240,39 @@ impl Application {
             mail = %config.transport.describe(),
             "emailverify is serving"
         );
-        let worker_task = tokio::spawn(worker.run(stop.clone()));
-        let (grpc_result, http_result, ()) =
-            tokio::join!(grpc_server, http_server.into_future(), health_task);
-        stop.cancel();
-        let _ = worker_task.await;
+        let worker_id = worker.id.clone();
+        let mut worker_task = tokio::spawn(worker.run(stop.clone()));
+        // Once asked to stop, everything drains within the shutdown deadline: open
+        // requests finish, the worker finishes its sends in flight and hands back the
+        // mails it claimed. Whatever is still running then is cut off.
+        let drained = async {
+            let servers = tokio::join!(grpc_server, http_server.into_future(), health_task);
+            stop.cancel();
+            let _ = (&mut worker_task).await;
+            servers
+        };
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(config.shutdown_timeout).await;
+        };
+        let drained = tokio::select! {
+            servers = drained => Some(servers),
+            () = deadline => None,
+        };
+        let Some((grpc_result, http_result, ())) = drained else {
+            tracing::warn!(
+                deadline = ?config.shutdown_timeout,
+                "shutdown deadline passed: cutting off what is still running"
+            );
+            worker_task.abort();
+            let _ = worker_task.await;
+            // A send cut off may have reached the SMTP server: at-least-once, as after a
+            // crash. Its claim goes back now rather than at the end of its lease.
+            if let Err(e) = store.release_claims_of(&worker_id).await {
+                tracing::warn!(error = %e, "could not hand back mail claims; their lease will expire");
+            }
+            return Ok(());
+        };
         grpc_result?;
         http_result?;
         tracing::info!("emailverify stopped");

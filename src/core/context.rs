@@ -6,7 +6,8 @@ use std::future::Future;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
-    /// `api`, `api:2` (which API token), `mtls:<subject>`, `link-page`.
+    /// `api` (any gRPC caller; API tokens are not told apart), `api mtls:<certificate
+    /// fingerprint>` under mutual TLS, `link-page`. Empty outside a request.
     pub actor: String,
     /// The caller's `x-request-id`, or one we made up.
     pub request_id: String,

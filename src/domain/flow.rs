@@ -4,26 +4,29 @@
 //! (a link to the address of record), then CONFIRM_NEW (a link to the new address). After
 //! its last step a flow's step is DONE. The database stores these as short strings.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowKind {
-    Verify,
-    Change,
+stored_enum! {
+    pub enum FlowKind {
+        Verify = "verify",
+        Change = "change",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowStep {
-    ConfirmCurrent,
-    ConfirmNew,
-    Done,
+stored_enum! {
+    pub enum FlowStep {
+        ConfirmCurrent = "confirm_current",
+        ConfirmNew = "confirm_new",
+        Done = "done",
+    }
 }
 
-/// Where a flow stands. Only `Pending` flows have live tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowState {
-    Pending,
-    Completed,
-    Cancelled,
-    Superseded,
+stored_enum! {
+    /// Where a flow stands. Only `Pending` flows have live tokens.
+    pub enum FlowState {
+        Pending = "pending",
+        Completed = "completed",
+        Cancelled = "cancelled",
+        Superseded = "superseded",
+    }
 }
 
 /// What a confirmation achieved.
@@ -32,6 +35,17 @@ pub enum Outcome {
     EmailVerified,
     CurrentConfirmed,
     EmailChanged,
+}
+
+impl Outcome {
+    /// The name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::EmailVerified => "email_verified",
+            Outcome::CurrentConfirmed => "current_confirmed",
+            Outcome::EmailChanged => "email_changed",
+        }
+    }
 }
 
 impl FlowKind {
@@ -60,32 +74,6 @@ impl FlowKind {
     }
 }
 
-macro_rules! string_codec {
-    ($ty:ty { $($variant:path => $s:literal),+ $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $($variant => $s),+ }
-            }
-            pub fn from_db(s: &str) -> Option<Self> {
-                match s { $($s => Some($variant),)+ _ => None }
-            }
-        }
-    };
-}
-
-string_codec!(FlowKind { FlowKind::Verify => "verify", FlowKind::Change => "change" });
-string_codec!(FlowStep {
-    FlowStep::ConfirmCurrent => "confirm_current",
-    FlowStep::ConfirmNew => "confirm_new",
-    FlowStep::Done => "done",
-});
-string_codec!(FlowState {
-    FlowState::Pending => "pending",
-    FlowState::Completed => "completed",
-    FlowState::Cancelled => "cancelled",
-    FlowState::Superseded => "superseded",
-});
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,28 +100,5 @@ mod tests {
             Some((FlowStep::Done, Outcome::EmailChanged))
         );
         assert_eq!(FlowKind::Change.advance(FlowStep::Done), None);
-    }
-
-    #[test]
-    fn database_strings_round_trip() {
-        for k in [FlowKind::Verify, FlowKind::Change] {
-            assert_eq!(FlowKind::from_db(k.as_str()), Some(k));
-        }
-        for s in [
-            FlowStep::ConfirmCurrent,
-            FlowStep::ConfirmNew,
-            FlowStep::Done,
-        ] {
-            assert_eq!(FlowStep::from_db(s.as_str()), Some(s));
-        }
-        for s in [
-            FlowState::Pending,
-            FlowState::Completed,
-            FlowState::Cancelled,
-            FlowState::Superseded,
-        ] {
-            assert_eq!(FlowState::from_db(s.as_str()), Some(s));
-        }
-        assert_eq!(FlowKind::from_db("nope"), None);
     }
 }

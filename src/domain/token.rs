@@ -24,6 +24,18 @@ pub const MIN_KEY_BYTES: usize = 32;
 const SEAL_INFO: &[u8] = b"emailverify/outbox-seal/v1";
 const NONCE_LEN: usize = 12;
 
+stored_enum! {
+    /// A stored token's state. Expiry is a time, not a state: an expired token stays `Live`.
+    pub enum TokenState {
+        /// Can still confirm its step (until it expires).
+        Live = "live",
+        /// Consumed by a confirmation.
+        Used = "used",
+        /// Replaced by a resend, a newer flow or a cancel.
+        Superseded = "superseded",
+    }
+}
+
 /// A raw one-time token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);

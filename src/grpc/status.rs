@@ -7,10 +7,23 @@ use std::collections::HashMap;
 
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::core::error::{CoreError, DOMAIN, ErrorClass};
+use crate::error::{CoreError, DOMAIN, ErrorClass};
+
+/// The gRPC code of each class of error.
+pub fn grpc_code(class: ErrorClass) -> tonic::Code {
+    match class {
+        ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorClass::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorClass::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorClass::NotFound => tonic::Code::NotFound,
+        ErrorClass::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorClass::Unavailable => tonic::Code::Unavailable,
+        ErrorClass::Internal => tonic::Code::Internal,
+    }
+}
 
 pub fn to_status(err: CoreError) -> tonic::Status {
-    let code = err.class().grpc_code();
+    let code = grpc_code(err.class());
     match err.class() {
         ErrorClass::Internal | ErrorClass::Unavailable => {
             tracing::error!(error.cause_chain = ?err, "request failed");
@@ -40,4 +53,116 @@ pub fn to_status(err: CoreError) -> tonic::Status {
         details.set_retry_info(Some(retry));
     }
     tonic::Status::with_error_details(code, err.to_string(), details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tonic::Code;
+
+    /// Pins every variant to its code and reason: the contract's error table, as data.
+    #[test]
+    fn every_variant_has_the_contracts_code_and_reason() {
+        let d = Duration::from_secs(1);
+        let table: Vec<(CoreError, Code, &str)> = vec![
+            (
+                CoreError::InvalidEmail {
+                    field: "email",
+                    message: String::new(),
+                },
+                Code::InvalidArgument,
+                "INVALID_EMAIL",
+            ),
+            (
+                CoreError::InvalidUserId(String::new()),
+                Code::InvalidArgument,
+                "INVALID_USER_ID",
+            ),
+            (
+                CoreError::InvalidToken,
+                Code::InvalidArgument,
+                "INVALID_TOKEN",
+            ),
+            (CoreError::EmailTaken, Code::AlreadyExists, "EMAIL_TAKEN"),
+            (
+                CoreError::EmailAlreadyVerified,
+                Code::FailedPrecondition,
+                "EMAIL_ALREADY_VERIFIED",
+            ),
+            (
+                CoreError::UseChangeFlow,
+                Code::FailedPrecondition,
+                "USE_CHANGE_FLOW",
+            ),
+            (CoreError::SameEmail, Code::FailedPrecondition, "SAME_EMAIL"),
+            (
+                CoreError::NoPendingFlow,
+                Code::FailedPrecondition,
+                "NO_PENDING_FLOW",
+            ),
+            (
+                CoreError::ChangeFrozen { until: 0 },
+                Code::FailedPrecondition,
+                "CHANGE_FROZEN",
+            ),
+            (
+                CoreError::CodeMismatch { attempts_left: 1 },
+                Code::FailedPrecondition,
+                "CODE_MISMATCH",
+            ),
+            (
+                CoreError::TokenExpired,
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+            ),
+            (CoreError::TokenUsed, Code::FailedPrecondition, "TOKEN_USED"),
+            (
+                CoreError::TokenSuperseded,
+                Code::FailedPrecondition,
+                "TOKEN_SUPERSEDED",
+            ),
+            (CoreError::TokenNotFound, Code::NotFound, "TOKEN_NOT_FOUND"),
+            (CoreError::UserNotFound, Code::NotFound, "USER_NOT_FOUND"),
+            (
+                CoreError::ResendCooldown { retry_after: d },
+                Code::ResourceExhausted,
+                "RESEND_COOLDOWN",
+            ),
+            (
+                CoreError::RateLimited { retry_after: d },
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+            ),
+            (
+                CoreError::LockedOut { retry_after: d },
+                Code::ResourceExhausted,
+                "LOCKED_OUT",
+            ),
+            (
+                CoreError::Unavailable(anyhow::anyhow!("x")),
+                Code::Unavailable,
+                "",
+            ),
+            (
+                CoreError::Internal(anyhow::anyhow!("x")),
+                Code::Internal,
+                "",
+            ),
+        ];
+        for (err, code, reason) in table {
+            assert_eq!(grpc_code(err.class()), code, "{err:?}");
+            assert_eq!(err.reason(), reason, "{err:?}");
+            assert_eq!(
+                err.retry_after().is_some(),
+                code == Code::ResourceExhausted,
+                "{err:?}"
+            );
+            assert_eq!(
+                err.field().is_some(),
+                code == Code::InvalidArgument,
+                "{err:?}"
+            );
+        }
+    }
 }

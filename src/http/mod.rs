@@ -78,6 +78,24 @@ async fn visit<F: Future<Output = Response>>(
     tracing::Instrument::instrument(page, span).await
 }
 
+/// A page's button (a form POST of the token): the token is parsed (a malformed one gets
+/// the "not valid" page), then `act` runs with it.
+async fn button<F: Future<Output = Response>>(
+    s: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw_token: String,
+    act: impl FnOnce(Visit, Token) -> F,
+) -> Response {
+    visit(s, peer, headers, |v| async move {
+        match s.token(&v, &raw_token).await {
+            Ok(token) => act(v, token).await,
+            Err(page) => page,
+        }
+    })
+    .await
+}
+
 /// Failures that look like guessing or replaying links count against the client.
 fn counts_as_failure(e: &CoreError) -> bool {
     matches!(
@@ -200,11 +218,7 @@ async fn confirm(
     Form(f): Form<TokenField>,
 ) -> Response {
     let s: &HttpState = &s;
-    visit(s, peer, &headers, |v| async move {
-        let token = match s.token(&v, &f.token).await {
-            Ok(t) => t,
-            Err(page) => return page,
-        };
+    button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.confirm_link(&token).await {
             Ok(c) => match &s.success_url {
                 Some(url) => Redirect::to(url).into_response(),
@@ -223,11 +237,7 @@ async fn cancel(
     Form(f): Form<TokenField>,
 ) -> Response {
     let s: &HttpState = &s;
-    visit(s, peer, &headers, |v| async move {
-        let token = match s.token(&v, &f.token).await {
-            Ok(t) => t,
-            Err(page) => return page,
-        };
+    button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.cancel_by_token(&token).await {
             Ok(_) => s.pages.cancelled(),
             Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
@@ -244,11 +254,7 @@ async fn resend(
     Form(f): Form<TokenField>,
 ) -> Response {
     let s: &HttpState = &s;
-    visit(s, peer, &headers, |v| async move {
-        let token = match s.token(&v, &f.token).await {
-            Ok(t) => t,
-            Err(page) => return page,
-        };
+    button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.resend_by_token(&token).await {
             Ok(flow) => s.pages.resent(&flow),
             Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
@@ -267,8 +273,7 @@ async fn prometheus(State(s): State<Arc<HttpState>>) -> Response {
         )
             .into_response();
     };
-    let now = s.core.now_ms();
-    if let Ok(stats) = s.core.store().outbox_stats(now).await {
+    if let Ok(stats) = s.core.outbox_stats().await {
         crate::metrics::outbox(
             stats.pending,
             stats.dead,
@@ -287,7 +292,7 @@ async fn prometheus(State(s): State<Arc<HttpState>>) -> Response {
 }
 
 async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    if s.core.store().ping().await {
+    if s.core.ready().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")

@@ -18,11 +18,11 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::templates::{MailParams, Secrets, Template, Templates};
-use super::transport::Transport;
-use crate::core::clock::{Clock, duration_ms};
+use super::templates::Templates;
+use super::transport::{SENDS_IN_FLIGHT, Transport};
+use crate::clock::{Clock, duration_ms};
 use crate::domain::email::mask;
-use crate::domain::{Keyring, Locale};
+use crate::domain::{Keyring, Locale, MailParams, Secrets, Template};
 use crate::store::Store;
 use crate::store::entity::outbox;
 
@@ -66,6 +66,8 @@ impl RetryPolicy {
 }
 
 pub struct Worker {
+    /// Names this worker's claims in the outbox.
+    pub id: String,
     pub store: Store,
     pub keys: Keyring,
     pub transport: Transport,
@@ -78,8 +80,6 @@ pub struct Worker {
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
 const BATCH: u64 = 32;
-/// Mails sent at once by one worker.
-pub const SENDS_IN_FLIGHT: usize = 16;
 /// Longest pause between probes while the SMTP server is unreachable.
 const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 
@@ -93,7 +93,7 @@ enum Delivery {
 impl Worker {
     /// Runs until `stop` is cancelled; a send in flight is finished first.
     pub async fn run(self, stop: CancellationToken) {
-        let me = uuid::Uuid::now_v7().to_string();
+        let me = self.id.clone();
         tracing::info!(transport = %self.transport.describe(), "mail worker started");
         let mut outage_pause: Option<Duration> = None;
         loop {
@@ -203,7 +203,7 @@ impl Worker {
         let masked = mask(&mail.recipient);
         let result = match self.build(&mail) {
             Ok(message) => self.transport.send(message).await,
-            // A mail we cannot build (unknown template, unsealable link) will never build.
+            // A mail we cannot build (unreadable parameters, unsealable link) will never build.
             Err(reason) => Err(super::transport::SendError {
                 permanent: true,
                 unreachable: false,
@@ -213,15 +213,15 @@ impl Worker {
         let now = self.clock.now_ms();
         let (outcome, delivery) = match result {
             Ok(()) => {
-                tracing::info!(mail_id = %mail.mail_id, template = %mail.template, to = %masked, "mail sent");
-                crate::metrics::mail("sent", &mail.template);
+                tracing::info!(mail_id = %mail.mail_id, template = mail.template.as_str(), to = %masked, "mail sent");
+                crate::metrics::mail("sent", mail.template.as_str());
                 (
                     self.store.mail_sent(&mail, now, &masked).await,
                     Delivery::Done,
                 )
             }
             Err(e) if e.unreachable => {
-                crate::metrics::mail("deferred", &mail.template);
+                crate::metrics::mail("deferred", mail.template.as_str());
                 let pause = outage_pause
                     .unwrap_or(self.retry.base)
                     .min(MAX_OUTAGE_PAUSE);
@@ -244,7 +244,7 @@ impl Worker {
                     } else {
                         "dead"
                     },
-                    &mail.template,
+                    mail.template.as_str(),
                 );
                 if retry_at.is_some() {
                     tracing::warn!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail delivery failed; will retry");
@@ -267,7 +267,7 @@ impl Worker {
     }
 
     fn build(&self, mail: &outbox::Model) -> Result<Message, String> {
-        let template = Template::from_db(&mail.template).ok_or("unknown template")?;
+        let template = mail.template;
         let params: MailParams =
             serde_json::from_str(&mail.params).map_err(|_| "unreadable mail parameters")?;
         let secrets: Option<Secrets> = match &mail.sealed_link {

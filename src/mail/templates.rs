@@ -4,65 +4,9 @@
 //! HTML output is escaped by it.
 
 use minijinja::{Environment, context};
-use serde::{Deserialize, Serialize};
 
-use crate::core::clock::rfc3339;
-use crate::domain::Locale;
-
-/// The mails the service sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Template {
-    /// Sign-up / add email: the link to the new address.
-    VerifyLink,
-    /// A change's first step: the link to the CURRENT address, naming the new one masked.
-    ChangeCurrentLink,
-    /// A change's second step: the link to the NEW address.
-    ChangeNewLink,
-    /// After a change: a notice to the OLD address.
-    ChangeNotice,
-}
-
-impl Template {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Template::VerifyLink => "verify_link",
-            Template::ChangeCurrentLink => "change_current_link",
-            Template::ChangeNewLink => "change_new_link",
-            Template::ChangeNotice => "change_notice",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        [
-            Self::VerifyLink,
-            Self::ChangeCurrentLink,
-            Self::ChangeNewLink,
-            Self::ChangeNotice,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-    }
-}
-
-/// Non-secret parameters stored with a queued mail (the link is sealed separately).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MailParams {
-    pub expires_at: i64,
-    pub ttl_secs: u64,
-    pub masked_new: String,
-    pub masked_old: String,
-    pub changed_at: Option<i64>,
-    /// Whom to contact about a change you did not make (notice only).
-    #[serde(default)]
-    pub support: String,
-}
-
-/// What a queued link mail keeps sealed until it is handed to SMTP.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Secrets {
-    pub link: String,
-    pub code: String,
-}
+use crate::clock::rfc3339;
+use crate::domain::{Locale, MailParams, Secrets, Template};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedMail {

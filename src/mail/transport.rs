@@ -11,6 +11,10 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+/// Mails one worker hands over at once. Each SMTP exchange mostly waits on the network,
+/// so the worker sends this many concurrently and the SMTP pool keeps as many connections.
+pub const SENDS_IN_FLIGHT: usize = 16;
+
 #[derive(Clone)]
 pub enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -73,7 +77,7 @@ impl Transport {
             }
         };
         // One pooled connection per send in flight.
-        let pool = PoolConfig::new().max_size(crate::mail::outbox::SENDS_IN_FLIGHT as u32);
+        let pool = PoolConfig::new().max_size(SENDS_IN_FLIGHT as u32);
         let mut builder = builder
             .timeout(Some(Duration::from_secs(20)))
             .pool_config(pool);

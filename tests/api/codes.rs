@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use emailverify::core::clock::ShiftedClock;
+use emailverify::clock::ShiftedClock;
 use emailverify::grpc::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -24,7 +24,7 @@ async fn the_code_in_the_mail_confirms_the_step_like_the_link(backend: Backend) 
         .await
         .unwrap();
     let mail = app.next_mail().await;
-    let code = app.code_in(&mail);
+    let code = mail.code();
     assert!(
         mail.html.contains(&code),
         "the HTML part carries the code too"
@@ -47,15 +47,12 @@ async fn codes_work_for_both_steps_of_a_change(backend: Backend) {
     app.request_change("user-1", "new@example.org")
         .await
         .unwrap();
-    let first = app.code_in(&app.next_mail().await);
+    let first = app.next_mail().await.code();
     let step1 = app.confirm_code("user-1", &first).await.unwrap();
     assert_eq!(step1.outcome(), pb::Outcome::CurrentConfirmed);
     let second = app.next_mail().await;
     assert_eq!(second.to, vec!["new@example.org".to_string()]);
-    let step2 = app
-        .confirm_code("user-1", &app.code_in(&second))
-        .await
-        .unwrap();
+    let step2 = app.confirm_code("user-1", &second.code()).await.unwrap();
     assert_eq!(step2.outcome(), pb::Outcome::EmailChanged);
 }
 
@@ -64,7 +61,7 @@ async fn four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes(bac
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let code = app.code_in(&app.next_mail().await);
+    let code = app.next_mail().await.code();
 
     for left in (1..=4).rev() {
         let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
@@ -105,7 +102,7 @@ async fn the_lock_and_the_count_survive_a_restart(backend: Backend) {
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let code = app.code_in(&app.next_mail().await);
+    let code = app.next_mail().await.code();
     for _ in 0..3 {
         expect_err(app.confirm_code("user-1", &wrong(&code)).await);
     }
@@ -140,10 +137,10 @@ async fn resend_issues_a_new_code_and_kills_the_old_one(backend: Backend) {
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let old = app.code_in(&app.next_mail().await);
+    let old = app.next_mail().await.code();
     app.clock.advance(Duration::from_secs(61));
     app.resend("user-1").await.unwrap();
-    let new = app.code_in(&app.next_mail().await);
+    let new = app.next_mail().await.code();
 
     if old != new {
         let err = expect_err(app.confirm_code("user-1", &old).await);
@@ -183,7 +180,7 @@ async fn an_expired_step_refuses_its_code(backend: Backend) {
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let code = app.code_in(&app.next_mail().await);
+    let code = app.next_mail().await.code();
     app.clock.advance(Duration::from_secs(24 * 3600 + 1));
     assert_reason(
         &expect_err(app.confirm_code("user-1", &code).await),

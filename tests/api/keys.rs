@@ -1,7 +1,7 @@
 //! Key rotation: the newest key signs, every configured key verifies. Links minted under
 //! an older key keep working while it is configured; a removed key's links stop working.
 
-use emailverify::core::clock::ShiftedClock;
+use emailverify::clock::ShiftedClock;
 use emailverify::domain::Keyring;
 use emailverify::grpc::pb;
 use tonic::Code;

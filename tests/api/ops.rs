@@ -1,4 +1,4 @@
-//! Operations: gRPC health and reflection, HTTP liveness and readiness.
+//! Operations: gRPC health and reflection, HTTP liveness and readiness, metrics.
 
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -8,7 +8,12 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::helpers::{Backend, expect_err, spawn_app, spawn_app_with};
+use emailverify::domain::Keyring;
+
+use crate::helpers::process::serve;
+use crate::helpers::{
+    Backend, SmtpSink, expect_err, fresh_database, metric, spawn_app, spawn_app_with,
+};
 
 async fn health_reports_serving_for_the_service_and_the_server(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -62,86 +67,115 @@ async fn reflection_lists_the_service_without_the_proto_file(backend: Backend) {
     );
 }
 
+/// The metrics are read from a process of the binary of this test's own: the recorder is
+/// process-wide, and in this process every other test's traffic would count too. There,
+/// each value is exactly what this test caused.
 async fn metrics_expose_rpcs_mail_outbox_and_the_confirmation_funnel(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let app = serve(&db.url, &smtp, &Keyring::generate_key_base64(), &[]).await;
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let link = app.link_in(&app.next_mail().await);
-    app.http.get(&link).send().await.unwrap(); // a page view (a scanner, or the person)
-    app.confirm(link.split("token=").nth(1).unwrap())
-        .await
-        .unwrap();
+    let mail = smtp.next_mail().await;
+    app.http.get(app.link_in(&mail)).send().await.unwrap(); // a page view (a scanner, or the person)
+    app.confirm(&app.token_in(&mail)).await.unwrap();
     expect_err(app.status("nobody").await);
     app.eventually_count("events WHERE event_type = 'mail_sent'", 1)
         .await;
 
-    let resp = app.get("/metrics").await;
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    let text = resp.text().await.unwrap();
-    for needle in [
-        r#"emailverify_rpc_requests_total{method="RequestVerification",code="OK"}"#,
-        r#"emailverify_rpc_requests_total{method="GetStatus",code="NOT_FOUND"}"#,
-        r#"emailverify_rpc_duration_seconds_bucket{method="ConfirmLink",le="0.005"}"#,
-        r#"emailverify_flows_requested_total{kind="verify"}"#,
-        r#"emailverify_confirmations_total{outcome="email_verified",via="link"}"#,
-        r#"emailverify_link_page_views_total{result="live"}"#,
-        r#"emailverify_refusals_total{reason="USER_NOT_FOUND"}"#,
-        r#"emailverify_mail_sent_total{template="verify_link"}"#,
-        "emailverify_outbox_depth ",
-        "emailverify_outbox_oldest_age_seconds ",
-        "emailverify_outbox_dead ",
+    let page = app.metrics().await;
+    for (series, value) in [
+        (
+            r#"emailverify_rpc_requests_total{method="RequestVerification",code="OK"}"#,
+            1.0,
+        ),
+        (
+            r#"emailverify_rpc_requests_total{method="GetStatus",code="NOT_FOUND"}"#,
+            1.0,
+        ),
+        (
+            r#"emailverify_rpc_duration_seconds_count{method="ConfirmLink"}"#,
+            1.0,
+        ),
+        (
+            r#"emailverify_rpc_duration_seconds_bucket{method="ConfirmLink",le="+Inf"}"#,
+            1.0,
+        ),
+        (r#"emailverify_flows_requested_total{kind="verify"}"#, 1.0),
+        (
+            r#"emailverify_confirmations_total{outcome="email_verified",via="link"}"#,
+            1.0,
+        ),
+        (r#"emailverify_link_page_views_total{result="live"}"#, 1.0),
+        (
+            r#"emailverify_refusals_total{reason="USER_NOT_FOUND"}"#,
+            1.0,
+        ),
+        (
+            r#"emailverify_mail_sent_total{template="verify_link"}"#,
+            1.0,
+        ),
+        ("emailverify_outbox_depth", 0.0),
+        ("emailverify_outbox_dead", 0.0),
     ] {
-        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        assert_eq!(metric(&page, series), Some(value), "{series} in:\n{page}");
     }
+    for series in [
+        r#"emailverify_rpc_duration_seconds_bucket{method="ConfirmLink",le="0.005"}"#,
+        "emailverify_outbox_oldest_age_seconds",
+    ] {
+        assert!(
+            metric(&page, series).is_some(),
+            "{series} missing from:\n{page}"
+        );
+    }
+    assert!(app.terminate().await.0.success());
 }
 
 /// Every `emailverify_*` metric the dashboard and the alerts use is one the service really
-/// exports (after each kind of event has happened once).
+/// exports (after each kind of event has happened once), in a process of its own so that no
+/// other test's events can export a metric for it.
 async fn the_dashboard_and_alerts_name_only_exported_metrics(backend: Backend) {
-    let app = crate::helpers::spawn_app_with(backend, |s| {
-        s.limit_per_recipient = "1/1h".into();
-        s.mail_retry_base = "50ms".into();
-    })
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let app = serve(
+        &db.url,
+        &smtp,
+        &Keyring::generate_key_base64(),
+        &[
+            ("EMAILVERIFY_LIMIT_PER_RECIPIENT", "1/1h"),
+            ("EMAILVERIFY_MAIL_RETRY_BASE", "50ms"),
+        ],
+    )
     .await;
     // sent, retried, dead, deferred; a confirmation; a live page view; refusals; a limit.
-    app.smtp.reply_next(&["451 4.3.0 later"]);
+    smtp.reply_next(&["451 4.3.0 later"]);
     app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    let link = app.link_in(&app.next_mail().await);
+    let mail = smtp.next_mail().await;
     // The same inbox again, from another account: over the per-recipient limit.
     expect_err(app.request_verification("user-2", "jane@example.com").await);
-    app.http.get(&link).send().await.unwrap();
-    app.confirm(link.split("token=").nth(1).unwrap())
-        .await
-        .unwrap();
-    app.smtp.reply_next(&["550 5.1.1 no"]);
+    app.http.get(app.link_in(&mail)).send().await.unwrap();
+    app.confirm(&app.token_in(&mail)).await.unwrap();
+    smtp.reply_next(&["550 5.1.1 no"]);
     app.request_verification("user-3", "dead@example.com")
         .await
         .unwrap();
     app.eventually_count("outbox WHERE state = 'dead'", 1).await;
-    app.smtp.down();
+    smtp.down();
     app.request_verification("user-4", "held@example.com")
         .await
         .unwrap();
     app.eventually_count("outbox WHERE last_error LIKE '%refused%'", 1)
         .await;
-    app.smtp.up();
-    app.next_mail().await;
+    smtp.up();
+    smtp.next_mail().await;
 
     let exported: std::collections::HashSet<String> = app
-        .get("/metrics")
+        .metrics()
         .await
-        .text()
-        .await
-        .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .flat_map(|l| {
@@ -173,6 +207,7 @@ async fn the_dashboard_and_alerts_name_only_exported_metrics(backend: Backend) {
             );
         }
     }
+    assert!(app.terminate().await.0.success());
 }
 
 crate::on_both_backends!(

@@ -1,135 +1,20 @@
 //! The real binary, as an operator runs it: `emailverify serve` on environment settings,
-//! `emailverify migrate`, refusal of bad settings, a clean stop on SIGTERM, and logs that
-//! hold no token and no full address.
+//! `emailverify migrate`, refusal of bad settings, a clean stop on SIGTERM (within its
+//! deadline, handing back the mail it could not finish), and logs that hold no token and no
+//! full address. The harness is `helpers::process`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use emailverify::grpc::pb::{self, EmailVerificationClient};
-use tokio::process::Command;
+use emailverify::domain::Keyring;
 
-use crate::helpers::{Backend, SmtpSink, fresh_database};
-
-const BIN: &str = env!("CARGO_BIN_EXE_emailverify");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// A running `emailverify serve` process on free loopback ports.
-pub struct Served {
-    pub child: tokio::process::Child,
-    /// Everything the process logs, read as it comes: an unread pipe would fill up and
-    /// stall the process in the middle of a log line.
-    logs: tokio::task::JoinHandle<String>,
-    pub grpc: EmailVerificationClient<tonic::transport::Channel>,
-    pub base: String,
-}
-
-pub async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)]) -> Served {
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{http_port}");
-    let mut cmd = command(&["serve"]);
-    cmd.env("DATABASE_URL", db_url)
-        .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("EMAILVERIFY_PUBLIC_URL", &base)
-        .env("EMAILVERIFY_MAIL_URL", smtp.url())
-        .env("EMAILVERIFY_TOKEN_KEYS", key);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let logs = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&a),
-            String::from_utf8_lossy(&b)
-        )
-    });
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..150 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            ready = r.status() == 200;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the service became ready");
-    let grpc = EmailVerificationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .unwrap();
-    Served {
-        child,
-        logs,
-        grpc,
-        base,
-    }
-}
-
-impl Served {
-    /// SIGTERM, then the exit status and everything the process logged.
-    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().unwrap().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("the service stops within 15s of SIGTERM")
-            .unwrap();
-        (status, self.logs.await.unwrap())
-    }
-}
-
-pub fn token_of(mail: &crate::helpers::ReceivedMail) -> String {
-    mail.text
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn code_of(mail: &crate::helpers::ReceivedMail) -> String {
-    crate::helpers::code_line(&mail.text)
-}
+use crate::helpers::process::{command, run, run_ok, serve};
+use crate::helpers::{Backend, SmtpSink, assert_reason, eventually, free_port, fresh_database};
 
 async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Backend) {
     let db = fresh_database(backend).await;
     let smtp = SmtpSink::start().await;
-    let key = emailverify::domain::Keyring::generate_key_base64();
-    let mut app = serve(
+    let key = Keyring::generate_key_base64();
+    let app = serve(
         &db.url,
         &smtp,
         &key,
@@ -141,89 +26,48 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         ],
     )
     .await;
-    let http = reqwest::Client::new();
-    let wait = Duration::from_secs(15);
 
     // Sign-up, confirmed on the link page.
-    app.grpc
-        .request_verification(pb::RequestVerificationRequest {
-            user_id: "user-1".into(),
-            email: "jane.doe@example.com".into(),
-            locale: "en".into(),
-        })
+    app.request_verification_in("user-1", "jane.doe@example.com", "en")
         .await
         .unwrap();
-    let first = smtp.next_within(wait).await.expect("a mail");
-    let page = http
-        .post(format!("{}/verify", app.base))
-        .form(&[("token", token_of(&first))])
-        .send()
-        .await
-        .unwrap();
+    let first = smtp.next_mail().await;
+    let page = app.post_form("/verify", &app.token_in(&first)).await;
     assert_eq!(page.status(), 200);
-    let status = app
-        .grpc
-        .get_status(pb::GetStatusRequest {
-            user_id: "user-1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(status.email_verified);
+    assert!(app.status("user-1").await.unwrap().email_verified);
 
     // A change: a wrong code, a resend, both steps by code, the notice.
-    app.grpc
-        .request_change(pb::RequestChangeRequest {
-            user_id: "user-1".into(),
-            new_email: "jane.new@example.org".into(),
-            locale: "ne".into(),
-        })
+    app.request_change_in("user-1", "jane.new@example.org", "ne")
         .await
         .unwrap();
-    let step1 = smtp.next_within(wait).await.expect("a mail");
+    let step1 = smtp.next_mail().await;
     let wrong = format!(
         "{:06}",
-        (code_of(&step1).parse::<u32>().unwrap() + 1) % 1_000_000
+        (step1.code().parse::<u32>().unwrap() + 1) % 1_000_000
     );
-    app.grpc
-        .confirm_code(pb::ConfirmCodeRequest {
-            user_id: "user-1".into(),
-            code: wrong.clone(),
-        })
-        .await
-        .unwrap_err();
-    app.grpc
-        .resend(pb::ResendRequest {
-            user_id: "user-1".into(),
-        })
-        .await
-        .unwrap();
-    let step1b = smtp.next_within(wait).await.expect("a mail");
-    app.grpc
-        .confirm_code(pb::ConfirmCodeRequest {
-            user_id: "user-1".into(),
-            code: code_of(&step1b),
-        })
-        .await
-        .unwrap();
-    let step2 = smtp.next_within(wait).await.expect("a mail");
-    app.grpc
-        .confirm_link(pb::ConfirmLinkRequest {
-            token: token_of(&step2),
-        })
-        .await
-        .unwrap();
-    let notice = smtp.next_within(wait).await.expect("the notice");
+    app.confirm_code("user-1", &wrong).await.unwrap_err();
+    app.resend("user-1").await.unwrap();
+    let step1b = smtp.next_mail().await;
+    app.confirm_code("user-1", &step1b.code()).await.unwrap();
+    let step2 = smtp.next_mail().await;
+    app.confirm(&app.token_in(&step2)).await.unwrap();
+    let notice = smtp.next_mail().await;
     assert_eq!(notice.to, vec!["jane.doe@example.com".to_string()]);
-    app.grpc
-        .list_events(pb::ListEventsRequest {
-            user_id: "user-1".into(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap();
+    app.events("user-1", 100, "").await.unwrap();
 
+    let secrets = [
+        "jane.doe@example.com".to_string(),
+        "jane.new@example.org".to_string(),
+        key.clone(),
+        app.token_in(&first),
+        app.token_in(&step1),
+        app.token_in(&step1b),
+        app.token_in(&step2),
+        step1.code(),
+        step1b.code(),
+        step2.code(),
+        wrong,
+    ];
     let (status, logs) = app.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
@@ -234,19 +78,7 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
         logs.contains("j***@example.com"),
         "masked addresses are logged: {logs}"
     );
-    for secret in [
-        "jane.doe@example.com".to_string(),
-        "jane.new@example.org".to_string(),
-        key.clone(),
-        token_of(&first),
-        token_of(&step1),
-        token_of(&step1b),
-        token_of(&step2),
-        code_of(&step1),
-        code_of(&step1b),
-        code_of(&step2),
-        wrong,
-    ] {
+    for secret in secrets {
         assert!(
             !logs.contains(&secret),
             "a secret or full address reached the logs: {secret}"
@@ -260,18 +92,71 @@ async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Ba
     }
 }
 
-async fn migrate_prepares_an_empty_database_on_its_own(backend: Backend) {
+/// On SIGTERM a send that hangs does not keep the process past EMAILVERIFY_SHUTDOWN_TIMEOUT,
+/// and the mail it held is handed back: still pending, unclaimed, and the next process sends
+/// it at once instead of waiting out the lease.
+async fn a_send_hanging_at_sigterm_ends_at_the_shutdown_deadline_and_its_mail_is_handed_back(
+    backend: Backend,
+) {
     let db = fresh_database(backend).await;
-    let out = command(&["migrate"])
-        .env("DATABASE_URL", &db.url)
-        .output()
+    let smtp = SmtpSink::start().await;
+    let key = Keyring::generate_key_base64();
+    let deadline = Duration::from_secs(2);
+    let env = [
+        ("EMAILVERIFY_SHUTDOWN_TIMEOUT", "2s"),
+        // Far longer than the test waits: only a released claim lets the mail go again.
+        ("EMAILVERIFY_MAIL_LEASE", "60s"),
+    ];
+    smtp.hang_after_data();
+    let app = serve(&db.url, &smtp, &key, &env).await;
+    app.request_verification("user-1", "jane@example.com")
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    eventually(
+        "the send is in flight and hangs",
+        Duration::from_secs(15),
+        async || (smtp.hanging_sends() == 1).then_some(()),
+    )
+    .await;
+    let held = "outbox WHERE state = 'pending' AND claimed_by IS NOT NULL";
+    assert_eq!(app.count(held).await, 1, "the worker holds the mail");
+
+    // The send cannot finish (the SMTP client would wait far longer than the deadline).
+    let first_base = app.http_base.clone();
+    let stopped = std::time::Instant::now();
+    app.terminate_within(deadline + Duration::from_secs(5))
+        .await;
+    eprintln!("stopped {:?} after SIGTERM", stopped.elapsed());
+
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let handed_back = crate::helpers::count(
+        &conn,
+        "outbox WHERE state = 'pending' AND claimed_by IS NULL AND claimed_until IS NULL",
+    )
+    .await;
+    assert_eq!(
+        handed_back,
+        1,
+        "the unfinished mail's claim was released: {:#?}",
+        crate::helpers::outbox_picture(&db.url).await
     );
+    assert_eq!(smtp.hanging_sends(), 1);
+
+    // Another process sends it at once, long before the lease would have run out.
+    smtp.up();
+    let next = serve(&db.url, &smtp, &key, &env).await;
+    let mail = smtp.next_mail().await;
+    assert_eq!(mail.to, vec!["jane@example.com".to_string()]);
+    // Its link was minted by the first process, on that process's public URL.
+    next.confirm(&mail.token(&first_base))
+        .await
+        .expect("the handed-back mail's link works");
+    assert!(next.terminate().await.0.success());
+}
+
+async fn migrate_prepares_an_empty_database_on_its_own(backend: Backend) {
+    let db = fresh_database(backend).await;
+    run_ok(command(&["migrate"]).env("DATABASE_URL", &db.url)).await;
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     use sea_orm::ConnectionTrait;
     for table in ["users", "flows", "tokens", "outbox", "events"] {
@@ -280,12 +165,7 @@ async fn migrate_prepares_an_empty_database_on_its_own(backend: Backend) {
             .unwrap();
     }
     // Running it again is a no-op.
-    let again = command(&["migrate"])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .unwrap();
-    assert!(again.status.success());
+    run_ok(command(&["migrate"]).env("DATABASE_URL", &db.url)).await;
 }
 
 async fn a_bad_setting_stops_the_start_and_is_named(backend: Backend) {
@@ -295,22 +175,19 @@ async fn a_bad_setting_stops_the_start_and_is_named(backend: Backend) {
         ("EMAILVERIFY_TOKEN_KEYS", "c2hvcnQ="),
         ("EMAILVERIFY_MAIL_URL", "carrier-pigeon://coop"),
     ] {
-        let out = command(&["serve"])
+        let out = run(command(&["serve"])
             .env("DATABASE_URL", &db.url)
-            .env(var, value)
-            .output()
-            .await
-            .unwrap();
+            .env(var, value))
+        .await;
         assert!(!out.status.success(), "{var}={value} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(var), "{var} not named in: {stderr}");
+        assert!(
+            out.stderr.contains(var),
+            "{var} not named in: {}",
+            out.stderr
+        );
     }
     // The same settings as flags.
-    let out = command(&["serve", "--verify-ttl", "banana"])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .unwrap();
+    let out = run(command(&["serve", "--verify-ttl", "banana"]).env("DATABASE_URL", &db.url)).await;
     assert!(!out.status.success());
 }
 
@@ -322,34 +199,32 @@ async fn two_processes_on_one_postgres_share_the_rate_limits() {
     }
     let db = fresh_database(Backend::Postgres).await;
     let smtp = SmtpSink::start().await;
-    let key = emailverify::domain::Keyring::generate_key_base64();
+    let key = Keyring::generate_key_base64();
     let limits = [
         ("EMAILVERIFY_LIMIT_PER_RECIPIENT", "3/1h"),
         ("EMAILVERIFY_LIMIT_PER_USER", "2/1h"),
     ];
-    let mut a = serve(&db.url, &smtp, &key, &limits).await;
-    let mut b = serve(&db.url, &smtp, &key, &limits).await;
-    let ask = |user: &str| pb::RequestVerificationRequest {
-        user_id: user.into(),
-        email: "victim@example.com".into(),
-        locale: String::new(),
-    };
+    let a = serve(&db.url, &smtp, &key, &limits).await;
+    let b = serve(&db.url, &smtp, &key, &limits).await;
+    let victim = "victim@example.com";
     // Per recipient: 3 mails in an hour, across both processes.
-    a.grpc.request_verification(ask("u1")).await.unwrap();
-    b.grpc.request_verification(ask("u2")).await.unwrap();
-    a.grpc.request_verification(ask("u3")).await.unwrap();
-    let refused = b.grpc.request_verification(ask("u4")).await.unwrap_err();
-    crate::helpers::assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
+    a.request_verification("u1", victim).await.unwrap();
+    b.request_verification("u2", victim).await.unwrap();
+    a.request_verification("u3", victim).await.unwrap();
+    let refused = b.request_verification("u4", victim).await.unwrap_err();
+    assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
     // Per user: 2 requests in an hour, across both processes.
-    let other = |n: u32| pb::RequestVerificationRequest {
-        user_id: "same-user".into(),
-        email: format!("x{n}@example.com"),
-        locale: String::new(),
-    };
-    a.grpc.request_verification(other(1)).await.unwrap();
-    b.grpc.request_verification(other(2)).await.unwrap();
-    let refused = a.grpc.request_verification(other(3)).await.unwrap_err();
-    crate::helpers::assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
+    a.request_verification("same-user", "x1@example.com")
+        .await
+        .unwrap();
+    b.request_verification("same-user", "x2@example.com")
+        .await
+        .unwrap();
+    let refused = a
+        .request_verification("same-user", "x3@example.com")
+        .await
+        .unwrap_err();
+    assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
     assert!(a.terminate().await.0.success());
     assert!(b.terminate().await.0.success());
 }
@@ -379,19 +254,14 @@ async fn outbox_retry_dead_gives_dead_mails_a_fresh_link(backend: Backend) {
         .unwrap();
     app.eventually_count("outbox WHERE state = 'dead'", 3).await;
 
-    let out = command(&["outbox", "retry-dead"])
-        .env("DATABASE_URL", app_db_url(&app))
-        .env("EMAILVERIFY_TOKEN_KEYS", &key)
-        .env("EMAILVERIFY_PUBLIC_URL", &app.http_base)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = run_ok(
+        command(&["outbox", "retry-dead"])
+            .env("DATABASE_URL", &app.db_url)
+            .env("EMAILVERIFY_TOKEN_KEYS", &key)
+            .env("EMAILVERIFY_PUBLIC_URL", &app.http_base),
+    )
+    .await
+    .stdout;
     assert!(said.contains("sent 2 fresh link(s), left 1 dead"), "{said}");
 
     // The running service delivers the fresh links; they work.
@@ -408,26 +278,14 @@ async fn outbox_retry_dead_gives_dead_mails_a_fresh_link(backend: Backend) {
     app.assert_no_mail().await;
 }
 
-fn app_db_url(app: &crate::helpers::TestApp) -> String {
-    app.db_url.clone()
-}
-
 async fn migrate_status_lists_applied_and_pending_migrations(backend: Backend) {
     let db = fresh_database(backend).await;
-    let status = |db_url: String| async move {
-        let out = command(&["migrate", "--status"])
-            .env("DATABASE_URL", db_url)
-            .output()
+    let status = async || {
+        run_ok(command(&["migrate", "--status"]).env("DATABASE_URL", &db.url))
             .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+            .stdout
     };
-    let before = status(db.url.clone()).await;
+    let before = status().await;
     assert_eq!(
         before
             .lines()
@@ -436,16 +294,8 @@ async fn migrate_status_lists_applied_and_pending_migrations(backend: Backend) {
         3,
         "{before}"
     );
-    assert!(
-        command(&["migrate"])
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
-    let after = status(db.url.clone()).await;
+    run_ok(command(&["migrate"]).env("DATABASE_URL", &db.url)).await;
+    let after = status().await;
     assert_eq!(
         after
             .lines()
@@ -462,15 +312,7 @@ async fn migrate_status_lists_applied_and_pending_migrations(backend: Backend) {
 async fn the_newest_schema_accepts_the_first_releases_writes(backend: Backend) {
     use sea_orm::ConnectionTrait;
     let db = fresh_database(backend).await;
-    assert!(
-        command(&["migrate"])
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
+    run_ok(command(&["migrate"]).env("DATABASE_URL", &db.url)).await;
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     for sql in [
         "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) VALUES ('u', 'a@b.co', false, NULL, 1, 1)",
@@ -488,24 +330,15 @@ async fn the_newest_schema_accepts_the_first_releases_writes(backend: Backend) {
 async fn check_config_passes_a_good_set_up_and_names_what_is_broken(backend: Backend) {
     let db = fresh_database(backend).await;
     let smtp = SmtpSink::start().await;
-    let key = emailverify::domain::Keyring::generate_key_base64();
-    let check = |extra: Vec<(&'static str, String)>| {
+    let key = Keyring::generate_key_base64();
+    let check = || {
         let mut cmd = command(&["check-config"]);
         cmd.env("DATABASE_URL", &db.url)
             .env("EMAILVERIFY_MAIL_URL", smtp.url())
             .env("EMAILVERIFY_TOKEN_KEYS", &key);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        async move { cmd.output().await.unwrap() }
+        cmd
     };
-    let good = check(vec![]).await;
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
-    let said = String::from_utf8_lossy(&good.stdout);
+    let said = run_ok(&mut check()).await.stdout;
     assert!(
         said.contains("ok   settings")
             && said.contains("ok   database")
@@ -522,10 +355,9 @@ async fn check_config_passes_a_good_set_up_and_names_what_is_broken(backend: Bac
             "postgres://postgres@127.0.0.1:1/nowhere".to_string(),
         ),
     ] {
-        let out = check(vec![(var, value.clone())]).await;
+        let out = run(check().env(var, &value)).await;
         assert!(!out.status.success(), "{var}={value} passed");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(var), "{var} not named: {stderr}");
+        assert!(out.stderr.contains(var), "{var} not named: {}", out.stderr);
     }
 }
 
@@ -533,23 +365,17 @@ async fn check_config_passes_a_good_set_up_and_names_what_is_broken(backend: Bac
 #[tokio::test]
 async fn without_token_keys_every_start_warns_that_a_generated_key_is_used() {
     let dir = tempfile::tempdir().unwrap();
-    for run in ["first", "second"] {
-        let out = command(&["check-config"])
-            .current_dir(dir.path())
-            .env("EMAILVERIFY_LOG_FORMAT", "json")
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let logged = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+    for start in ["first", "second"] {
+        let out = run_ok(
+            command(&["check-config"])
+                .current_dir(dir.path())
+                .env("EMAILVERIFY_LOG_FORMAT", "json"),
+        )
+        .await;
+        let logged = out.stdout + &out.stderr;
         assert!(
             logged.contains("EMAILVERIFY_TOKEN_KEYS is unset"),
-            "{run} run did not warn: {logged}"
+            "{start} start did not warn: {logged}"
         );
     }
     assert!(dir.path().join("data/token.key").exists());
@@ -561,6 +387,7 @@ crate::on_both_backends!(
     check_config_passes_a_good_set_up_and_names_what_is_broken,
     outbox_retry_dead_gives_dead_mails_a_fresh_link,
     the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm,
+    a_send_hanging_at_sigterm_ends_at_the_shutdown_deadline_and_its_mail_is_handed_back,
     migrate_prepares_an_empty_database_on_its_own,
     a_bad_setting_stops_the_start_and_is_named,
 );

@@ -7,11 +7,14 @@ pub struct Model {
     pub event_id: i64,
     pub user_id: String,
     pub flow_id: Option<String>,
+    /// Written only from `domain::EventType`; read back as text, so a replica never
+    /// fails to list an event type that a newer replica added.
     pub event_type: String,
     pub masked_address: String,
     pub detail: String,
     pub at: i64,
-    /// Who caused it: `api`, `api:<token #>`, `mtls:<subject>`, `link-page`, `worker`.
+    /// Who caused it: `api` (a gRPC caller; `api mtls:<certificate fingerprint>` under
+    /// mutual TLS), `link-page`, `mail-worker`, or empty for `emailverify outbox retry-dead`.
     pub actor: String,
     pub request_id: String,
 }

@@ -1,14 +1,17 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{FlowKind, FlowState, FlowStep};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "flows")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub flow_id: String,
     pub user_id: String,
-    pub kind: String,
-    pub step: String,
-    pub state: String,
+    pub kind: FlowKind,
+    /// The step whose link is current (DONE once the flow completed).
+    pub step: FlowStep,
+    pub state: FlowState,
     pub new_email: String,
     pub old_email: Option<String>,
     pub locale: String,

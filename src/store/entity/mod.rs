@@ -1,5 +1,5 @@
-//! One sea-orm entity per table. Columns mirror `migrations/`; enums are stored as the
-//! short strings of `domain::flow`, times as Unix milliseconds.
+//! One sea-orm entity per table. Columns mirror `migrations/`; enums are the
+//! `stored_enum!`s of `domain` (short strings in the database), times as Unix milliseconds.
 
 pub mod event;
 pub mod flow;

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{MailState, Template};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "outbox")]
 pub struct Model {
@@ -8,15 +10,14 @@ pub struct Model {
     pub mail_id: String,
     pub user_id: String,
     pub flow_id: Option<String>,
-    pub template: String,
+    pub template: Template,
     pub recipient: String,
     pub locale: String,
     /// Non-secret template parameters, JSON.
     pub params: String,
     /// The link, AEAD-sealed; NULL once the mail is sent or dead.
     pub sealed_link: Option<String>,
-    /// `pending`, `sent` or `dead`.
-    pub state: String,
+    pub state: MailState,
     pub attempts: i32,
     pub next_attempt_at: i64,
     pub claimed_until: Option<i64>,

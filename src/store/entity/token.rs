@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{FlowStep, TokenState};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tokens")]
 pub struct Model {
@@ -7,9 +9,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub digest: String,
     pub flow_id: String,
-    pub step: String,
-    /// `live`, `used` or `superseded`.
-    pub state: String,
+    pub step: FlowStep,
+    pub state: TokenState,
     pub expires_at: i64,
     pub created_at: i64,
     pub used_at: Option<i64>,

@@ -1,24 +1,37 @@
 //! The test harness: a real server (gRPC + HTTP on random loopback ports), a fresh
 //! database per test (SQLite temp file, or a new database on PostgreSQL), a real SMTP sink,
 //! and a clock the test can move forward.
+//!
+//! One helper per job:
+//! - a running service, in-process ([`TestApp`]) or the real binary
+//!   ([`process::Served`]), is reached through one [`Service`]: the RPCs, the pages, the
+//!   database (`count`, `eventually_count`), the mails' links (`link_in`, `token_in`);
+//! - what arrives by mail: [`SmtpSink`] (`next_mail`, `assert_no_mail`, `receive` for many),
+//!   and a mail's link, token and code: [`ReceivedMail`];
+//! - waiting for something to hold: [`eventually`] (bounded in time and tries);
+//! - a free loopback port: [`free_port`];
+//! - PostgreSQL, and what a missing one means: [`postgres`];
+//! - `TEST_LOG=1` shows the service's logs in a failing test's output.
 
+pub mod postgres;
+pub mod process;
 pub mod smtp;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use emailverify::core::clock::ShiftedClock;
+use emailverify::clock::ShiftedClock;
 use emailverify::grpc::pb::{self, EmailVerificationClient};
 use emailverify::settings::{Config, Settings};
 use emailverify::startup::Application;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::net::TcpListener;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-pub use smtp::{ReceivedMail, SmtpSink};
+pub use postgres::{postgres_admin_url, postgres_available};
+pub use smtp::{Inbox, ReceivedMail, SmtpSink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -26,7 +39,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// Runs each named `async fn(Backend)` once per database backend.
+/// Runs each named `async fn(Backend)` once per database backend. A PostgreSQL case without
+/// a PostgreSQL fails under `CI=true` and is otherwise skipped and said (see [`postgres`]).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),+ $(,)?) => {
@@ -47,51 +61,6 @@ macro_rules! on_both_backends {
             )+
         }
     };
-}
-
-/// The server the Postgres tests create their databases on: `TEST_DATABASE_URL`, else a
-/// testcontainers Postgres when Docker exists. Under `CI=true` its absence fails the test.
-pub async fn postgres_admin_url() -> Option<String> {
-    static URL: OnceCell<Option<String>> = OnceCell::const_new();
-    URL.get_or_init(|| async {
-        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
-            return Some(url);
-        }
-        if let Some(url) = container_url().await {
-            return Some(url);
-        }
-        None
-    })
-    .await
-    .clone()
-}
-
-async fn container_url() -> Option<String> {
-    use testcontainers_modules::postgres::Postgres;
-    use testcontainers_modules::testcontainers::runners::AsyncRunner;
-    static CONTAINER: OnceCell<
-        Option<testcontainers_modules::testcontainers::ContainerAsync<Postgres>>,
-    > = OnceCell::const_new();
-    let c = CONTAINER
-        .get_or_init(|| async { Postgres::default().start().await.ok() })
-        .await
-        .as_ref()?;
-    let port = c.get_host_port_ipv4(5432).await.ok()?;
-    Some(format!(
-        "postgres://postgres:postgres@127.0.0.1:{port}/postgres"
-    ))
-}
-
-pub async fn postgres_available() -> bool {
-    if postgres_admin_url().await.is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-        "CI=true but no PostgreSQL: set TEST_DATABASE_URL (see .ci/run)"
-    );
-    eprintln!("skipping the PostgreSQL case: no TEST_DATABASE_URL and no Docker engine");
-    false
 }
 
 /// A fresh, empty database for one test.
@@ -122,17 +91,14 @@ pub async fn fresh_database(backend: Backend) -> TestDb {
             let name = format!("ev_{}", uuid::Uuid::new_v4().simple());
             let conn = Database::connect(&admin)
                 .await
-                .expect("connect to TEST_DATABASE_URL");
+                .expect("connect to the PostgreSQL server");
             conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
                 .await
                 .unwrap();
             conn.close().await.ok();
             let mut url = url::Url::parse(&admin).unwrap();
             url.set_path(&format!("/{name}"));
-            TestDb {
-                url: url.to_string(),
-                _dir: None,
-            }
+            TestDb::at(url.to_string())
         }
     }
 }
@@ -160,87 +126,49 @@ pub fn test_settings(db: &TestDb, smtp: &SmtpSink) -> Settings {
     }
 }
 
-pub struct TestApp {
-    /// The database's name on the Postgres server (empty for SQLite).
-    pub db_name: String,
+/// A running service as a test sees it, wherever it runs (in this process or as the
+/// binary): its gRPC API, its pages and its database.
+pub struct Service {
     pub grpc: EmailVerificationClient<Channel>,
     pub grpc_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
+    /// The public URL: the HTTP port, where the mails' links point.
     pub http_base: String,
     pub db: DatabaseConnection,
     pub db_url: String,
-    pub smtp: Arc<SmtpSink>,
-    pub clock: ShiftedClock,
-    stop: CancellationToken,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _db: TestDb,
+    /// The database's name on the PostgreSQL server (empty for SQLite).
+    pub db_name: String,
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |_| {}).await
-}
-
-/// Spawns the app after `tweak` adjusts its settings.
-pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = fresh_database(backend).await;
-    let smtp = SmtpSink::start().await;
-    let mut settings = test_settings(&db, &smtp);
-    tweak(&mut settings);
-    start(db, smtp, settings, ShiftedClock::default()).await
-}
-
-/// Starts an application on `settings` (used again to restart on the same database).
-pub async fn start(
-    db: TestDb,
-    smtp: Arc<SmtpSink>,
-    settings: Settings,
-    clock: ShiftedClock,
-) -> TestApp {
-    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc_listener.local_addr().unwrap();
-    let http_base = format!("http://{}", http_listener.local_addr().unwrap());
-    let mut config: Config = settings.resolve().expect("test settings are valid");
-    config.policy.public_url = http_base.clone();
-    let app = Application::build_on(
-        config,
-        Arc::new(clock.clone()),
-        grpc_listener,
-        http_listener,
-    )
-    .await
-    .expect("the application starts");
-    let stop = app.stop_handle();
-    let server = tokio::spawn(app.run_until_stopped());
-    // Lazy: an app serving TLS is reached through the test's own TLS channel instead.
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .unwrap()
-        .connect_lazy();
-    let db_conn = Database::connect(&db.url).await.unwrap();
-    TestApp {
-        db_name: url::Url::parse(&db.url)
-            .ok()
-            .filter(|u| u.scheme().starts_with("postgres"))
-            .map(|u| u.path().trim_start_matches('/').to_string())
-            .unwrap_or_default(),
-        grpc: EmailVerificationClient::new(channel),
-        grpc_addr,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        http_base,
-        db: db_conn,
-        db_url: db.url.clone(),
-        smtp,
-        clock,
-        stop,
-        server: Some(server),
-        _db: db,
+impl Service {
+    /// Reaches a service; the gRPC channel connects lazily (an app serving TLS is reached
+    /// through the test's own TLS channel instead).
+    pub async fn connect(
+        grpc_addr: std::net::SocketAddr,
+        http_base: String,
+        db_url: String,
+    ) -> Self {
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect_lazy();
+        Self {
+            grpc: EmailVerificationClient::new(channel),
+            grpc_addr,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            http_base,
+            db: Database::connect(&db_url).await.unwrap(),
+            db_name: url::Url::parse(&db_url)
+                .ok()
+                .filter(|u| u.scheme().starts_with("postgres"))
+                .map(|u| u.path().trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            db_url,
+        }
     }
-}
 
-impl TestApp {
     /// A fresh channel to the gRPC port (for the health and reflection clients).
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))
@@ -250,53 +178,14 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The next mail the SMTP sink receives (waits, never sleeps a fixed time).
-    pub async fn next_mail(&self) -> ReceivedMail {
-        self.smtp
-            .next_within(Duration::from_secs(15))
-            .await
-            .expect("a mail arrives within 15s")
-    }
-
-    /// Asserts that no further mail arrives for a short while.
-    pub async fn assert_no_mail(&self) {
-        if let Some(m) = self.smtp.next_within(Duration::from_millis(700)).await {
-            panic!("unexpected mail to {:?}: {}", m.to, m.subject);
-        }
-    }
-
-    /// The confirmation link of a mail (text part); it must point at our HTTP port.
+    /// The confirmation link of a mail; it must point at this service's HTTP port.
     pub fn link_in(&self, mail: &ReceivedMail) -> String {
-        let link = linkify::LinkFinder::new()
-            .links(&mail.text)
-            .map(|l| l.as_str().to_string())
-            .find(|l| l.contains("/verify?token="))
-            .unwrap_or_else(|| panic!("no link in mail: {}", mail.text));
-        assert!(
-            link.starts_with(&format!("{}/verify?token=", self.http_base)),
-            "{link}"
-        );
-        link
+        mail.link(&self.http_base)
     }
 
+    /// The token of a mail's link (which must point at this service).
     pub fn token_in(&self, mail: &ReceivedMail) -> String {
-        let link = self.link_in(mail);
-        link.split("token=").nth(1).unwrap().to_string()
-    }
-
-    /// The 6-digit code printed in a link mail.
-    pub fn code_in(&self, mail: &ReceivedMail) -> String {
-        let after = mail
-            .text
-            .split("code in the app: ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no code in mail: {}", mail.text));
-        let code: String = after.chars().take(6).collect();
-        assert!(
-            code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
-            "{code:?}"
-        );
-        code
+        mail.token(&self.http_base)
     }
 
     pub async fn confirm_code(
@@ -336,24 +225,44 @@ impl TestApp {
         user: &str,
         email: &str,
     ) -> Result<pb::Flow, tonic::Status> {
+        self.request_verification_in(user, email, "").await
+    }
+
+    /// RequestVerification with a locale tag.
+    pub async fn request_verification_in(
+        &self,
+        user: &str,
+        email: &str,
+        locale: &str,
+    ) -> Result<pb::Flow, tonic::Status> {
         self.grpc
             .clone()
             .request_verification(pb::RequestVerificationRequest {
                 user_id: user.into(),
                 email: email.into(),
-                locale: String::new(),
+                locale: locale.into(),
             })
             .await
             .map(|r| r.into_inner().flow.expect("a flow"))
     }
 
     pub async fn request_change(&self, user: &str, email: &str) -> Result<pb::Flow, tonic::Status> {
+        self.request_change_in(user, email, "").await
+    }
+
+    /// RequestChange with a locale tag.
+    pub async fn request_change_in(
+        &self,
+        user: &str,
+        email: &str,
+        locale: &str,
+    ) -> Result<pb::Flow, tonic::Status> {
         self.grpc
             .clone()
             .request_change(pb::RequestChangeRequest {
                 user_id: user.into(),
                 new_email: email.into(),
-                locale: String::new(),
+                locale: locale.into(),
             })
             .await
             .map(|r| r.into_inner().flow.expect("a flow"))
@@ -399,17 +308,6 @@ impl TestApp {
             .map(|_| ())
     }
 
-    /// Sign-up completed: requests, reads the mail, confirms. Returns the confirmation.
-    pub async fn verified_user(&self, user: &str, email: &str) -> pb::ConfirmLinkResponse {
-        self.request_verification(user, email)
-            .await
-            .expect("request accepted");
-        let mail = self.next_mail().await;
-        self.confirm(&self.token_in(&mail))
-            .await
-            .expect("confirmation accepted")
-    }
-
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.http_base))
@@ -427,30 +325,35 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Number of rows in a table (to prove that a refused request wrote nothing).
-    pub async fn count(&self, table: &str) -> i64 {
-        let row = self
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                self.db.get_database_backend(),
-                format!("SELECT COUNT(*) AS n FROM {table}"),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<i64>("", "n").unwrap()
+    /// The `/metrics` page, as Prometheus scrapes it.
+    pub async fn metrics(&self) -> String {
+        let resp = self.get("/metrics").await;
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        resp.text().await.unwrap()
+    }
+
+    /// Number of rows in a table, with an optional `WHERE` (to prove that a refused request
+    /// wrote nothing, or what the worker recorded).
+    pub async fn count(&self, table_where: &str) -> i64 {
+        count(&self.db, table_where).await
     }
 
     /// Waits (bounded) until `count(table_where)` is `n`, for what the mail worker records
     /// right after a delivery.
     pub async fn eventually_count(&self, table_where: &str, n: i64) {
-        for _ in 0..100 {
-            if self.count(table_where).await == n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let reached = poll_until(Duration::from_secs(5), async || {
+            (self.count(table_where).await == n).then_some(())
+        })
+        .await;
+        if reached.is_none() {
+            assert_eq!(self.count(table_where).await, n, "{table_where}");
         }
-        assert_eq!(self.count(table_where).await, n, "{table_where}");
     }
 
     /// Every table's rows rendered as text, to search for secrets.
@@ -466,6 +369,95 @@ impl TestApp {
             event::Entity::find().all(&self.db).await.unwrap(),
         )
     }
+}
+
+/// The application running inside the test process, on the test's runtime.
+pub struct TestApp {
+    pub service: Service,
+    pub smtp: Arc<SmtpSink>,
+    pub clock: ShiftedClock,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _db: TestDb,
+}
+
+/// `app.request_verification(..)`, `app.count(..)`, `app.grpc`, …: what every running
+/// service offers.
+impl std::ops::Deref for TestApp {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns the app after `tweak` adjusts its settings.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let mut settings = test_settings(&db, &smtp);
+    tweak(&mut settings);
+    start(db, smtp, settings, ShiftedClock::default()).await
+}
+
+/// Starts an application on `settings` (used again to restart on the same database).
+pub async fn start(
+    db: TestDb,
+    smtp: Arc<SmtpSink>,
+    settings: Settings,
+    clock: ShiftedClock,
+) -> TestApp {
+    init_test_logs();
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc_listener.local_addr().unwrap();
+    let http_base = format!("http://{}", http_listener.local_addr().unwrap());
+    let mut config: Config = settings.resolve().expect("test settings are valid");
+    config.policy.public_url = http_base.clone();
+    let app = Application::build_on(
+        config,
+        Arc::new(clock.clone()),
+        grpc_listener,
+        http_listener,
+    )
+    .await
+    .expect("the application starts");
+    let stop = app.stop_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        service: Service::connect(grpc_addr, http_base, db.url.clone()).await,
+        smtp,
+        clock,
+        stop,
+        server: Some(server),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    /// The next mail the SMTP sink receives (waits, never sleeps a fixed time).
+    pub async fn next_mail(&self) -> ReceivedMail {
+        self.smtp.next_mail().await
+    }
+
+    /// Asserts that no further mail arrives for a short while.
+    pub async fn assert_no_mail(&self) {
+        self.smtp.assert_no_mail().await
+    }
+
+    /// Sign-up completed: requests, reads the mail, confirms. Returns the confirmation.
+    pub async fn verified_user(&self, user: &str, email: &str) -> pb::ConfirmLinkResponse {
+        self.request_verification(user, email)
+            .await
+            .expect("request accepted");
+        let mail = self.next_mail().await;
+        self.confirm(&self.token_in(&mail))
+            .await
+            .expect("confirmation accepted")
+    }
 
     /// Stops the server and waits for it to finish; returns the database to reuse.
     pub async fn stop(mut self) -> (TestDb, Arc<SmtpSink>) {
@@ -473,13 +465,7 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.await.unwrap().unwrap();
         }
-        let db = std::mem::replace(
-            &mut self._db,
-            TestDb {
-                url: String::new(),
-                _dir: None,
-            },
-        );
+        let db = std::mem::replace(&mut self._db, TestDb::at(String::new()));
         (db, self.smtp.clone())
     }
 }
@@ -490,21 +476,124 @@ impl Drop for TestApp {
     }
 }
 
-/// Sends sign-ups `user-<i>` / `u<i>@example.com` for i in 0..n, spread over `clients`,
-/// `concurrency` at a time, and asserts every one was accepted.
+/// Whether `TEST_LOG` asks for the service's logs.
+pub fn test_log() -> bool {
+    std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// With `TEST_LOG` set, the in-process service logs into the output libtest captures for
+/// each test (shown when the test fails, or with `--nocapture`): the runtime's threads of a
+/// test inherit its capture. `RUST_LOG` filters as in the service. Installed once.
+fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if test_log() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Calls `check` until it gives `Some` (every 50 ms, for at most `within`).
+pub async fn poll_until<T>(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    // Bounded in time by the deadline, in tries by the pause between them.
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, check()).await {
+            Ok(Some(v)) => return Some(v),
+            Ok(None) if !left.is_zero() => {
+                tokio::time::sleep(Duration::from_millis(50).min(left)).await
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Waits until `check` gives `Some` (bounded by `within`); fails naming `what` otherwise.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    poll_until(within, check)
+        .await
+        .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
+}
+
+/// A loopback port that was free a moment ago (for a process that binds it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Number of rows in a table, with an optional `WHERE`, on any connection.
+pub async fn count(db: &DatabaseConnection, table_where: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table_where}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// The outbox grouped by state, attempts, claim and last error: what a failing delivery
+/// test shows.
+pub async fn outbox_picture(db_url: &str) -> Vec<String> {
+    use sea_orm::Statement;
+    let conn = Database::connect(db_url).await.unwrap();
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT state, attempts, claimed_by IS NULL AS unclaimed, last_error, COUNT(*) AS n FROM outbox GROUP BY state, attempts, claimed_by IS NULL, last_error".to_string(),
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} attempts={} unclaimed={:?} err={:?} n={}",
+                r.try_get::<String>("", "state").unwrap(),
+                r.try_get::<i32>("", "attempts").unwrap(),
+                r.try_get::<bool>("", "unclaimed").ok(),
+                r.try_get::<Option<String>>("", "last_error").unwrap(),
+                r.try_get::<i64>("", "n").unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The `i`-th sign-up of a load: `user-<i>` with `u<i>@example.com`.
+pub fn sign_up(i: usize) -> pb::RequestVerificationRequest {
+    pb::RequestVerificationRequest {
+        user_id: format!("user-{i}"),
+        email: format!("u{i}@example.com"),
+        locale: String::new(),
+    }
+}
+
+/// Sends sign-ups 0..n, spread over `clients`, `concurrency` at a time, and asserts every
+/// one was accepted.
 pub async fn sign_ups(clients: &[EmailVerificationClient<Channel>], n: usize, concurrency: usize) {
     use futures::StreamExt;
     let results: Vec<_> = futures::stream::iter(0..n)
         .map(|i| {
             let mut grpc = clients[i % clients.len()].clone();
-            async move {
-                grpc.request_verification(pb::RequestVerificationRequest {
-                    user_id: format!("user-{i}"),
-                    email: format!("u{i}@example.com"),
-                    locale: String::new(),
-                })
-                .await
-            }
+            async move { grpc.request_verification(sign_up(i)).await }
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -514,6 +603,13 @@ pub async fn sign_ups(clients: &[EmailVerificationClient<Channel>], n: usize, co
     }
 }
 
+/// The value of one series (`name{labels}` as exported) on a `/metrics` page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+}
+
 /// The `Retry-After` of a 429 page, in seconds.
 pub fn retry_after_secs(resp: &reqwest::Response) -> u64 {
     resp.headers()["retry-after"]
@@ -521,16 +617,6 @@ pub fn retry_after_secs(resp: &reqwest::Response) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-/// The code of a link mail, in any locale: the line that ends in `: ` and six digits.
-pub fn code_line(text: &str) -> String {
-    text.lines()
-        .filter_map(|l| l.trim_end().rsplit_once(": "))
-        .map(|(_, tail)| tail)
-        .find(|tail| tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or_else(|| panic!("no code in mail: {text}"))
-        .to_string()
 }
 
 /// Asserts the gRPC code and the contract's ErrorInfo reason (domain `emailverify`).

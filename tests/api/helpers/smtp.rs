@@ -1,10 +1,20 @@
 //! A real SMTP server on loopback for the tests: lettre speaks SMTP to it, it parses each
 //! message and pushes it into a channel the test reads (svix's TestReceiver pattern).
-//! `down()` closes the listening socket and every open session, so connections are
-//! refused like a mail server that is off; `up()` listens on the same port again.
+//!
+//! Besides accepting mail it plays the failures a mail server has:
+//! - `down()` closes the listening socket and every open session, so connections are
+//!   refused like a mail server that is off; `up()` listens on the same port again;
+//! - `drop_connections()` accepts each connection and closes it before the greeting (a port
+//!   that answers with nothing behind it, e.g. a load balancer without a healthy backend),
+//!   and counts them: a test can prove that a worker kept trying during an outage;
+//! - `hang_after_data()` takes each message but never answers its final `.`: the send hangs
+//!   until the client gives up (or goes away), and `hanging_sends()` counts them;
+//! - `reply_next(..)` answers the next messages with scripted replies (4xx, 5xx).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mail_parser::MessageParser;
@@ -22,27 +32,119 @@ pub struct ReceivedMail {
     pub message_id: String,
 }
 
+impl ReceivedMail {
+    /// The confirmation link of the mail's text part (linkify); it must point at `base`, the
+    /// public URL of the service that wrote the mail.
+    pub fn link(&self, base: &str) -> String {
+        let link = linkify::LinkFinder::new()
+            .links(&self.text)
+            .map(|l| l.as_str().to_string())
+            .find(|l| l.contains("/verify?token="))
+            .unwrap_or_else(|| panic!("no link in mail: {}", self.text));
+        assert!(link.starts_with(&format!("{base}/verify?token=")), "{link}");
+        link
+    }
+
+    /// The token of the mail's confirmation link (which must point at `base`).
+    pub fn token(&self, base: &str) -> String {
+        let link = self.link(base);
+        let (_, token) = link.split_once("token=").expect("a token parameter");
+        token.to_string()
+    }
+
+    /// The six-digit code of a link mail, in any locale: the line that ends in `: ` and six
+    /// digits.
+    pub fn code(&self) -> String {
+        self.text
+            .lines()
+            .filter_map(|l| l.trim_end().rsplit_once(": "))
+            .map(|(_, tail)| tail)
+            .find(|tail| tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or_else(|| panic!("no code in mail: {}", self.text))
+            .to_string()
+    }
+}
+
+/// Mails as they arrived: each distinct Message-ID once, in order, and how often each came.
+#[derive(Default)]
+pub struct Inbox {
+    pub mails: Vec<ReceivedMail>,
+    pub times: HashMap<String, u32>,
+}
+
+impl Inbox {
+    /// Deliveries beyond the first of each mail.
+    pub fn duplicates(&self) -> u32 {
+        self.times.values().map(|n| n - 1).sum()
+    }
+
+    fn take(&mut self, mail: ReceivedMail) {
+        let times = self.times.entry(mail.message_id.clone()).or_default();
+        if *times == 0 {
+            self.mails.push(mail);
+        }
+        *times += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    Down,
+    DropConnections,
+    HangAfterData,
+}
+
+impl Mode {
+    /// Whether open sessions end when the sink enters this mode: an outage cuts the
+    /// connections a client pools, or it would not see the outage.
+    fn cuts_sessions(self) -> bool {
+        matches!(self, Mode::Down | Mode::DropConnections)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicUsize,
+    hanging: AtomicUsize,
+}
+
 pub struct SmtpSink {
     pub addr: SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     rx: Mutex<mpsc::UnboundedReceiver<ReceivedMail>>,
     /// Replies to give at the end of the next DATA commands instead of 250.
-    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    script: Arc<std::sync::Mutex<VecDeque<String>>>,
+    counters: Arc<Counters>,
 }
+
+/// How long `next_mail` waits for a mail.
+const MAIL_WAIT: Duration = Duration::from_secs(15);
+/// How long a quiet moment lasts for `assert_no_mail`.
+const QUIET: Duration = Duration::from_millis(700);
 
 impl SmtpSink {
     pub async fn start() -> Arc<Self> {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (up, up_rx) = watch::channel(true);
-        let script = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        tokio::spawn(serve(listener, addr, up_rx, tx, script.clone()));
+        let (mode, mode_rx) = watch::channel(Mode::Up);
+        let script = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(serve(
+            listener,
+            addr,
+            mode_rx,
+            tx,
+            script.clone(),
+            counters.clone(),
+        ));
         Arc::new(Self {
             addr,
-            up,
+            mode,
             rx: Mutex::new(rx),
             script,
+            counters,
         })
     }
 
@@ -52,11 +154,34 @@ impl SmtpSink {
 
     /// Stop listening and drop every session: connections are refused.
     pub fn down(&self) {
-        self.up.send_replace(false);
+        self.mode.send_replace(Mode::Down);
     }
 
+    /// Accept and answer mail again (after any of the failure modes).
     pub fn up(&self) {
-        self.up.send_replace(true);
+        self.mode.send_replace(Mode::Up);
+    }
+
+    /// Accept each connection and close it at once, before the greeting; counted by
+    /// `dropped_connections`.
+    pub fn drop_connections(&self) {
+        self.mode.send_replace(Mode::DropConnections);
+    }
+
+    /// Connections closed unanswered since the sink started.
+    pub fn dropped_connections(&self) -> usize {
+        self.counters.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Take each message but never answer its final `.`: the client waits for a reply that
+    /// never comes. The message is not delivered.
+    pub fn hang_after_data(&self) {
+        self.mode.send_replace(Mode::HangAfterData);
+    }
+
+    /// Messages left without an answer since the sink started.
+    pub fn hanging_sends(&self) -> usize {
+        self.counters.hanging.load(Ordering::SeqCst)
     }
 
     /// The next messages are answered with these replies (e.g. "451 4.3.0 try again later",
@@ -75,6 +200,59 @@ impl SmtpSink {
             .ok()
             .flatten()
     }
+
+    /// The next mail (waits for it, never sleeps a fixed time).
+    pub async fn next_mail(&self) -> ReceivedMail {
+        self.next_within(MAIL_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("a mail arrives within {MAIL_WAIT:?}"))
+    }
+
+    /// Asserts that no further mail arrives for a short while.
+    pub async fn assert_no_mail(&self) {
+        if let Some(m) = self.next_within(QUIET).await {
+            panic!("unexpected mail to {:?}: {}", m.to, m.subject);
+        }
+    }
+
+    /// Receives into `inbox` until it holds `distinct` different mails, each within a minute
+    /// of the one before; if they do not come, fails with a picture of the outbox at `db_url`.
+    pub async fn receive(&self, inbox: &mut Inbox, distinct: usize, db_url: &str) {
+        // Bounded: every round either brings a mail or ends the wait; duplicates can use up
+        // at most as many rounds again as there are mails.
+        for _ in 0..2 * distinct + 16 {
+            if inbox.times.len() >= distinct {
+                return;
+            }
+            match self.next_within(Duration::from_secs(60)).await {
+                Some(mail) => inbox.take(mail),
+                None => break,
+            }
+        }
+        if inbox.times.len() < distinct {
+            panic!(
+                "only {} of {distinct} distinct mails arrived; outbox: {:#?}",
+                inbox.times.len(),
+                super::outbox_picture(db_url).await
+            );
+        }
+    }
+
+    /// Receives into `inbox` whatever else arrives (a late duplicate, a stray mail) until two
+    /// quiet seconds have passed.
+    pub async fn receive_stragglers(&self, inbox: &mut Inbox) {
+        for _ in 0..inbox.times.len() + 16 {
+            match self.next_within(Duration::from_secs(2)).await {
+                Some(mail) => inbox.take(mail),
+                None => return,
+            }
+        }
+        panic!(
+            "mail keeps arriving: {} distinct, {} duplicates",
+            inbox.times.len(),
+            inbox.duplicates()
+        );
+    }
 }
 
 fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
@@ -87,29 +265,34 @@ fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
 async fn serve(
     mut listener: tokio::net::TcpListener,
     addr: SocketAddr,
-    mut up: watch::Receiver<bool>,
+    mut mode: watch::Receiver<Mode>,
     tx: mpsc::UnboundedSender<ReceivedMail>,
-    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    script: Arc<std::sync::Mutex<VecDeque<String>>>,
+    counters: Arc<Counters>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let (tx, mut up, script) = (tx.clone(), up.clone(), script.clone());
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = session(stream, tx, script) => {}
-                            // Going down cuts open sessions too (pooled connections).
-                            _ = up.wait_for(|u| !*u) => {}
-                        }
-                    });
+                let Ok((stream, _)) = accepted else { continue };
+                if *mode.borrow() == Mode::DropConnections {
+                    counters.dropped.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                    continue;
                 }
+                let (tx, script, counters) = (tx.clone(), script.clone(), counters.clone());
+                let (seen, mut cut) = (mode.clone(), mode.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = session(stream, tx, script, &seen, &counters) => {}
+                        _ = cut.wait_for(|m| m.cuts_sessions()) => {}
+                    }
+                });
             }
-            changed = up.changed() => {
+            changed = mode.changed() => {
                 if changed.is_err() { return; }
-                if !*up.borrow() {
+                if *mode.borrow_and_update() == Mode::Down {
                     drop(listener);
-                    if up.wait_for(|u| *u).await.is_err() { return; }
+                    if mode.wait_for(|m| *m != Mode::Down).await.is_err() { return; }
                     listener = bind(addr);
                 }
             }
@@ -120,7 +303,9 @@ async fn serve(
 async fn session(
     stream: TcpStream,
     tx: mpsc::UnboundedSender<ReceivedMail>,
-    script: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    script: Arc<std::sync::Mutex<VecDeque<String>>>,
+    mode: &watch::Receiver<Mode>,
+    counters: &Counters,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
@@ -158,6 +343,12 @@ async fn session(
                 }
                 // Dot-unstuffing (RFC 5321 4.5.2).
                 raw.push_str(line.strip_prefix('.').unwrap_or(&line));
+            }
+            if *mode.borrow() == Mode::HangAfterData {
+                counters.hanging.fetch_add(1, Ordering::SeqCst);
+                // No answer: hold the session until the client closes it.
+                while lines.read_line(&mut line).await? != 0 {}
+                return Ok(());
             }
             let scripted = script.lock().unwrap().pop_front();
             match scripted {

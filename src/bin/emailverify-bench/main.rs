@@ -7,15 +7,12 @@
 //!   target/release/emailverify-bench --database-url postgres://postgres@127.0.0.1/bench --concurrency 64
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use emailverify::grpc::pb::{self, EmailVerificationClient};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(about = "Load generator for emailverify")]
@@ -37,16 +34,27 @@ struct Args {
     /// connections before it starts the clock.
     #[arg(long, default_value_t = 500)]
     warmup: usize,
+    /// Soak mode: sign-ups per second, held for `--duration` (see `soak.rs`).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long the soak holds its rate.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// In soak mode, every how many-th mail's link is confirmed.
+    #[arg(long, default_value_t = 2)]
+    confirm_every: usize,
+    /// The service's mail URL; default: this bench's SMTP sink.
+    #[arg(long)]
+    mail_url: Option<String>,
     /// The service binary.
     #[arg(long, default_value = "target/release/emailverify")]
     service: String,
 }
 
-/// What the SMTP sink saw: the link token per recipient and when it arrived.
-#[derive(Default)]
-struct Inbox {
-    by_recipient: HashMap<String, (String, Instant)>,
-}
+mod sink;
+mod soak;
+
+use sink::{Inbox, start_sink};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -65,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
             "EMAILVERIFY_PUBLIC_URL",
             format!("http://127.0.0.1:{http_port}"),
         )
-        .env("EMAILVERIFY_MAIL_URL", format!("smtp://{smtp}"))
+        .env(
+            "EMAILVERIFY_MAIL_URL",
+            args.mail_url.clone().unwrap_or(format!("smtp://{smtp}")),
+        )
         .env(
             "EMAILVERIFY_TOKEN_KEYS",
             emailverify::domain::Keyring::generate_key_base64(),
@@ -117,6 +128,19 @@ async fn main() -> anyhow::Result<()> {
     }
     inbox.lock().unwrap().by_recipient.clear();
 
+    if let Some(rate) = args.rate {
+        let soak = soak::Soak {
+            rate,
+            duration: args.duration,
+            confirm_every: args.confirm_every.max(1),
+            run,
+            pid,
+        };
+        soak::run(soak, client, inbox).await?;
+        child.kill().await.ok();
+        return Ok(());
+    }
+
     // Phase 1: sign-ups.
     let started = Instant::now();
     let answered: Vec<(String, Duration, Instant)> = futures::stream::iter(0..args.requests)
@@ -162,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let confirm_wall = started.elapsed();
 
-    let peak_rss_kb = peak_rss_kb(pid);
+    let peak_rss_kb = rss_kb(pid, "VmHWM:");
     child.kill().await.ok();
 
     let mut signup: Vec<Duration> = answered.iter().map(|(_, d, _)| *d).collect();
@@ -207,12 +231,13 @@ fn pct(samples: &mut [Duration], q: f64) -> f64 {
     samples[i].as_secs_f64() * 1000.0
 }
 
-fn peak_rss_kb(pid: u32) -> u64 {
+/// A memory figure of the service from /proc (`VmHWM:` peak, `VmRSS:` now), in kB.
+fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|n| n.parse().ok())
         })
@@ -223,70 +248,4 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// A minimal SMTP server that records each message's recipient, link token and arrival.
-async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read);
-                let mut line = String::new();
-                let mut rcpt = String::new();
-                let _ = write.write_all(b"220 bench\r\n").await;
-                loop {
-                    line.clear();
-                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let upper = line.trim_end().to_ascii_uppercase();
-                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                        b"250-bench\r\n250 8BITMIME\r\n"
-                    } else if upper.starts_with("RCPT TO:") {
-                        rcpt = line.trim_end()[8..]
-                            .trim()
-                            .trim_matches(['<', '>'])
-                            .to_string();
-                        b"250 OK\r\n"
-                    } else if upper == "DATA" {
-                        let _ = write.write_all(b"354 go\r\n").await;
-                        let mut token = String::new();
-                        loop {
-                            line.clear();
-                            if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == ".\r\n" {
-                                break;
-                            }
-                            if token.is_empty()
-                                && let Some(rest) = line.split("token=").nth(1)
-                            {
-                                token = rest.chars().take(43).collect();
-                            }
-                        }
-                        inbox
-                            .lock()
-                            .unwrap()
-                            .by_recipient
-                            .insert(rcpt.clone(), (token, Instant::now()));
-                        b"250 OK\r\n"
-                    } else if upper == "QUIT" {
-                        let _ = write.write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 OK\r\n"
-                    };
-                    if write.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -1,6 +1,8 @@
 //! `CoreError`: THE error type of the service. One variant per reason of the contract's
-//! error table (API.md), plus `Unavailable` and `Internal`. Each front door maps it once:
-//! `grpc::status` to a gRPC status with rich details, `http::pages` to a page and code.
+//! error table (API.md), plus `Unavailable` and `Internal`. It sits below the store and the
+//! core (both return it) and knows neither: the store classifies database errors into it
+//! (`store::error`), and each front door maps it once, exhaustively: `grpc::status` to a
+//! gRPC status with rich details, `http::pages` to a page and code.
 
 use std::time::Duration;
 
@@ -152,7 +154,7 @@ impl CoreError {
     pub fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             CoreError::ChangeFrozen { until } => {
-                vec![("until", crate::core::clock::rfc3339(*until))]
+                vec![("until", crate::clock::rfc3339(*until))]
             }
             CoreError::CodeMismatch { attempts_left } => {
                 vec![("attempts_left", attempts_left.to_string())]
@@ -160,174 +162,6 @@ impl CoreError {
             _ => Vec::new(),
         }
     }
-
-    /// Classifies a database error: a lost or unobtainable connection is UNAVAILABLE
-    /// (safe to retry); anything else is internal. Decided by the driver's error *kind*
-    /// and SQLSTATE class, never by message text.
-    pub fn from_db(err: sea_orm::DbErr) -> Self {
-        use sea_orm::{DbErr, RuntimeErr};
-        let unavailable = match &err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-                is_connection_error(e)
-            }
-            _ => false,
-        };
-        if unavailable {
-            CoreError::Unavailable(err.into())
-        } else {
-            CoreError::Internal(err.into())
-        }
-    }
-}
-
-fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
-    use sea_orm::sqlx::Error;
-    match e {
-        Error::Io(_)
-        | Error::Tls(_)
-        | Error::Protocol(_)
-        | Error::PoolTimedOut
-        | Error::PoolClosed
-        | Error::WorkerCrashed => true,
-        // SQLSTATE 08xxx connection exceptions and 57P01..03 (server shutting down or
-        // starting): the server went away, not our statement.
-        Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
-    }
-}
-
-impl From<sea_orm::DbErr> for CoreError {
-    fn from(err: sea_orm::DbErr) -> Self {
-        CoreError::from_db(err)
-    }
-}
-
-impl ErrorClass {
-    pub fn grpc_code(self) -> tonic::Code {
-        match self {
-            ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
-            ErrorClass::AlreadyExists => tonic::Code::AlreadyExists,
-            ErrorClass::FailedPrecondition => tonic::Code::FailedPrecondition,
-            ErrorClass::NotFound => tonic::Code::NotFound,
-            ErrorClass::ResourceExhausted => tonic::Code::ResourceExhausted,
-            ErrorClass::Unavailable => tonic::Code::Unavailable,
-            ErrorClass::Internal => tonic::Code::Internal,
-        }
-    }
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::Code;
-
-    /// Pins every variant to its code and reason: the contract's error table, as data.
-    #[test]
-    fn every_variant_has_the_contracts_code_and_reason() {
-        let d = Duration::from_secs(1);
-        let table: Vec<(CoreError, Code, &str)> = vec![
-            (
-                CoreError::InvalidEmail {
-                    field: "email",
-                    message: String::new(),
-                },
-                Code::InvalidArgument,
-                "INVALID_EMAIL",
-            ),
-            (
-                CoreError::InvalidUserId(String::new()),
-                Code::InvalidArgument,
-                "INVALID_USER_ID",
-            ),
-            (
-                CoreError::InvalidToken,
-                Code::InvalidArgument,
-                "INVALID_TOKEN",
-            ),
-            (CoreError::EmailTaken, Code::AlreadyExists, "EMAIL_TAKEN"),
-            (
-                CoreError::EmailAlreadyVerified,
-                Code::FailedPrecondition,
-                "EMAIL_ALREADY_VERIFIED",
-            ),
-            (
-                CoreError::UseChangeFlow,
-                Code::FailedPrecondition,
-                "USE_CHANGE_FLOW",
-            ),
-            (CoreError::SameEmail, Code::FailedPrecondition, "SAME_EMAIL"),
-            (
-                CoreError::NoPendingFlow,
-                Code::FailedPrecondition,
-                "NO_PENDING_FLOW",
-            ),
-            (
-                CoreError::ChangeFrozen { until: 0 },
-                Code::FailedPrecondition,
-                "CHANGE_FROZEN",
-            ),
-            (
-                CoreError::CodeMismatch { attempts_left: 1 },
-                Code::FailedPrecondition,
-                "CODE_MISMATCH",
-            ),
-            (
-                CoreError::TokenExpired,
-                Code::FailedPrecondition,
-                "TOKEN_EXPIRED",
-            ),
-            (CoreError::TokenUsed, Code::FailedPrecondition, "TOKEN_USED"),
-            (
-                CoreError::TokenSuperseded,
-                Code::FailedPrecondition,
-                "TOKEN_SUPERSEDED",
-            ),
-            (CoreError::TokenNotFound, Code::NotFound, "TOKEN_NOT_FOUND"),
-            (CoreError::UserNotFound, Code::NotFound, "USER_NOT_FOUND"),
-            (
-                CoreError::ResendCooldown { retry_after: d },
-                Code::ResourceExhausted,
-                "RESEND_COOLDOWN",
-            ),
-            (
-                CoreError::RateLimited { retry_after: d },
-                Code::ResourceExhausted,
-                "RATE_LIMITED",
-            ),
-            (
-                CoreError::LockedOut { retry_after: d },
-                Code::ResourceExhausted,
-                "LOCKED_OUT",
-            ),
-            (
-                CoreError::Unavailable(anyhow::anyhow!("x")),
-                Code::Unavailable,
-                "",
-            ),
-            (
-                CoreError::Internal(anyhow::anyhow!("x")),
-                Code::Internal,
-                "",
-            ),
-        ];
-        for (err, code, reason) in table {
-            assert_eq!(err.class().grpc_code(), code, "{err:?}");
-            assert_eq!(err.reason(), reason, "{err:?}");
-            assert_eq!(
-                err.retry_after().is_some(),
-                code == Code::ResourceExhausted,
-                "{err:?}"
-            );
-            assert_eq!(
-                err.field().is_some(),
-                code == Code::InvalidArgument,
-                "{err:?}"
-            );
-        }
-    }
-}

@@ -1,0 +1,152 @@
+//! ConfirmLink: consumes a one-time token and advances its flow — a sign-up's address is
+//! verified; a change's first step mails the NEW address; its second step changes the
+//! address and sends the OLD one a notice. Also the read-only look of `GET /verify`.
+
+use crate::domain::email::mask;
+use crate::domain::{EmailAddress, EventType, FlowState, Outcome, Token, TokenState, UserId};
+use crate::error::{CoreError, CoreResult};
+use crate::store::Tx;
+use crate::store::entity::{flow, token};
+
+use super::{Confirmation, Core, FlowView};
+
+/// A token that cannot confirm: why, and its flow when it has one.
+type Refused = (CoreError, Option<flow::Model>);
+
+impl Core {
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
+        let now = self.now_ms();
+        let tx = self.store.begin().await?;
+        let (tok, f) = match self.live_token(&tx, token, now).await {
+            Ok(found) => found,
+            Err(refused) => {
+                drop(tx);
+                return Err(self.refuse_token(refused).await);
+            }
+        };
+        let user = UserId::from_trusted(f.user_id.clone());
+        // Lock order user → flow → token, as every use-case.
+        let user_row = tx
+            .lock_user(user.as_str())
+            .await?
+            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("flow without user")))?;
+        let result = async {
+            if !tx.consume_token(&tok.digest, now).await? {
+                // Someone else consumed it between our read and our update.
+                return Err(CoreError::TokenUsed);
+            }
+            self.advance(&tx, &user, user_row.email, f, now).await
+        }
+        .await;
+        let confirmation = self.finish(tx, &user, result).await?;
+        crate::metrics::confirmed(confirmation.outcome.as_str(), "link");
+        Ok(confirmation)
+    }
+
+    /// What `GET /verify` shows: the flow of a live token, or the error a POST would give.
+    /// Reads only: a mail scanner fetching the link changes nothing (and is not audited).
+    pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
+        let now = self.now_ms();
+        let tx = self.store.begin().await?;
+        let (_, f) = self.live_token(&tx, token, now).await.map_err(|(e, _)| e)?;
+        Ok(self.view(&f))
+    }
+
+    /// Applies a consumed token's step to its flow. `current_email`: the user's address
+    /// of record before it.
+    pub(super) async fn advance(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        current_email: Option<String>,
+        mut f: flow::Model,
+        now: i64,
+    ) -> CoreResult<Confirmation> {
+        let (next, outcome) = f.kind.advance(f.step).ok_or_else(|| {
+            CoreError::Internal(anyhow::anyhow!("flow has no step after {:?}", f.step))
+        })?;
+        let new_email = EmailAddress::from_trusted(f.new_email.clone());
+        if let Some(owner) = tx.verified_owner(new_email.as_str()).await?
+            && owner != user.as_str()
+        {
+            return Err(CoreError::EmailTaken);
+        }
+        let email = match outcome {
+            Outcome::EmailVerified | Outcome::EmailChanged => {
+                // May trip the verified-address index if another user won a race.
+                tx.set_verified_email(user.as_str(), new_email.as_str(), now)
+                    .await?;
+                f.step = next;
+                f.state = FlowState::Completed;
+                f.updated_at = now;
+                tx.update_flow(&f).await?;
+                let event = match outcome {
+                    Outcome::EmailChanged => EventType::EmailChanged,
+                    _ => EventType::EmailVerified,
+                };
+                self.flow_event(tx, &f, event, &new_email.masked(), "", now)
+                    .await?;
+                if outcome == Outcome::EmailChanged {
+                    self.send_change_notice(tx, &f, now).await?;
+                }
+                new_email.as_str().to_owned()
+            }
+            Outcome::CurrentConfirmed => {
+                let old = f.old_email.clone().unwrap_or_default();
+                self.flow_event(tx, &f, EventType::CurrentConfirmed, &mask(&old), "", now)
+                    .await?;
+                self.send_link(tx, &mut f, next, now).await?;
+                tx.update_flow(&f).await?;
+                current_email.unwrap_or(old)
+            }
+        };
+        Ok(Confirmation {
+            user_id: user.as_str().to_owned(),
+            flow: self.view(&f),
+            outcome,
+            email,
+        })
+    }
+
+    /// The token and its flow, if the token can confirm now. When several states apply,
+    /// the first wins: used, superseded, expired.
+    async fn live_token(
+        &self,
+        tx: &Tx,
+        token: &Token,
+        now: i64,
+    ) -> Result<(token::Model, flow::Model), Refused> {
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await
+            .map_err(|e| (e, None))?
+            .ok_or((CoreError::TokenNotFound, None))?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await
+            .map_err(|e| (e, None))?
+            .ok_or((CoreError::TokenNotFound, None))?;
+        let refusal = match tok.state {
+            TokenState::Used => Some(CoreError::TokenUsed),
+            TokenState::Superseded => Some(CoreError::TokenSuperseded),
+            TokenState::Live if tok.expires_at <= now => Some(CoreError::TokenExpired),
+            TokenState::Live => None,
+        };
+        match refusal {
+            Some(e) => Err((e, Some(f))),
+            None => Ok((tok, f)),
+        }
+    }
+
+    /// A refused token is audited for the user of its flow (an unknown token has none).
+    async fn refuse_token(&self, (e, f): Refused) -> CoreError {
+        match f {
+            Some(f) => {
+                let user = UserId::from_trusted(f.user_id);
+                self.refuse(&user, Some(&f.flow_id), e).await
+            }
+            None => e,
+        }
+    }
+}

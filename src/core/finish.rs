@@ -1,0 +1,104 @@
+//! How every use-case ends (see the module doc of `core`): `finish` commits a success or
+//! rolls back a refusal, and `refuse` is the one place a refusal is audited.
+
+use crate::domain::{EventType, UserId};
+use crate::error::{CoreError, CoreResult};
+use crate::store::{NewEvent, Tx};
+
+use super::{Core, context};
+
+impl Core {
+    /// Commits a successful use-case (and wakes the mail worker), or rolls back a refused
+    /// one and records the refusal.
+    pub(super) async fn finish<T>(
+        &self,
+        tx: Tx,
+        user: &UserId,
+        result: CoreResult<T>,
+    ) -> CoreResult<T> {
+        match result {
+            Ok(v) => {
+                tx.commit().await?;
+                self.mail_ready.notify_one();
+                Ok(v)
+            }
+            Err(e) => {
+                drop(tx);
+                Err(self.refuse(user, None, e).await)
+            }
+        }
+    }
+
+    /// `finish` for the requests that cost quota (RequestVerification, RequestChange,
+    /// Resend): a refused request rolled back its use of the per-user limit, so it is
+    /// counted again on its own — probing for taken addresses costs quota too.
+    pub(super) async fn finish_request<T>(
+        &self,
+        tx: Tx,
+        user: &UserId,
+        result: CoreResult<T>,
+    ) -> CoreResult<T> {
+        let refused = matches!(&result, Err(e) if !e.reason().is_empty());
+        let result = self.finish(tx, user, result).await;
+        if refused {
+            self.count_refused_request(user).await;
+        }
+        result
+    }
+
+    /// Records a refusal of `user` (type after its reason) and hands it back.
+    pub(super) async fn refuse(
+        &self,
+        user: &UserId,
+        flow_id: Option<&str>,
+        e: CoreError,
+    ) -> CoreError {
+        let event_type = refusal_event(&e);
+        self.refuse_as(user, flow_id, event_type, e).await
+    }
+
+    /// Records a refusal as `event_type`, for a known user only, in its own statement
+    /// (best effort: a failure to record must not hide the refusal itself). Generic
+    /// failures (no reason: database down, internal) are not refusals and are not
+    /// recorded.
+    pub(super) async fn refuse_as(
+        &self,
+        user: &UserId,
+        flow_id: Option<&str>,
+        event_type: EventType,
+        e: CoreError,
+    ) -> CoreError {
+        if e.reason().is_empty() {
+            return e;
+        }
+        let ctx = context::current();
+        let event = NewEvent {
+            user_id: user.as_str(),
+            flow_id,
+            event_type,
+            masked_address: "",
+            detail: e.reason(),
+            at: self.now_ms(),
+            actor: &ctx.actor,
+            request_id: &ctx.request_id,
+        };
+        if let Err(err) = self.store.event_if_user_exists(event).await {
+            tracing::warn!(error = %err, "could not record a refusal in the audit trail");
+        }
+        e
+    }
+}
+
+/// The audit event of a refusal, by its reason.
+fn refusal_event(e: &CoreError) -> EventType {
+    match e {
+        CoreError::TokenExpired => EventType::ExpiredLinkUsed,
+        CoreError::TokenUsed | CoreError::TokenSuperseded | CoreError::TokenNotFound => {
+            EventType::LinkRefused
+        }
+        CoreError::CodeMismatch { .. } => EventType::CodeMismatch,
+        CoreError::RateLimited { .. } => EventType::RateLimited,
+        CoreError::LockedOut { .. } => EventType::LockedOut,
+        _ => EventType::RequestRefused,
+    }
+}

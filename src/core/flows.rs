@@ -1,0 +1,345 @@
+//! The steps every use-case shares: start a flow, send a step's link, supersede or end a
+//! flow, find a token's owner, and show a flow to callers. All run inside the caller's
+//! transaction and write nothing on their own.
+
+use crate::clock::duration_ms;
+use crate::domain::email::mask;
+use crate::domain::token::generate_code;
+use crate::domain::{
+    EmailAddress, EventType, FlowKind, FlowState, FlowStep, Locale, MailParams, Secrets, Template,
+    Token, UserId,
+};
+use crate::error::{CoreError, CoreResult};
+use crate::store::entity::{flow, token};
+use crate::store::{NewMail, NewToken, Tx};
+
+use super::{Core, FlowView};
+
+/// What a new flow is for: RequestVerification's or RequestChange's input, checked.
+pub(super) struct FlowRequest<'a> {
+    pub user: &'a UserId,
+    pub kind: FlowKind,
+    pub new_email: &'a EmailAddress,
+    /// The address of record a change starts from (None for a sign-up).
+    pub old_email: Option<&'a str>,
+    pub locale: Locale,
+}
+
+/// Which request `Core::request` serves.
+pub(super) enum Wanted {
+    Verification,
+    Change,
+}
+
+impl Core {
+    /// RequestVerification and RequestChange: the user's row is created or locked, the
+    /// per-user limit taken, then the request's own rules run, all in one transaction.
+    pub(super) async fn request(
+        &self,
+        user: &UserId,
+        email: &EmailAddress,
+        locale: Locale,
+        wanted: Wanted,
+    ) -> CoreResult<FlowView> {
+        let now = self.now_ms();
+        let tx = self.store.begin().await?;
+        let row = tx.create_or_lock_user(user.as_str(), now).await?;
+        let result = async {
+            self.take_user_limit(&tx, user, now).await?;
+            match wanted {
+                Wanted::Verification => self.verify_in(&tx, &row, email, locale, now).await,
+                Wanted::Change => self.change_in(&tx, &row, email, locale, now).await,
+            }
+        }
+        .await;
+        self.finish_request(tx, user, result).await
+    }
+
+    /// The start of every flow (RequestVerification, RequestChange), after the caller's
+    /// own checks: EMAIL_TAKEN; a retry of the same pending request returns that flow
+    /// and sends nothing; any other pending flow is superseded; then the new flow, its
+    /// first link and its event. A sign-up also records the address, unverified.
+    pub(super) async fn start_flow(
+        &self,
+        tx: &Tx,
+        request: FlowRequest<'_>,
+        now: i64,
+    ) -> CoreResult<FlowView> {
+        let FlowRequest {
+            user,
+            kind,
+            new_email,
+            old_email,
+            locale,
+        } = request;
+        let pending = self.pending_unless_taken(tx, user, new_email).await?;
+        if let Some(p) = &pending
+            && p.kind == kind
+            && p.new_email == new_email.as_str()
+            && p.expires_at > now
+        {
+            // A retry of the same request: same flow, no second email.
+            return Ok(self.view(p));
+        }
+        if let Some(p) = pending {
+            self.supersede(tx, &p, now).await?;
+        }
+        let (event, masked) = match kind {
+            FlowKind::Verify => {
+                tx.set_unverified_email(user.as_str(), new_email.as_str(), now)
+                    .await?;
+                (EventType::VerificationRequested, new_email.masked())
+            }
+            FlowKind::Change => (
+                EventType::ChangeRequested,
+                mask(old_email.unwrap_or_default()),
+            ),
+        };
+        let mut f = new_flow(user, kind, new_email, old_email, locale, now);
+        // The link first, so the flow row is written once, complete.
+        self.send_link(tx, &mut f, kind.first_step(), now).await?;
+        tx.insert_flow(f.clone()).await?;
+        crate::metrics::flow_requested(kind.as_str());
+        self.flow_event(tx, &f, event, &masked, "", now).await?;
+        Ok(self.view(&f))
+    }
+
+    /// Issues a new token for `step`, queues its mail and sets the flow's link times.
+    /// The recipient's limit applies to every link mail, whoever asks.
+    pub(super) async fn send_link(
+        &self,
+        tx: &Tx,
+        f: &mut flow::Model,
+        step: FlowStep,
+        now: i64,
+    ) -> CoreResult<()> {
+        let recipient = recipient_of(f, step).to_owned();
+        self.take_recipient_limit(tx, &recipient, now).await?;
+        let ttl = match f.kind {
+            FlowKind::Verify => self.policy.verify_ttl,
+            FlowKind::Change => self.policy.change_ttl,
+        };
+        let token = Token::generate();
+        let code = generate_code();
+        let expires_at = now + duration_ms(ttl);
+        let digest = self.keys.sign(&token).0;
+        tx.insert_token(NewToken {
+            digest: &digest,
+            flow_id: &f.flow_id,
+            step,
+            expires_at,
+            code_digest: &self.keys.code_digest(&digest, &code),
+            now,
+        })
+        .await?;
+        f.step = step;
+        f.expires_at = expires_at;
+        f.resend_available_at = now + duration_ms(self.policy.resend_cooldown);
+        f.updated_at = now;
+
+        let template = match (f.kind, step) {
+            (FlowKind::Change, FlowStep::ConfirmCurrent) => Template::ChangeCurrentLink,
+            (FlowKind::Change, _) => Template::ChangeNewLink,
+            (FlowKind::Verify, _) => Template::VerifyLink,
+        };
+        let mail_id = uuid::Uuid::now_v7().to_string();
+        let secrets = Secrets {
+            link: format!("{}/verify?token={}", self.policy.public_url, token.expose()),
+            code,
+        };
+        let sealed = serde_json::to_vec(&secrets).map_err(|e| CoreError::Internal(e.into()))?;
+        let params = MailParams {
+            expires_at,
+            ttl_secs: ttl.as_secs(),
+            masked_new: mask(&f.new_email),
+            masked_old: f.old_email.as_deref().map(mask).unwrap_or_default(),
+            changed_at: None,
+            support: String::new(),
+        };
+        tx.enqueue_mail(NewMail {
+            sealed_link: Some(self.keys.seal(&sealed, mail_id.as_bytes())),
+            mail_id,
+            user_id: &f.user_id,
+            flow_id: Some(&f.flow_id),
+            template,
+            recipient: &recipient,
+            locale: &f.locale,
+            params: params_json(&params)?,
+            now,
+        })
+        .await
+    }
+
+    /// A completed change tells the OLD address what happened (no link: nothing to click).
+    pub(super) async fn send_change_notice(
+        &self,
+        tx: &Tx,
+        f: &flow::Model,
+        now: i64,
+    ) -> CoreResult<()> {
+        let Some(old) = &f.old_email else {
+            return Ok(());
+        };
+        let params = MailParams {
+            expires_at: 0,
+            ttl_secs: 0,
+            masked_new: mask(&f.new_email),
+            masked_old: mask(old),
+            changed_at: Some(now),
+            support: self.policy.support_contact.clone(),
+        };
+        tx.enqueue_mail(NewMail {
+            mail_id: uuid::Uuid::now_v7().to_string(),
+            user_id: &f.user_id,
+            flow_id: Some(&f.flow_id),
+            template: Template::ChangeNotice,
+            recipient: old,
+            locale: &f.locale,
+            params: params_json(&params)?,
+            sealed_link: None,
+            now,
+        })
+        .await
+    }
+
+    /// A newer request replaces the pending flow `f`.
+    async fn supersede(&self, tx: &Tx, f: &flow::Model, now: i64) -> CoreResult<()> {
+        self.end_flow(tx, f, FlowState::Superseded, now).await?;
+        self.flow_event(tx, f, EventType::FlowSuperseded, "", "", now)
+            .await
+    }
+
+    /// Ends a flow in `state`; its tokens stop working.
+    pub(super) async fn end_flow(
+        &self,
+        tx: &Tx,
+        f: &flow::Model,
+        state: FlowState,
+        now: i64,
+    ) -> CoreResult<()> {
+        tx.supersede_tokens(&f.flow_id).await?;
+        let mut ended = f.clone();
+        ended.state = state;
+        ended.updated_at = now;
+        tx.update_flow(&ended).await
+    }
+
+    /// EMAIL_TAKEN if another user has `email` verified; else the user's pending flow.
+    async fn pending_unless_taken(
+        &self,
+        tx: &Tx,
+        user: &UserId,
+        email: &EmailAddress,
+    ) -> CoreResult<Option<flow::Model>> {
+        match tx.owner_and_pending(user.as_str(), email.as_str()).await? {
+            (Some(owner), _) if owner != user.as_str() => Err(CoreError::EmailTaken),
+            (_, pending) => Ok(pending),
+        }
+    }
+
+    /// The user's row locked and their pending flow; NO_PENDING_FLOW for an unknown user
+    /// as for a known one with nothing pending (the answer must not tell them apart).
+    pub(super) async fn lock_pending(&self, tx: &Tx, user: &UserId) -> CoreResult<flow::Model> {
+        tx.lock_user(user.as_str())
+            .await?
+            .ok_or(CoreError::NoPendingFlow)?;
+        tx.pending_flow(user.as_str())
+            .await?
+            .ok_or(CoreError::NoPendingFlow)
+    }
+
+    /// For the link pages' buttons: the token (in any state) and its user, whose row is
+    /// then locked, in a new transaction.
+    pub(super) async fn lock_token_owner(
+        &self,
+        token: &Token,
+    ) -> CoreResult<(Tx, UserId, token::Model)> {
+        let tx = self.store.begin().await?;
+        let tok = tx
+            .find_token(&self.candidates(token))
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        let user = UserId::from_trusted(f.user_id);
+        tx.lock_user(user.as_str()).await?;
+        Ok((tx, user, tok))
+    }
+
+    /// The token's flow, read again under the user's lock, if it is still pending.
+    pub(super) async fn pending_flow_of(
+        &self,
+        tx: &Tx,
+        tok: &token::Model,
+    ) -> CoreResult<flow::Model> {
+        let f = tx
+            .flow(&tok.flow_id)
+            .await?
+            .ok_or(CoreError::TokenNotFound)?;
+        if f.state != FlowState::Pending {
+            return Err(CoreError::NoPendingFlow);
+        }
+        Ok(f)
+    }
+
+    /// The digests a presented token may be stored under (one per configured key).
+    pub(super) fn candidates(&self, token: &Token) -> Vec<String> {
+        self.keys
+            .candidates(token)
+            .into_iter()
+            .map(|d| d.0)
+            .collect()
+    }
+
+    /// What callers see of `f`.
+    pub(super) fn view(&self, f: &flow::Model) -> FlowView {
+        FlowView {
+            flow_id: f.flow_id.clone(),
+            kind: f.kind,
+            step: f.step,
+            masked_recipient: mask(recipient_of(f, f.step)),
+            expires_at: f.expires_at,
+            resend_available_at: f.resend_available_at,
+        }
+    }
+}
+
+fn new_flow(
+    user: &UserId,
+    kind: FlowKind,
+    new_email: &EmailAddress,
+    old_email: Option<&str>,
+    locale: Locale,
+    now: i64,
+) -> flow::Model {
+    flow::Model {
+        flow_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user.as_str().to_owned(),
+        kind,
+        step: kind.first_step(),
+        state: FlowState::Pending,
+        new_email: new_email.as_str().to_owned(),
+        old_email: old_email.map(str::to_owned),
+        locale: locale.as_tag().to_owned(),
+        expires_at: now,
+        resend_available_at: now,
+        created_at: now,
+        updated_at: now,
+        failed_codes: 0,
+        locked_until: None,
+    }
+}
+
+/// Where a step's link goes: the current address for CONFIRM_CURRENT, else the new one.
+pub(super) fn recipient_of(f: &flow::Model, step: FlowStep) -> &str {
+    match step {
+        FlowStep::ConfirmCurrent => f.old_email.as_deref().unwrap_or(&f.new_email),
+        FlowStep::ConfirmNew | FlowStep::Done => &f.new_email,
+    }
+}
+
+fn params_json(params: &MailParams) -> CoreResult<String> {
+    serde_json::to_string(params).map_err(|e| CoreError::Internal(e.into()))
+}

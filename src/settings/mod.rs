@@ -1,0 +1,216 @@
+//! Settings: every variable of the contract, also a `--flag` of `emailverify serve`
+//! (clap reads both). Raw strings are parsed once, here, into typed values; a bad value
+//! stops the start with a message that names the setting.
+
+//!
+//! `mod.rs` declares the settings (and shows them without secrets); `config.rs` parses
+//! them into the `Config` the application is built from.
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use config::{Config, SettingError, TlsConfig};
+
+/// `Debug` is written by hand (below): it never shows a key, a token or a password.
+#[derive(Clone, clap::Args)]
+pub struct Settings {
+    /// Database: `sqlite://…` (embedded) or `postgres://…` (production).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/emailverify.db?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Where the gRPC API listens.
+    #[arg(long, env = "EMAILVERIFY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// Where the HTTP link pages (and /healthz, /readyz) listen.
+    #[arg(long, env = "EMAILVERIFY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Base of the links in emails.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    /// `file://dir` (.eml files), `smtp://host:port[?tls=starttls]`, `smtps://user:pass@host:465`, or `log`.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAIL_URL",
+        default_value = "file://data/outbox",
+        hide_env_values = true
+    )]
+    pub mail_url: String,
+    /// The From: of every mail.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAIL_FROM",
+        default_value = "Wallet <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+    /// Comma list of base64 keys, newest first (the first signs, all verify).
+    /// Unset: a key is generated into the data folder.
+    #[arg(long, env = "EMAILVERIFY_TOKEN_KEYS", hide_env_values = true)]
+    pub token_keys: Option<String>,
+    /// Lifetime of a sign-up / add-email link.
+    #[arg(long, env = "EMAILVERIFY_VERIFY_TTL", default_value = "24h")]
+    pub verify_ttl: String,
+    /// Lifetime of each link of a change.
+    #[arg(long, env = "EMAILVERIFY_CHANGE_TTL", default_value = "1h")]
+    pub change_ttl: String,
+    /// Earliest a link may be sent again.
+    #[arg(long, env = "EMAILVERIFY_RESEND_COOLDOWN", default_value = "60s")]
+    pub resend_cooldown: String,
+    /// Comma list of bearer tokens callers must present. Unset: no caller authentication.
+    #[arg(long, env = "EMAILVERIFY_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+    /// Unset: a built-in success page; set: 303 there after a confirmation.
+    #[arg(long, env = "EMAILVERIFY_SUCCESS_URL")]
+    pub success_url: Option<String>,
+    /// Requests + resends per user, `N/period`.
+    #[arg(long, env = "EMAILVERIFY_LIMIT_PER_USER", default_value = "10/1h")]
+    pub limit_per_user: String,
+    /// Link mails per recipient address, whatever the account asking.
+    #[arg(long, env = "EMAILVERIFY_LIMIT_PER_RECIPIENT", default_value = "5/1h")]
+    pub limit_per_recipient: String,
+    /// Failed confirmations per client IP on the link pages; then LOCKED_OUT.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_LIMIT_FAILED_CONFIRMS_PER_IP",
+        default_value = "20/10m"
+    )]
+    pub limit_failed_confirms_per_ip: String,
+    /// How long RequestChange is refused after a "this wasn't me" report of a change.
+    #[arg(long, env = "EMAILVERIFY_CHANGE_FREEZE", default_value = "24h")]
+    pub change_freeze: String,
+    /// Whom the change notice tells people to contact.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_SUPPORT_CONTACT",
+        default_value = "our support team"
+    )]
+    pub support_contact: String,
+    /// Behind a reverse proxy: the header it puts the client IP in (e.g. x-forwarded-for;
+    /// its last entry is used). Unset: the TCP peer address.
+    #[arg(long, env = "EMAILVERIFY_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS.
+    #[arg(long, env = "EMAILVERIFY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of EMAILVERIFY_TLS_CERT.
+    #[arg(long, env = "EMAILVERIFY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require gRPC clients to present a certificate it signed (mutual TLS).
+    #[arg(long, env = "EMAILVERIFY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Where a generated token key is kept when EMAILVERIFY_TOKEN_KEYS is unset.
+    #[arg(long, env = "EMAILVERIFY_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// First retry delay of a failed mail (doubles per attempt, with jitter).
+    #[arg(long, env = "EMAILVERIFY_MAIL_RETRY_BASE", default_value = "5s")]
+    pub mail_retry_base: String,
+    /// Failed attempts after which a mail is dead.
+    #[arg(long, env = "EMAILVERIFY_MAIL_MAX_ATTEMPTS", default_value = "12")]
+    pub mail_max_attempts: String,
+    /// Most PostgreSQL connections one process holds (SQLite: always one).
+    #[arg(long, env = "EMAILVERIFY_DB_POOL", default_value = "32")]
+    pub db_pool: String,
+    /// How long a worker's claim on a mail holds; a crashed process's claims return after it.
+    #[arg(long, env = "EMAILVERIFY_MAIL_LEASE", default_value = "60s")]
+    pub mail_lease: String,
+    /// On SIGTERM: how long in-flight RPCs, pages and mail sends may take to finish.
+    #[arg(long, env = "EMAILVERIFY_SHUTDOWN_TIMEOUT", default_value = "20s")]
+    pub shutdown_timeout: String,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    /// The embedded defaults, as `emailverify serve` with no flags and no environment.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        <Probe as clap::Parser>::parse_from(["emailverify"]).settings
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("database_url", &without_password(&self.database_url))
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("public_url", &self.public_url)
+            .field("mail_url", &without_password(&self.mail_url))
+            .field("mail_from", &self.mail_from)
+            .field("token_keys", &secret(&self.token_keys))
+            .field("api_tokens", &secret(&self.api_tokens))
+            .field("verify_ttl", &self.verify_ttl)
+            .field("change_ttl", &self.change_ttl)
+            .field("resend_cooldown", &self.resend_cooldown)
+            .field("success_url", &self.success_url)
+            .field("limit_per_user", &self.limit_per_user)
+            .field("limit_per_recipient", &self.limit_per_recipient)
+            .field(
+                "limit_failed_confirms_per_ip",
+                &self.limit_failed_confirms_per_ip,
+            )
+            .field("change_freeze", &self.change_freeze)
+            .field("support_contact", &self.support_contact)
+            .field("client_ip_header", &self.client_ip_header)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("data_dir", &self.data_dir)
+            .field("mail_retry_base", &self.mail_retry_base)
+            .field("mail_max_attempts", &self.mail_max_attempts)
+            .field("db_pool", &self.db_pool)
+            .field("mail_lease", &self.mail_lease)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// A URL as it may be shown: its password (in the userinfo or a `password=` query
+/// parameter) replaced. Something that is not a URL is shown as it is only if it cannot
+/// hold one (`log`, a bare path); else it is hidden whole.
+fn without_password(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return if raw.contains('@') || raw.contains("password") {
+            "<redacted>".into()
+        } else {
+            raw.to_owned()
+        };
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("redacted"));
+    }
+    if url
+        .query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "redacted".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}

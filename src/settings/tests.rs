@@ -1,0 +1,133 @@
+//! Settings: the embedded defaults, each bad setting named, secrets never shown.
+
+use super::*;
+
+fn defaults() -> Settings {
+    Settings {
+        data_dir: std::env::temp_dir().join(format!("ev-settings-{}", uuid::Uuid::now_v7())),
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn the_embedded_defaults_are_the_contracts() {
+    let s = Settings::default();
+    assert_eq!(s.database_url, "sqlite://data/emailverify.db?mode=rwc");
+    assert_eq!(s.grpc_addr, "127.0.0.1:50051");
+    assert_eq!(s.http_addr, "127.0.0.1:8080");
+    assert_eq!(s.public_url, "http://127.0.0.1:8080");
+    assert_eq!(s.mail_url, "file://data/outbox");
+    assert_eq!(s.mail_from, "Wallet <no-reply@localhost>");
+    let c = defaults().resolve().unwrap();
+    assert_eq!(
+        c.policy.verify_ttl,
+        std::time::Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(c.policy.change_ttl, std::time::Duration::from_secs(3600));
+    assert_eq!(c.policy.resend_cooldown, std::time::Duration::from_secs(60));
+    assert!(c.api_tokens.is_empty());
+}
+
+#[test]
+fn a_generated_key_is_kept_and_reused() {
+    let s = defaults();
+    let first = s.resolve().unwrap().keys;
+    let again = s.resolve().unwrap().keys;
+    let t = crate::domain::Token::generate();
+    assert_eq!(first.sign(&t), again.sign(&t));
+}
+
+#[test]
+fn each_bad_setting_is_named() {
+    type Tweak = fn(&mut Settings);
+    let cases: [(Tweak, &str); 16] = [
+        (
+            |s| s.limit_per_user = "ten".into(),
+            "EMAILVERIFY_LIMIT_PER_USER",
+        ),
+        (
+            |s| s.limit_per_recipient = "0/1h".into(),
+            "EMAILVERIFY_LIMIT_PER_RECIPIENT",
+        ),
+        (
+            |s| s.tls_cert = Some("/nonexistent/cert.pem".into()),
+            "EMAILVERIFY_TLS_KEY",
+        ),
+        (
+            |s| s.tls_client_ca = Some("/nonexistent/ca.pem".into()),
+            "EMAILVERIFY_TLS_CLIENT_CA",
+        ),
+        (|s| s.grpc_addr = "nope".into(), "EMAILVERIFY_GRPC_ADDR"),
+        (|s| s.http_addr = "1.2.3.4".into(), "EMAILVERIFY_HTTP_ADDR"),
+        (
+            |s| s.public_url = "ftp://x".into(),
+            "EMAILVERIFY_PUBLIC_URL",
+        ),
+        (
+            |s| s.mail_url = "carrier-pigeon://x".into(),
+            "EMAILVERIFY_MAIL_URL",
+        ),
+        (
+            |s| s.mail_from = "not an address".into(),
+            "EMAILVERIFY_MAIL_FROM",
+        ),
+        (
+            |s| s.token_keys = Some("c2hvcnQ=".into()),
+            "EMAILVERIFY_TOKEN_KEYS",
+        ),
+        (|s| s.verify_ttl = "banana".into(), "EMAILVERIFY_VERIFY_TTL"),
+        (|s| s.change_ttl = "0s".into(), "EMAILVERIFY_CHANGE_TTL"),
+        (
+            |s| s.resend_cooldown = "-1s".into(),
+            "EMAILVERIFY_RESEND_COOLDOWN",
+        ),
+        (
+            |s| s.api_tokens = Some(" , ".into()),
+            "EMAILVERIFY_API_TOKENS",
+        ),
+        (
+            |s| s.success_url = Some("::".into()),
+            "EMAILVERIFY_SUCCESS_URL",
+        ),
+        (|s| s.database_url = "mysql://x".into(), "DATABASE_URL"),
+    ];
+    for (tweak, name) in cases {
+        let mut s = defaults();
+        tweak(&mut s);
+        let err = s
+            .resolve()
+            .err()
+            .unwrap_or_else(|| panic!("{name} accepted"));
+        assert_eq!(err.setting, name);
+        assert!(err.to_string().starts_with(name), "{err}");
+    }
+}
+
+#[test]
+fn debug_never_shows_a_key_a_token_or_a_password() {
+    let s = Settings {
+        database_url: "postgres://ev:dbpass@db.internal/ev?password=qpass".into(),
+        mail_url: "smtps://mailer:mailpass@smtp.example.com:465".into(),
+        token_keys: Some("c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkwMTI=".into()),
+        api_tokens: Some("api-token-1,api-token-2".into()),
+        ..defaults()
+    };
+    let shown = format!("{s:?}");
+    for secret in [
+        "dbpass",
+        "qpass",
+        "mailpass",
+        "c2VjcmV0",
+        "api-token-1",
+        "api-token-2",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    // What is not secret stays readable.
+    assert!(shown.contains("db.internal"), "{shown}");
+    assert!(shown.contains("smtp.example.com"), "{shown}");
+    assert!(
+        shown.contains("token_keys: Some(\"<redacted>\")"),
+        "{shown}"
+    );
+}

@@ -1,0 +1,43 @@
+//! Database errors, classified once, here: a lost or unobtainable connection is
+//! UNAVAILABLE (safe to retry); anything else is internal. Decided by the driver's error
+//! *kind* and SQLSTATE class, never by message text. (The one constraint a statement can
+//! trip on purpose, the verified-address index, is mapped where it is written: `users.rs`.)
+
+use sea_orm::{DbErr, RuntimeErr};
+
+use crate::error::CoreError;
+
+impl From<DbErr> for CoreError {
+    fn from(err: DbErr) -> Self {
+        let unavailable = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                is_connection_error(e)
+            }
+            _ => false,
+        };
+        if unavailable {
+            CoreError::Unavailable(err.into())
+        } else {
+            CoreError::Internal(err.into())
+        }
+    }
+}
+
+fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match e {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        // SQLSTATE 08xxx connection exceptions and 57P01..03 (server shutting down or
+        // starting): the server went away, not our statement.
+        Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,342 @@
+//! The `outbox` table: mails queued by use-cases in their own transaction, then claimed,
+//! sent and marked by the delivery worker (`mail::outbox`).
+//!
+//! A claim is a lease: `claimed_by` (the worker) and `claimed_until`. Whatever ends or
+//! hands back a claim clears both, through `released` — the one place that says what
+//! "release the claim" means.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, UpdateMany,
+};
+
+use super::entity::outbox;
+use super::events::{self, NewEvent};
+use super::{Store, Tx};
+use crate::clock::duration_ms;
+use crate::domain::{EventType, MailState, Template};
+use crate::error::CoreResult;
+
+/// A mail to queue in the same transaction as the change that causes it.
+pub struct NewMail<'a> {
+    pub mail_id: String,
+    pub user_id: &'a str,
+    pub flow_id: Option<&'a str>,
+    pub template: Template,
+    pub recipient: &'a str,
+    pub locale: &'a str,
+    pub params: String,
+    pub sealed_link: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub dead: u64,
+    pub oldest_pending_age_ms: i64,
+}
+
+/// An update that also releases the mail's claim.
+fn released(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
+    update
+        .col_expr(
+            outbox::Column::ClaimedUntil,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            outbox::Column::ClaimedBy,
+            Expr::value(Option::<String>::None),
+        )
+}
+
+/// An update of the mail `mail_id` if it is in state `state`.
+fn update_if(mail_id: &str, state: MailState) -> UpdateMany<outbox::Entity> {
+    outbox::Entity::update_many()
+        .filter(outbox::Column::MailId.eq(mail_id))
+        .filter(outbox::Column::State.eq(state))
+}
+
+impl Tx {
+    /// A fresh row, so it may wait for the next statement (see `batch.rs`).
+    pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
+        let row = outbox::ActiveModel {
+            mail_id: Set(m.mail_id),
+            user_id: Set(m.user_id.to_owned()),
+            flow_id: Set(m.flow_id.map(str::to_owned)),
+            template: Set(m.template),
+            recipient: Set(m.recipient.to_owned()),
+            locale: Set(m.locale.to_owned()),
+            params: Set(m.params),
+            sealed_link: Set(m.sealed_link),
+            state: Set(MailState::Pending),
+            attempts: Set(0),
+            next_attempt_at: Set(m.now),
+            claimed_until: Set(None),
+            claimed_by: Set(None),
+            last_error: Set(None),
+            created_at: Set(m.now),
+            sent_at: Set(None),
+        };
+        self.queue(outbox::Entity::insert(row).build(self.backend()))
+            .await
+    }
+
+    /// Puts a dead mail back in the queue as it is (only for mails without a link: a
+    /// dead mail's link was erased).
+    pub async fn requeue_mail(&self, mail_id: &str, now: i64) -> CoreResult<()> {
+        released(update_if(mail_id, MailState::Dead))
+            .col_expr(outbox::Column::State, Expr::value(MailState::Pending))
+            .col_expr(outbox::Column::Attempts, Expr::value(0))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a dead mail as replaced by a fresh one.
+    pub async fn mark_mail_retried(&self, mail_id: &str) -> CoreResult<()> {
+        update_if(mail_id, MailState::Dead)
+            .col_expr(outbox::Column::State, Expr::value(MailState::Retried))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` due mails for `lease`, so two workers (or processes) never
+    /// hold the same mail at once, and a crashed worker's claim returns when its lease
+    /// runs out.
+    pub async fn claim_due_mail(
+        &self,
+        worker: &str,
+        now: i64,
+        lease: Duration,
+        limit: u64,
+    ) -> CoreResult<Vec<outbox::Model>> {
+        let claimable = || {
+            outbox::Column::ClaimedUntil
+                .is_null()
+                .or(outbox::Column::ClaimedUntil.lt(now))
+        };
+        let candidates: Vec<String> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::MailId)
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .filter(outbox::Column::NextAttemptAt.lte(now))
+            .filter(claimable())
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One conditional update claims whichever candidates nobody else claimed meanwhile;
+        // reading back by owner and lease end tells which those were.
+        let until = now + duration_ms(lease);
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
+            .col_expr(outbox::Column::ClaimedBy, Expr::value(worker.to_owned()))
+            .filter(outbox::Column::MailId.is_in(candidates.iter().cloned()))
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .filter(claimable())
+            .exec(&self.db)
+            .await?;
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::MailId.is_in(candidates))
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::ClaimedUntil.eq(until))
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Right before a send: extends this worker's claim, only if it is still this
+    /// worker's. `false`: the lease ran out and another worker may have the mail now.
+    pub async fn renew_claim(
+        &self,
+        mail_id: &str,
+        worker: &str,
+        now: i64,
+        lease: Duration,
+    ) -> CoreResult<bool> {
+        let res = update_if(mail_id, MailState::Pending)
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(now + duration_ms(lease)),
+            )
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::ClaimedUntil.gte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Gives up claims this worker will not use (on shutdown, or when the SMTP server is
+    /// down): another worker may take them at once.
+    pub async fn release_claims(&self, mail_ids: &[String]) -> CoreResult<()> {
+        released(outbox::Entity::update_many())
+            .filter(outbox::Column::MailId.is_in(mail_ids.iter().cloned()))
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up every claim `worker` holds (when its sends were cut off at shutdown).
+    pub async fn release_claims_of(&self, worker: &str) -> CoreResult<()> {
+        released(outbox::Entity::update_many())
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The SMTP server could not be reached: the mail waits for `retry_at` without losing
+    /// an attempt (an outage is not the message's fault).
+    pub async fn mail_deferred(&self, mail_id: &str, retry_at: i64, error: &str) -> CoreResult<()> {
+        released(update_if(mail_id, MailState::Pending))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(retry_at))
+            .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a mail sent and erases its sealed link, atomically with its event.
+    pub async fn mail_sent(&self, mail: &outbox::Model, now: i64, masked: &str) -> CoreResult<()> {
+        let update = erased(attempted(mail))
+            .col_expr(outbox::Column::State, Expr::value(MailState::Sent))
+            .col_expr(outbox::Column::SentAt, Expr::value(now));
+        let detail = mail.template.as_str();
+        self.delivery_outcome(mail, update, EventType::MailSent, detail, now, masked)
+            .await
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or dead (link erased) when `None`.
+    pub async fn mail_failed(
+        &self,
+        mail: &outbox::Model,
+        now: i64,
+        retry_at: Option<i64>,
+        error: &str,
+        masked: &str,
+    ) -> CoreResult<()> {
+        let update =
+            attempted(mail).col_expr(outbox::Column::LastError, Expr::value(error.to_owned()));
+        let (update, event_type) = match retry_at {
+            Some(at) => (
+                update.col_expr(outbox::Column::NextAttemptAt, Expr::value(at)),
+                EventType::MailDeliveryFailed,
+            ),
+            None => (
+                erased(update).col_expr(outbox::Column::State, Expr::value(MailState::Dead)),
+                EventType::MailDead,
+            ),
+        };
+        self.delivery_outcome(mail, update, event_type, error, now, masked)
+            .await
+    }
+
+    /// A delivery attempt's update of the mail and its audit event, all or none.
+    async fn delivery_outcome(
+        &self,
+        mail: &outbox::Model,
+        update: UpdateMany<outbox::Entity>,
+        event_type: EventType,
+        detail: &str,
+        now: i64,
+        masked: &str,
+    ) -> CoreResult<()> {
+        let backend = self.db.get_database_backend();
+        let event = outbox_event(mail, event_type, detail, now, masked);
+        self.write_together(vec![
+            update.build(backend),
+            sea_orm::EntityTrait::insert(events::row(event)).build(backend),
+        ])
+        .await
+    }
+
+    /// Dead mails, oldest first.
+    pub async fn dead_mail(&self) -> CoreResult<Vec<outbox::Model>> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MailState::Dead))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Mail counts by state, and the age of the oldest pending mail (for metrics).
+    pub async fn outbox_stats(&self, now: i64) -> CoreResult<OutboxStats> {
+        let in_state =
+            |state: MailState| outbox::Entity::find().filter(outbox::Column::State.eq(state));
+        let pending = in_state(MailState::Pending).count(&self.db).await?;
+        let dead = in_state(MailState::Dead).count(&self.db).await?;
+        let oldest = in_state(MailState::Pending)
+            .order_by_asc(outbox::Column::CreatedAt)
+            .one(&self.db)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            dead,
+            oldest_pending_age_ms: oldest
+                .map(|m| std::cmp::max(now - m.created_at, 0))
+                .unwrap_or(0),
+        })
+    }
+
+    /// The earliest time a pending mail becomes due, if any (for the worker's sleep).
+    pub async fn next_mail_due(&self) -> CoreResult<Option<i64>> {
+        let row = outbox::Entity::find()
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|r| std::cmp::max(r.next_attempt_at, r.claimed_until.unwrap_or(0))))
+    }
+}
+
+/// The update of an attempt on `mail`: one more attempt, claim released.
+fn attempted(mail: &outbox::Model) -> UpdateMany<outbox::Entity> {
+    released(outbox::Entity::update_many())
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .filter(outbox::Column::MailId.eq(mail.mail_id.clone()))
+}
+
+/// The sealed link is erased once a mail is sent or dead: nobody needs it any more.
+fn erased(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
+    update.col_expr(
+        outbox::Column::SealedLink,
+        Expr::value(Option::<String>::None),
+    )
+}
+
+fn outbox_event<'a>(
+    mail: &'a outbox::Model,
+    event_type: EventType,
+    detail: &'a str,
+    now: i64,
+    masked: &'a str,
+) -> NewEvent<'a> {
+    NewEvent {
+        user_id: &mail.user_id,
+        flow_id: mail.flow_id.as_deref(),
+        event_type,
+        masked_address: masked,
+        detail,
+        at: now,
+        actor: "mail-worker",
+        request_id: "",
+    }
+}

@@ -1,0 +1,85 @@
+//! The `tokens` table: one row per link sent, keyed by the token's keyed digest (never
+//! the token), with the digest of the code mailed beside it.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+
+use super::Tx;
+use super::entity::token;
+use crate::domain::{FlowStep, TokenState};
+use crate::error::CoreResult;
+
+pub struct NewToken<'a> {
+    pub digest: &'a str,
+    pub flow_id: &'a str,
+    pub step: FlowStep,
+    pub expires_at: i64,
+    pub code_digest: &'a str,
+    pub now: i64,
+}
+
+impl Tx {
+    /// Every live token of the flow stops working.
+    pub async fn supersede_tokens(&self, flow_id: &str) -> CoreResult<()> {
+        token::Entity::update_many()
+            .col_expr(token::Column::State, Expr::value(TokenState::Superseded))
+            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::State.eq(TokenState::Live))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// A fresh row, so it may wait for the next statement (see `batch.rs`).
+    pub async fn insert_token(&self, t: NewToken<'_>) -> CoreResult<()> {
+        let row = token::ActiveModel {
+            digest: Set(t.digest.to_owned()),
+            flow_id: Set(t.flow_id.to_owned()),
+            step: Set(t.step),
+            state: Set(TokenState::Live),
+            expires_at: Set(t.expires_at),
+            created_at: Set(t.now),
+            used_at: Set(None),
+            code_digest: Set(Some(t.code_digest.to_owned())),
+        };
+        self.queue(token::Entity::insert(row).build(self.backend()))
+            .await
+    }
+
+    /// The token stored under any of the candidate digests (one per configured key).
+    pub async fn find_token(&self, candidates: &[String]) -> CoreResult<Option<token::Model>> {
+        Ok(token::Entity::find()
+            .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
+            .one(self.conn().await?)
+            .await?)
+    }
+
+    /// Consumes a live, unexpired token: one conditional update, so of any number of
+    /// concurrent confirmations exactly one sees `true`.
+    pub async fn consume_token(&self, digest: &str, now: i64) -> CoreResult<bool> {
+        let res = token::Entity::update_many()
+            .col_expr(token::Column::State, Expr::value(TokenState::Used))
+            .col_expr(token::Column::UsedAt, Expr::value(now))
+            .filter(token::Column::Digest.eq(digest))
+            .filter(token::Column::State.eq(TokenState::Live))
+            .filter(token::Column::ExpiresAt.gt(now))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// The newest live token of a flow's step (the one a code is checked against).
+    pub async fn live_token(
+        &self,
+        flow_id: &str,
+        step: FlowStep,
+    ) -> CoreResult<Option<token::Model>> {
+        Ok(token::Entity::find()
+            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::Step.eq(step))
+            .filter(token::Column::State.eq(TokenState::Live))
+            .order_by_desc(token::Column::CreatedAt)
+            .one(self.conn().await?)
+            .await?)
+    }
+}

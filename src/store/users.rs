@@ -1,0 +1,104 @@
+//! The `users` table: one row per wallet user, holding the address of record. Its
+//! unique index on verified addresses is what makes "taken" a database fact.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+    QueryTrait, SqlErr,
+};
+
+use super::entity::user;
+use super::{Store, Tx, raw};
+use crate::error::{CoreError, CoreResult};
+
+impl Store {
+    pub async fn user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+}
+
+impl Tx {
+    /// Creates the user's row if it does not exist, and locks it: one statement (the
+    /// upsert's update takes the row lock and RETURNING hands back the row).
+    pub async fn create_or_lock_user(&self, user_id: &str, now: i64) -> CoreResult<user::Model> {
+        let row = self
+            .conn()
+            .await?
+            .query_one_raw(raw(
+                self.backend(),
+                "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
+                 VALUES ($1, NULL, false, NULL, $2, $2) \
+                 ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
+                 RETURNING user_id, email, email_verified, verified_at, created_at, updated_at, change_frozen_until",
+                [user_id.into(), now.into()],
+            ))
+            .await?
+            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
+        Ok(user::Model::from_query_result(&row, "")?)
+    }
+
+    /// Locks the user's row, if the user exists.
+    pub async fn lock_user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.to_owned())
+            .lock_exclusive()
+            .one(self.conn().await?)
+            .await?)
+    }
+
+    /// The user who has `email` verified, if any.
+    pub async fn verified_owner(&self, email: &str) -> CoreResult<Option<String>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Email.eq(email))
+            .filter(user::Column::EmailVerified.eq(true))
+            .one(self.conn().await?)
+            .await?
+            .map(|u| u.user_id))
+    }
+
+    /// Records `email` as the (locked) user's address, unverified. An unverified address
+    /// is outside the unique index and no queued write touches `users`, so this write
+    /// may wait for the next statement (see `batch.rs`).
+    pub async fn set_unverified_email(
+        &self,
+        user_id: &str,
+        email: &str,
+        now: i64,
+    ) -> CoreResult<()> {
+        let update = user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email.to_owned()))
+            .col_expr(user::Column::EmailVerified, Expr::value(false))
+            .col_expr(user::Column::VerifiedAt, Expr::value(Option::<i64>::None))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::UserId.eq(user_id));
+        self.queue(update.build(self.backend())).await
+    }
+
+    /// Makes `email` the user's verified address. It may trip the verified-address unique
+    /// index if another user won a race: that, and only that, is `EmailTaken`.
+    pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
+        let update = user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email.to_owned()))
+            .col_expr(user::Column::EmailVerified, Expr::value(true))
+            .col_expr(user::Column::VerifiedAt, Expr::value(now))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::UserId.eq(user_id));
+        match update.exec(self.conn().await?).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Err(CoreError::EmailTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn freeze_changes(&self, user_id: &str, until: i64) -> CoreResult<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))
+            .filter(user::Column::UserId.eq(user_id))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+}
