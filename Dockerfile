@@ -30,7 +30,9 @@ WORKDIR /var/lib/emailverify
 # address people's browsers reach (set it to your domain).
 ENV EMAILVERIFY_GRPC_ADDR=0.0.0.0:50051 \
     EMAILVERIFY_HTTP_ADDR=0.0.0.0:8080 \
+    EMAILVERIFY_ADMIN_ADDR=0.0.0.0:9464 \
     EMAILVERIFY_LOG_FORMAT=json
-EXPOSE 50051 8080
+# 50051 gRPC, 8080 link pages, 9464 admin (metrics, health): keep 9464 off the public ingress.
+EXPOSE 50051 8080 9464
 ENTRYPOINT ["/usr/local/bin/emailverify"]
 CMD ["serve"]

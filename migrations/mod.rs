@@ -13,6 +13,8 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_tables;
 mod m20261123_000002_abuse_resistance;
 mod m20261123_000003_outbox_claim_owner;
+mod m20261130_000001_mailbox_key;
+mod m20261130_000002_event_repeats;
 
 pub struct Migrator;
 
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_tables::Migration),
             Box::new(m20261123_000002_abuse_resistance::Migration),
             Box::new(m20261123_000003_outbox_claim_owner::Migration),
+            Box::new(m20261130_000001_mailbox_key::Migration),
+            Box::new(m20261130_000002_event_repeats::Migration),
         ]
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 
 use crate::clock::SystemClock;
-use crate::settings::Settings;
+use crate::settings::{Config, Settings};
 use crate::startup::Application;
 use crate::store::Store;
 
@@ -60,6 +60,7 @@ impl Cli {
             Command::Serve(settings) => {
                 crate::telemetry::init(&settings.log_format);
                 let config = settings.resolve()?;
+                raise_open_files_limit(&config);
                 if let Some(dir) = sqlite_dir(&config.database_url) {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -133,6 +134,24 @@ impl Cli {
                 Ok(())
             }
         }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one (as Go's runtime does): every connection
+/// is a file descriptor, and the usual soft default (1024) is below what the connection caps
+/// allow. Says so at WARN when even the hard limit is below that: past it, accepts fail
+/// (logged at WARN, backed off) and new connections wait.
+fn raise_open_files_limit(config: &Config) {
+    // Both public ports full, the admin port, the database pool, mail and the rest.
+    let wanted = 2 * config.connections.max_connections as u64 + u64::from(config.db_pool) + 128;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-files limit is below what EMAILVERIFY_MAX_CONNECTIONS allows on both ports; raise it (LimitNOFILE, ulimit -n) or lower the setting"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
     }
 }
 

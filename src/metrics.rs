@@ -1,4 +1,5 @@
-//! Prometheus metrics, served at `GET /metrics` on the HTTP port. Names and what they count:
+//! Prometheus metrics, served at `GET /metrics` on the admin port (`EMAILVERIFY_ADMIN_ADDR`,
+//! never the public HTTP port). Names and what they count:
 //!
 //! | metric | labels | what |
 //! |---|---|---|
@@ -12,6 +13,11 @@
 //! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
 //! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
 //! | `emailverify_ready` | | 1 while the database answers (the health status), else 0 |
+//! | `emailverify_auth_failures_total` | reason | gRPC calls refused for a `missing` or `wrong` bearer token |
+//! | `emailverify_cross_site_posts_total` | | link-page POSTs a browser marked cross-site (403, counted against nobody) |
+//! | `emailverify_connections_open`, `emailverify_connections_max` | port | connections open now on `grpc`, `http`, `admin`, and the cap of each |
+//! | `emailverify_connections_timed_out_total` | port, reason | connections closed for not sending their `headers` (gRPC: first frame) in time, or `idle` |
+//! | `emailverify_accept_errors_total` | port, kind | failed accepts: `fd_exhausted` (EMFILE/ENFILE: the file-descriptor table is full), `other` |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -41,6 +47,76 @@ pub fn handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds until `stop`.
+/// The recorder keeps each sample until then: without this task, a process that nobody
+/// scrapes would keep every latency it ever measured (its memory grew with the work).
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let Some(handle) = handle() else { return };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(UPKEEP) => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Exports the series that alerts watch with a value of 0 before anything happened, so an
+/// alert on their increase works from the first scrape.
+pub fn init() {
+    for reason in ["missing", "wrong"] {
+        metrics::counter!("emailverify_auth_failures_total", "reason" => reason).increment(0);
+    }
+    for port in ["grpc", "http", "admin"] {
+        metrics::gauge!("emailverify_connections_open", "port" => port).increment(0.0);
+        for kind in ["fd_exhausted", "other"] {
+            metrics::counter!("emailverify_accept_errors_total", "port" => port, "kind" => kind)
+                .increment(0);
+        }
+    }
+    for port in ["grpc", "http"] {
+        for reason in ["headers", "idle"] {
+            metrics::counter!("emailverify_connections_timed_out_total", "port" => port, "reason" => reason)
+                .increment(0);
+        }
+    }
+    metrics::counter!("emailverify_cross_site_posts_total").increment(0);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!("emailverify_auth_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn cross_site_post() {
+    metrics::counter!("emailverify_cross_site_posts_total").increment(1);
+}
+
+pub fn connection_cap(port: &'static str, max: usize) {
+    metrics::gauge!("emailverify_connections_max", "port" => port).set(max as f64);
+}
+
+pub fn connection_opened(port: &'static str) {
+    metrics::gauge!("emailverify_connections_open", "port" => port).increment(1.0);
+}
+
+pub fn connection_closed(port: &'static str) {
+    metrics::gauge!("emailverify_connections_open", "port" => port).decrement(1.0);
+}
+
+/// `reason`: `headers` (not sent in time; gRPC: the first frame) or `idle`.
+pub fn connection_timed_out(port: &'static str, reason: &'static str) {
+    metrics::counter!("emailverify_connections_timed_out_total", "port" => port, "reason" => reason)
+        .increment(1);
+}
+
+/// `kind`: `fd_exhausted` or `other`.
+pub fn accept_error(port: &'static str, kind: &'static str) {
+    metrics::counter!("emailverify_accept_errors_total", "port" => port, "kind" => kind)
+        .increment(1);
 }
 
 pub fn rpc(method: &'static str, code: tonic::Code, elapsed: Duration) {

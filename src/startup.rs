@@ -1,19 +1,27 @@
-//! `Application`: binds both ports (port 0 is fine: tests use it), runs migrations,
-//! builds the core, and runs the gRPC server, the HTTP shim, the mail worker and the
-//! health watcher until asked to stop. `main` and the tests start the service the same way.
+//! `Application`: binds the three ports (gRPC, HTTP, admin; port 0 is fine: tests use it),
+//! runs migrations, builds the core, and runs the gRPC server, the HTTP shim, the admin
+//! endpoint, the mail worker and the health watcher until asked to stop. `main` and the
+//! tests start the service the same way.
+//!
+//! Every port accepts through [`listen::accept`]: at most so many connections open at once
+//! (past it, new ones wait in the kernel's queue), and a failing accept — a full
+//! file-descriptor table above all — is logged at WARN and backed off from instead of
+//! spinning. What one connection may take is each protocol's: `http::serve` (header
+//! deadline) and `grpc::conn` (first-frame and idle deadlines).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::clock::Clock;
 use crate::core::Core;
+use crate::grpc::conn::{Deadlines, EdgeLayer, Guarded};
 use crate::grpc::pb::{self, EmailVerificationServer};
 use crate::grpc::{BearerAuth, service::GrpcService};
 use crate::http::{self, HttpState, pages::Pages};
@@ -25,6 +33,12 @@ use crate::store::Store;
 const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
 /// The largest request we accept: every field of our messages is small.
 const MAX_GRPC_MESSAGE: usize = 16 * 1024;
+/// The admin port serves a scraper and a probe or two.
+const ADMIN_MAX_CONNECTIONS: usize = 32;
+/// How often the gRPC server pings a connection, and how long it waits for the answer,
+/// so that a peer that vanished (and its open streams) is noticed.
+const GRPC_PING_INTERVAL: Duration = Duration::from_secs(30);
+const GRPC_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The core on a migrated database: for the application, and alone for one-off commands
 /// (`outbox retry-dead`). `mail_ready` is what the core notifies after queueing mail.
@@ -59,9 +73,32 @@ fn core_on(store: Store, config: &Config, clock: Arc<dyn Clock>, mail_ready: Arc
     )
 }
 
+/// The three ports, bound: by [`Application::build`] from the settings, or by a test on
+/// port 0 (to know the link base URL before the application exists).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses; an address in use names its setting.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, setting: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("{setting} {addr}: {e}"))
+        };
+        Ok(Self {
+            grpc: bind(config.grpc_addr, "EMAILVERIFY_GRPC_ADDR").await?,
+            http: bind(config.http_addr, "EMAILVERIFY_HTTP_ADDR").await?,
+            admin: bind(config.admin_addr, "EMAILVERIFY_ADMIN_ADDR").await?,
+        })
+    }
+}
+
 pub struct Application {
-    grpc: TcpListener,
-    http: TcpListener,
+    listeners: Listeners,
     core: Arc<Core>,
     store: Store,
     worker: Worker,
@@ -71,13 +108,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let grpc = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_GRPC_ADDR {}: {e}", config.grpc_addr))?;
-        let http = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_HTTP_ADDR {}: {e}", config.http_addr))?;
-        Self::build_on(config, clock, grpc, http).await
+        let listeners = Listeners::bind(&config).await?;
+        Self::build_on(config, clock, listeners).await
     }
 
     /// Builds on listeners the caller bound (tests bind port 0 first, to know the link
@@ -85,8 +117,7 @@ impl Application {
     pub async fn build_on(
         config: Config,
         clock: Arc<dyn Clock>,
-        grpc: TcpListener,
-        http: TcpListener,
+        listeners: Listeners,
     ) -> anyhow::Result<Self> {
         let wake = Arc::new(Notify::new());
         let store = store_for(&config).await?;
@@ -108,8 +139,7 @@ impl Application {
             from: config.mail_from.clone(),
         };
         Ok(Self {
-            grpc,
-            http,
+            listeners,
             core,
             store,
             worker,
@@ -119,11 +149,24 @@ impl Application {
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+        self.listeners
+            .grpc
+            .local_addr()
+            .unwrap_or(self.config.grpc_addr)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(self.config.http_addr)
+        self.listeners
+            .http
+            .local_addr()
+            .unwrap_or(self.config.http_addr)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listeners
+            .admin
+            .local_addr()
+            .unwrap_or(self.config.admin_addr)
     }
 
     /// Cancel this to stop the application gracefully.
@@ -133,8 +176,7 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
-            grpc,
-            http,
+            listeners: Listeners { grpc, http, admin },
             core,
             store,
             worker,
@@ -143,6 +185,10 @@ impl Application {
         } = self;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let metrics = crate::metrics::handle();
+        crate::metrics::init();
+        let limits = config.connections.clone();
 
         let (reporter, health) = tonic_health::server::health_reporter();
         // Known before the first request: both names answer from the start.
@@ -170,9 +216,14 @@ impl Application {
 
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.tls {
-            let mut tls_config = tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
-            );
+            let mut tls_config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    &tls.cert_pem,
+                    &tls.key_pem,
+                ))
+                // A client that starts a handshake must finish it as quickly as it must
+                // send its first frame.
+                .timeout(limits.header_timeout);
             if let Some(ca) = &tls.client_ca_pem {
                 // Mutual TLS: a client without a certificate from this CA is refused
                 // during the handshake, before any RPC.
@@ -182,29 +233,53 @@ impl Application {
                 .tls_config(tls_config)
                 .map_err(|e| anyhow::anyhow!("EMAILVERIFY_TLS_CERT/KEY: {e}"))?;
         }
+        let deadlines = Deadlines {
+            first_frame: limits.header_timeout,
+            idle: limits.idle_timeout,
+        };
+        let grpc_connections =
+            listen::accept(grpc, limits.max_connections, "grpc").map(move |(stream, _, slot)| {
+                // Small unary calls: never wait for a full segment.
+                let _ = stream.set_nodelay(true);
+                Ok::<_, std::io::Error>(Guarded::new(stream, slot, deadlines))
+            });
         let grpc_server = builder
             .timeout(Duration::from_secs(30))
+            .max_concurrent_streams(limits.grpc_max_streams)
+            .http2_keepalive_interval(Some(GRPC_PING_INTERVAL))
+            .http2_keepalive_timeout(Some(GRPC_PING_TIMEOUT))
+            .http2_max_header_list_size(16 * 1024)
+            .layer(EdgeLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc),
-                stop.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(grpc_connections, stop.clone().cancelled_owned());
 
         let state = Arc::new(HttpState {
             core: core.clone(),
             pages: Pages::new(),
             success_url: config.success_url.clone(),
-            client_ip_header: config.client_ip_header.clone(),
-            metrics: crate::metrics::handle(),
+            public_origin: url::Url::parse(&config.policy.public_url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
+            trusted_proxies: config.trusted_proxies,
+            metrics,
         });
-        let http_server = axum::serve(
-            http,
-            http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http_server = http::serve(
+            listen::accept(http, limits.max_connections, "http"),
+            http::router(state.clone()),
+            "http",
+            limits.header_timeout,
+            stop.clone(),
+        );
+        let admin_server = http::serve(
+            listen::accept(admin, ADMIN_MAX_CONNECTIONS, "admin"),
+            http::admin_router(state),
+            "admin",
+            limits.header_timeout,
+            stop.clone(),
+        );
 
         // Health: SERVING only while the database answers (migrations already ran).
         let health_task = {
@@ -237,16 +312,18 @@ impl Application {
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,
+            admin = %admin_addr,
             mail = %config.transport.describe(),
             "emailverify is serving"
         );
+        tokio::spawn(crate::metrics::upkeep(stop.clone()));
         let worker_id = worker.id.clone();
         let mut worker_task = tokio::spawn(worker.run(stop.clone()));
         // Once asked to stop, everything drains within the shutdown deadline: open
         // requests finish, the worker finishes its sends in flight and hands back the
         // mails it claimed. Whatever is still running then is cut off.
         let drained = async {
-            let servers = tokio::join!(grpc_server, http_server.into_future(), health_task);
+            let servers = tokio::join!(grpc_server, http_server, admin_server, health_task);
             stop.cancel();
             let _ = (&mut worker_task).await;
             servers
@@ -259,7 +336,7 @@ impl Application {
             servers = drained => Some(servers),
             () = deadline => None,
         };
-        let Some((grpc_result, http_result, ())) = drained else {
+        let Some((grpc_result, (), (), ())) = drained else {
             tracing::warn!(
                 deadline = ?config.shutdown_timeout,
                 "shutdown deadline passed: cutting off what is still running"
@@ -274,8 +351,139 @@ impl Application {
             return Ok(());
         };
         grpc_result?;
-        http_result?;
         tracing::info!("emailverify stopped");
         Ok(())
+    }
+}
+
+/// Accepting connections within a cap, whatever the kernel says.
+mod listen {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::Stream;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+    use tokio::time::Instant;
+
+    /// A connection's place under its port's cap; given back when dropped.
+    pub struct Slot {
+        _permit: OwnedSemaphorePermit,
+        port: &'static str,
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            crate::metrics::connection_closed(self.port);
+        }
+    }
+
+    /// The connections of `listener`, at most `max` open at once: the next one is accepted
+    /// only when a slot is free (until then it waits in the kernel's queue). An accept that
+    /// fails is logged and backed off from, never passed on (a server that retried at once
+    /// on a full file-descriptor table would spin and starve everything else).
+    pub fn accept(
+        listener: TcpListener,
+        max: usize,
+        port: &'static str,
+    ) -> impl Stream<Item = (TcpStream, SocketAddr, Slot)> {
+        crate::metrics::connection_cap(port, max);
+        let slots = Arc::new(Semaphore::new(max));
+        futures::stream::unfold(
+            (listener, slots, Trouble::default()),
+            move |(listener, slots, mut trouble)| async move {
+                let permit = slots.clone().acquire_owned().await.ok()?;
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            trouble.over(port);
+                            crate::metrics::connection_opened(port);
+                            let slot = Slot {
+                                _permit: permit,
+                                port,
+                            };
+                            return Some(((stream, peer, slot), (listener, slots, trouble)));
+                        }
+                        Err(e) => {
+                            if let Some(pause) = trouble.failed(port, &e) {
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+
+    /// How long a run of failing accepts has lasted, and what was said about it: the first
+    /// failure of a kind that stops all accepts is logged at WARN at once, then at most
+    /// every [`Trouble::WARN_EVERY`] with the count since.
+    #[derive(Default)]
+    struct Trouble {
+        backoff: Duration,
+        warned: Option<Instant>,
+        unreported: u64,
+    }
+
+    impl Trouble {
+        const FIRST_PAUSE: Duration = Duration::from_millis(10);
+        const MAX_PAUSE: Duration = Duration::from_secs(1);
+        const WARN_EVERY: Duration = Duration::from_secs(10);
+
+        /// How long to wait before the next accept (None: at once).
+        fn failed(&mut self, port: &'static str, e: &std::io::Error) -> Option<Duration> {
+            use std::io::ErrorKind::*;
+            // EMFILE (24) / ENFILE (23): the process's or the system's table is full.
+            let fd_exhausted = matches!(e.raw_os_error(), Some(23 | 24));
+            if !fd_exhausted
+                && matches!(
+                    e.kind(),
+                    ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut
+                )
+            {
+                // That one connection is gone before we took it; the next may be fine.
+                tracing::debug!(port, error = %e, "accept failed for one connection");
+                return None;
+            }
+            crate::metrics::accept_error(
+                port,
+                if fd_exhausted {
+                    "fd_exhausted"
+                } else {
+                    "other"
+                },
+            );
+            self.unreported += 1;
+            let now = Instant::now();
+            if self.warned.is_none_or(|at| now >= at + Self::WARN_EVERY) {
+                let failures = std::mem::take(&mut self.unreported);
+                if fd_exhausted {
+                    tracing::warn!(
+                        port,
+                        error = %e,
+                        failures,
+                        "cannot accept connections: the file-descriptor table is full; open connections are still served, new ones wait (raise the open-files limit, e.g. LimitNOFILE, or lower EMAILVERIFY_MAX_CONNECTIONS)"
+                    );
+                } else {
+                    tracing::warn!(port, error = %e, failures, "cannot accept connections");
+                }
+                self.warned = Some(now);
+            }
+            self.backoff = (self.backoff * 2).clamp(Self::FIRST_PAUSE, Self::MAX_PAUSE);
+            Some(self.backoff)
+        }
+
+        /// An accept succeeded: the run of failures (if any) is over.
+        fn over(&mut self, port: &'static str) {
+            if self.warned.is_some() {
+                tracing::info!(
+                    port,
+                    failures = self.unreported,
+                    "accepting connections again"
+                );
+            }
+            *self = Self::default();
+        }
     }
 }

@@ -61,12 +61,9 @@ impl Core {
         code: &str,
         now: i64,
     ) -> CoreResult<Presented> {
-        let row = tx
-            .lock_user(user.as_str())
-            .await?
-            .ok_or(CoreError::NoPendingFlow)?;
+        // Unknown user or nothing pending: one statement either way (same answer, same time).
         let mut f = tx
-            .pending_flow(user.as_str())
+            .lock_user_pending_flow(user.as_str())
             .await?
             .ok_or(CoreError::NoPendingFlow)?;
         if let Some(until) = f.locked_until {
@@ -85,8 +82,9 @@ impl Core {
         };
         let stored = tok.code_digest.clone().unwrap_or_default();
         if self.keys.code_matches(&tok.digest, code, &stored) {
+            let email = tx.user(user.as_str()).await?.and_then(|row| row.email);
             Ok(Presented::Right {
-                email: row.email,
+                email,
                 flow: f,
                 digest: tok.digest,
             })

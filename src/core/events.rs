@@ -53,7 +53,11 @@ impl Core {
                 at: r.at,
                 flow_id: r.flow_id.unwrap_or_default(),
                 masked_address: r.masked_address,
-                detail: r.detail,
+                detail: if r.repeats > 1 {
+                    format!("{} ×{}", r.detail, r.repeats)
+                } else {
+                    r.detail
+                },
             })
             .collect();
         Ok((events, next))

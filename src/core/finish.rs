@@ -1,11 +1,17 @@
 //! How every use-case ends (see the module doc of `core`): `finish` commits a success or
 //! rolls back a refusal, and `refuse` is the one place a refusal is audited.
 
+use std::time::Duration;
+
+use crate::clock::duration_ms;
 use crate::domain::{EventType, UserId};
 use crate::error::{CoreError, CoreResult};
 use crate::store::{NewEvent, Tx};
 
 use super::{Core, context};
+
+/// The same refusal of the same user is recorded at most once in this window.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 impl Core {
     /// Commits a successful use-case (and wakes the mail worker), or rolls back a refused
@@ -57,10 +63,12 @@ impl Core {
         self.refuse_as(user, flow_id, event_type, e).await
     }
 
-    /// Records a refusal as `event_type`, for a known user only, in its own statement
-    /// (best effort: a failure to record must not hide the refusal itself). Generic
-    /// failures (no reason: database down, internal) are not refusals and are not
-    /// recorded.
+    /// Records a refusal as `event_type`, for a known user only, and hands it back. The
+    /// record is written after the answer, off its path (best effort: a failure to record
+    /// must not hide the refusal itself), so a known and an unknown user get the same
+    /// refusal in the same time. The same refusal of the same user is recorded at most
+    /// once a minute, with a count (`repeats`): a caller cannot flood the trail. Generic
+    /// failures (no reason: database down, internal) are not refusals and not recorded.
     pub(super) async fn refuse_as(
         &self,
         user: &UserId,
@@ -72,19 +80,25 @@ impl Core {
             return e;
         }
         let ctx = context::current();
-        let event = NewEvent {
-            user_id: user.as_str(),
-            flow_id,
-            event_type,
-            masked_address: "",
-            detail: e.reason(),
-            at: self.now_ms(),
-            actor: &ctx.actor,
-            request_id: &ctx.request_id,
-        };
-        if let Err(err) = self.store.event_if_user_exists(event).await {
-            tracing::warn!(error = %err, "could not record a refusal in the audit trail");
-        }
+        let store = self.store.clone();
+        let (user, flow_id, detail) = (user.to_string(), flow_id.map(str::to_owned), e.reason());
+        let now = self.now_ms();
+        tokio::spawn(async move {
+            let event = NewEvent {
+                user_id: &user,
+                flow_id: flow_id.as_deref(),
+                event_type,
+                masked_address: "",
+                detail,
+                at: now,
+                actor: &ctx.actor,
+                request_id: &ctx.request_id,
+            };
+            let since = now - duration_ms(REFUSAL_WINDOW);
+            if let Err(err) = store.record_refusal(event, since).await {
+                tracing::warn!(error = %err, "could not record a refusal in the audit trail");
+            }
+        });
         e
     }
 }

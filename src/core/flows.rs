@@ -4,6 +4,7 @@
 
 use crate::clock::duration_ms;
 use crate::domain::email::mask;
+use crate::domain::mailbox::MailboxKey;
 use crate::domain::token::generate_code;
 use crate::domain::{
     EmailAddress, EventType, FlowKind, FlowState, FlowStep, Locale, MailParams, Secrets, Template,
@@ -105,7 +106,8 @@ impl Core {
     }
 
     /// Issues a new token for `step`, queues its mail and sets the flow's link times.
-    /// The recipient's limit applies to every link mail, whoever asks.
+    /// The recipient's limit applies to every link mail, whoever asks, per inbox: all the
+    /// spellings of one address (its mailbox key) share one bucket.
     pub(super) async fn send_link(
         &self,
         tx: &Tx,
@@ -114,7 +116,8 @@ impl Core {
         now: i64,
     ) -> CoreResult<()> {
         let recipient = recipient_of(f, step).to_owned();
-        self.take_recipient_limit(tx, &recipient, now).await?;
+        let inbox = MailboxKey::of(&recipient);
+        self.take_recipient_limit(tx, inbox.as_str(), now).await?;
         let ttl = match f.kind {
             FlowKind::Verify => self.policy.verify_ttl,
             FlowKind::Change => self.policy.change_ttl,
@@ -224,7 +227,8 @@ impl Core {
         tx.update_flow(&ended).await
     }
 
-    /// EMAIL_TAKEN if another user has `email` verified; else the user's pending flow.
+    /// EMAIL_TAKEN if another user has an address of `email`'s inbox verified (the store
+    /// compares mailbox keys); else the user's pending flow.
     async fn pending_unless_taken(
         &self,
         tx: &Tx,
@@ -240,10 +244,7 @@ impl Core {
     /// The user's row locked and their pending flow; NO_PENDING_FLOW for an unknown user
     /// as for a known one with nothing pending (the answer must not tell them apart).
     pub(super) async fn lock_pending(&self, tx: &Tx, user: &UserId) -> CoreResult<flow::Model> {
-        tx.lock_user(user.as_str())
-            .await?
-            .ok_or(CoreError::NoPendingFlow)?;
-        tx.pending_flow(user.as_str())
+        tx.lock_user_pending_flow(user.as_str())
             .await?
             .ok_or(CoreError::NoPendingFlow)
     }

@@ -23,10 +23,12 @@
 //!
 //! # The one policy for auditing refusals
 //! A refusal changes nothing, so the use-case's transaction never records it: `finish`
-//! rolls the transaction back, then `refuse` writes ONE event in its own statement — only
-//! for a user that exists (unknown ids cannot fill the table), naming the flow when the
-//! refusal concerns one, typed after the reason (`finish::refusal_event`). A wrong code is
-//! the one refusal that also changes state (the count must survive): ConfirmCode commits
+//! rolls the transaction back, then `refuse` records it in its own statement, after the
+//! answer (so known and unknown users are answered alike, in the same time) — only for a
+//! user that exists (unknown ids cannot fill the table), naming the flow when the refusal
+//! concerns one, typed after the reason (`finish::refusal_event`), and at most once a minute
+//! per user, type and reason, with a count (a caller cannot flood the trail). A wrong code
+//! is the one refusal that also changes state (the count must survive): ConfirmCode commits
 //! the count first, then refuses the same way.
 
 mod cancel;

@@ -4,7 +4,9 @@
 //!
 //! A refusal is recorded as `request_refused`, `link_refused`, `expired_link_used`,
 //! `code_mismatch`, `code_locked`, `rate_limited` or `locked_out`, with the contract's
-//! reason as its detail (see `core` for when a refusal is recorded).
+//! reason as its detail (see `core` for when a refusal is recorded). The same refusal of
+//! the same user within a minute is one event with a count: its detail reads
+//! `NO_PENDING_FLOW ×12`.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -54,6 +56,8 @@ pub enum EventType {
     MailDead,
     /// `outbox retry-dead` replaced a dead link mail with a fresh link.
     MailRetried,
+    // (The mailbox-key migration, m20261130_000001, also wrote `email_unverified_by_migration`
+    // for an address whose inbox another account had verified earlier: actor `migration`.)
 }
 
 impl EventType {

@@ -32,6 +32,7 @@ pub mod event;
 pub mod flow;
 pub mod locale;
 pub mod mail;
+pub mod mailbox;
 pub mod rate;
 pub mod token;
 pub mod user_id;

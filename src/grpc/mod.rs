@@ -1,6 +1,8 @@
 //! The gRPC front door: generated code, the service adapter, conversions, the status
-//! mapping and caller authentication. No rules here: everything is the core's.
+//! mapping, caller authentication and what one connection may take (`conn`). No rules
+//! here: everything is the core's.
 
+pub mod conn;
 pub mod convert;
 pub mod service;
 pub mod status;
@@ -34,6 +36,8 @@ pub struct Caller(pub String);
 
 /// Checks `authorization: Bearer <token>` against the configured tokens, in constant
 /// time per candidate. With no tokens configured every call passes (loopback default).
+/// A refusal is logged at WARN (why and from where, never what was presented) and counted
+/// in `emailverify_auth_failures_total`.
 #[derive(Clone)]
 pub struct BearerAuth {
     tokens: Arc<Vec<String>>,
@@ -64,9 +68,30 @@ impl tonic::service::Interceptor for BearerAuth {
             acc | u8::from(bool::from(t.as_bytes().ct_eq(presented.as_bytes())))
         });
         if ok == 1 {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
+            return Ok(request);
         }
+        let reason = if presented.is_empty() {
+            "missing"
+        } else {
+            "wrong"
+        };
+        crate::metrics::auth_failure(reason);
+        let peer = conn::ConnInfo::of(request.extensions())
+            .and_then(conn::ConnInfo::peer)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let request_id = crate::core::context::request_id(
+            request
+                .metadata()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
+        tracing::warn!(
+            reason,
+            peer = %peer,
+            request_id = %request_id,
+            "gRPC caller authentication failed: {reason} bearer token"
+        );
+        Err(Status::unauthenticated("missing or wrong bearer token"))
     }
 }

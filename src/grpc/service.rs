@@ -34,8 +34,7 @@ fn context_of<T>(req: &Request<T>) -> RequestContext {
         .get::<Caller>()
         .map(|c| c.0.clone())
         .unwrap_or_else(|| "api".into());
-    if let Some(cert) = req
-        .peer_certs()
+    if let Some(cert) = super::conn::peer_certs(req.extensions())
         .as_ref()
         .and_then(|certs| certs.first().cloned())
     {

@@ -1,8 +1,14 @@
 //! The HTTP link shim: the pages people reach by clicking a link in their inbox, plus
-//! liveness and readiness. Same process, same core as gRPC: no second network hop.
+//! liveness and readiness; and the admin port's `/metrics`. Same process, same core as
+//! gRPC: no second network hop.
 //!
 //! A GET never changes anything (mail scanners pre-fetch links); only the POSTs of the
-//! page's buttons confirm, cancel or resend.
+//! page's buttons confirm, cancel or resend, and only when the browser does not mark them
+//! as sent from another site.
+//!
+//! [`serve`] runs the connections itself (axum's `serve` has no header deadline): a client
+//! must send its request headers within the header timeout, and how many connections are
+//! open is bounded by whoever yields them (`startup`'s accept loop).
 
 pub mod pages;
 
@@ -10,14 +16,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::core::context::{self, RequestContext};
@@ -28,29 +38,94 @@ use pages::Pages;
 pub struct HttpState {
     pub core: Arc<Core>,
     pub pages: Pages,
-    pub success_url: Option<String>,
-    /// Behind a trusted reverse proxy: the header with the client IP (last entry wins,
-    /// as that is the one our proxy appended).
-    pub client_ip_header: Option<HeaderName>,
+    /// Where a confirmation redirects (an http(s) URL); its origin is allowed in the
+    /// pages' `form-action`, or the browser would not follow the redirect of the form.
+    pub success_url: Option<url::Url>,
+    /// The origin of the public URL: a POST whose `Origin` is another one is cross-site.
+    pub public_origin: String,
+    /// How many proxies in front of the HTTP port append to X-Forwarded-For (0: none).
+    pub trusted_proxies: usize,
     /// The Prometheus recorder's handle (absent if another recorder was installed first).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl HttpState {
     fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
-        self.client_ip_header
-            .as_ref()
-            .and_then(|h| headers.get(h))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| peer.ip().to_string())
+        client_of(self.trusted_proxies, peer, headers)
+    }
+
+    /// A POST that the browser says another site sent: `Sec-Fetch-Site: cross-site`, or an
+    /// `Origin` that is not the public URL's. `Origin: null` tells nothing (a browser sends
+    /// it for a form on a page with `Referrer-Policy: no-referrer`, as ours are), so then
+    /// `Sec-Fetch-Site` decides; a client that sends neither is no browser acting for
+    /// another site.
+    fn cross_site(&self, headers: &HeaderMap) -> bool {
+        let fetch_site_says = headers
+            .get_all("sec-fetch-site")
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        let origin_says = headers.get_all(header::ORIGIN).iter().any(|v| {
+            let origin = v.as_bytes();
+            origin != b"null" && !origin.eq_ignore_ascii_case(self.public_origin.as_bytes())
+        });
+        fetch_site_says || origin_says
     }
 }
 
-/// What a link page does for one request: the client (for the brute-force guard) and the
-/// audit context of the core calls it makes.
+/// The client a request came from. With `trusted_proxies` = N > 0: the entry N places from
+/// the right of X-Forwarded-For, read across all the header's lines in order — each of our
+/// N proxies appended one entry, so that one was written by the outermost of them, and
+/// whatever stands left of it came from the client and proves nothing. With fewer entries,
+/// the leftmost (the request reached an inner proxy directly); without the header, or with
+/// N = 0, the socket's peer.
+pub fn client_of(trusted_proxies: usize, peer: SocketAddr, headers: &HeaderMap) -> String {
+    let peer_ip = || peer.ip().to_canonical().to_string();
+    if trusted_proxies == 0 {
+        return peer_ip();
+    }
+    let lines: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let entries: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .collect();
+    let Some(entry) = entries
+        .len()
+        .checked_sub(trusted_proxies)
+        .map_or(entries.first(), |i| entries.get(i))
+    else {
+        return peer_ip();
+    };
+    match parse_ip(entry) {
+        Some(ip) => ip.to_canonical().to_string(),
+        // Not an address (a proxy may write `unknown`): the entry itself names the client.
+        None if !entry.is_empty() => entry.chars().take(64).collect(),
+        None => peer_ip(),
+    }
+}
+
+/// `203.0.113.7`, `2001:db8::7`, and the same with a port (`203.0.113.7:4711`,
+/// `[2001:db8::7]:4711`).
+fn parse_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
+}
+
+/// One request to a link page: the client it came from, which the brute-force guard
+/// counts failures against. (The audit context of the core calls it makes is set around
+/// the whole visit by `visit`.)
 struct Visit {
     client: String,
 }
@@ -78,8 +153,10 @@ async fn visit<F: Future<Output = Response>>(
     tracing::Instrument::instrument(page, span).await
 }
 
-/// A page's button (a form POST of the token): the token is parsed (a malformed one gets
-/// the "not valid" page), then `act` runs with it.
+/// A page's button (a form POST of the token): refused at once if the browser says another
+/// site sent it (403, counted against nobody: the client is the victim, not a guesser);
+/// else the token is parsed (a malformed one gets the "not valid" page), then `act` runs
+/// with it.
 async fn button<F: Future<Output = Response>>(
     s: &HttpState,
     peer: SocketAddr,
@@ -87,6 +164,11 @@ async fn button<F: Future<Output = Response>>(
     raw_token: String,
     act: impl FnOnce(Visit, Token) -> F,
 ) -> Response {
+    if s.cross_site(headers) {
+        crate::metrics::cross_site_post();
+        tracing::info!("link page POST from another site refused");
+        return s.pages.cross_site();
+    }
     visit(s, peer, headers, |v| async move {
         match s.token(&v, &raw_token).await {
             Ok(token) => act(v, token).await,
@@ -137,16 +219,24 @@ pub struct TokenField {
     token: String,
 }
 
+/// The public port: the link pages, `/healthz` and `/readyz`.
 pub fn router(state: Arc<HttpState>) -> Router {
-    let csp = HeaderValue::from_str(&state.pages.content_security_policy())
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+    let success_origin = state
+        .success_url
+        .as_ref()
+        .map(|u| u.origin().ascii_serialization());
+    let csp = HeaderValue::from_str(
+        &state
+            .pages
+            .content_security_policy(success_origin.as_deref()),
+    )
+    .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     Router::new()
         .route("/verify", get(show_link).post(confirm))
         .route("/cancel", post(cancel))
         .route("/resend", post(resend))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(prometheus))
         // A form carries one 43-character token: anything large is not ours.
         .layer(DefaultBodyLimit::max(4 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -174,6 +264,81 @@ pub fn router(state: Arc<HttpState>) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .with_state(state)
+}
+
+/// The admin port (`EMAILVERIFY_ADMIN_ADDR`): `/metrics`, `/healthz`, `/readyz`.
+pub fn admin_router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(prometheus))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(15),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}
+
+/// The most a request's head (request line and headers) may take in memory: a link page
+/// request is far smaller, and a thousand connections stay within a few dozen MB.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Serves `app` over HTTP/1.1 on each connection `incoming` yields — with its peer
+/// address and a `slot` (its place under the connection cap, given back when the
+/// connection ends) — until `stop`; then open requests finish and idle connections close.
+///
+/// A client must send a request's headers within `header_timeout` of connecting, and on
+/// a kept-alive connection within `header_timeout` of the previous response (hyper starts
+/// the clock when it waits for a request): a client that never finishes its headers is
+/// dropped, and an idle HTTP connection closes after `header_timeout`.
+pub async fn serve<G: Send + 'static>(
+    incoming: impl Stream<Item = (TcpStream, SocketAddr, G)>,
+    app: Router,
+    port: &'static str,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut incoming = std::pin::pin!(incoming);
+    loop {
+        let (stream, peer, slot) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = incoming.next() => match next {
+                Some(connection) => connection,
+                None => break,
+            },
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            },
+        );
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                if e.is_timeout() {
+                    crate::metrics::connection_timed_out(port, "headers");
+                }
+                tracing::debug!(error = %e, %peer, port, "HTTP connection ended");
+            }
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
 }
 
 fn parse(raw: &str) -> Result<Token, CoreError> {
@@ -221,7 +386,7 @@ async fn confirm(
     button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.confirm_link(&token).await {
             Ok(c) => match &s.success_url {
-                Some(url) => Redirect::to(url).into_response(),
+                Some(url) => Redirect::to(url.as_str()).into_response(),
                 None => s.pages.confirmed(&c),
             },
             Err(e) => s.refuse(&v, &e, Some(&token)).await,
@@ -296,5 +461,54 @@ async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_counted_from_the_right_across_all_lines() {
+        let peer: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let h = forwarded(&["203.0.113.9, 198.51.100.7", "192.0.2.10"]);
+        assert_eq!(client_of(0, peer, &h), "10.0.0.5");
+        assert_eq!(client_of(1, peer, &h), "192.0.2.10");
+        assert_eq!(client_of(2, peer, &h), "198.51.100.7");
+        assert_eq!(client_of(3, peer, &h), "203.0.113.9");
+        // Fewer entries than proxies: the leftmost; no header: the peer.
+        assert_eq!(client_of(5, peer, &h), "203.0.113.9");
+        assert_eq!(client_of(1, peer, &HeaderMap::new()), "10.0.0.5");
+    }
+
+    #[test]
+    fn entries_with_ports_brackets_or_mapped_addresses_name_the_same_client() {
+        let peer: SocketAddr = "[::ffff:10.0.0.5]:40000".parse().unwrap();
+        assert_eq!(client_of(0, peer, &HeaderMap::new()), "10.0.0.5");
+        for entry in ["198.51.100.7", "198.51.100.7:4711", "::ffff:198.51.100.7"] {
+            assert_eq!(
+                client_of(1, peer, &forwarded(&[entry])),
+                "198.51.100.7",
+                "{entry}"
+            );
+        }
+        for entry in ["2001:db8::7", "[2001:db8::7]", "[2001:db8::7]:4711"] {
+            assert_eq!(
+                client_of(1, peer, &forwarded(&[entry])),
+                "2001:db8::7",
+                "{entry}"
+            );
+        }
+        // What a proxy writes when it does not know: a name of its own.
+        assert_eq!(client_of(1, peer, &forwarded(&["unknown"])), "unknown");
+        assert_eq!(client_of(1, peer, &forwarded(&[""])), "10.0.0.5");
     }
 }

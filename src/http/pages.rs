@@ -59,9 +59,16 @@ impl Pages {
         Self { env, css_hash }
     }
 
-    pub fn content_security_policy(&self) -> String {
+    /// The pages' policy. `success_origin`: where a confirmation redirects, if elsewhere;
+    /// browsers apply `form-action` to the redirects that follow a form's submission too,
+    /// so without it the confirmed person would be left on a blank page.
+    pub fn content_security_policy(&self, success_origin: Option<&str>) -> String {
+        let form_action = match success_origin {
+            Some(origin) => format!("'self' {origin}"),
+            None => "'self'".to_owned(),
+        };
         format!(
-            "default-src 'none'; style-src 'sha256-{}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'sha256-{}'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
             self.css_hash
         )
     }
@@ -169,6 +176,18 @@ impl Pages {
                 title: "A new link is on its way",
                 message: "We sent a new link. Earlier links no longer work.",
                 detail: format!("It went to {}.", flow.masked_recipient),
+                ..Page::default()
+            },
+        )
+    }
+
+    /// A button's POST that the browser says another site sent: refused, nothing done.
+    pub fn cross_site(&self) -> Response {
+        self.render(
+            StatusCode::FORBIDDEN,
+            Page {
+                title: "Please use the link in your email",
+                message: "This request came from another website, so we did not act on it. Nothing was changed. To confirm or cancel, open the link in the email we sent you.",
                 ..Page::default()
             },
         )

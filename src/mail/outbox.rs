@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Body, Mailbox, MultiPart};
 use rand::Rng;
@@ -290,13 +291,18 @@ impl Worker {
                 secrets.as_ref(),
             )
             .map_err(|e| format!("template: {e}"))?;
-        let to: Mailbox = mail
-            .recipient
-            .parse()
-            .map_err(|_| "the recipient does not parse")?;
+        // Not `Mailbox::from_str`: lettre's parser refuses RFC 6531 local parts with
+        // combining marks (`नमस्ते`), which `EmailAddress::parse` accepted.
+        let to = crate::domain::EmailAddress::from_trusted(mail.recipient.clone())
+            .to_lettre()
+            .ok_or("the recipient does not parse")?;
+        // lettre would derive the envelope by parsing the To header again: give it.
+        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
+            .map_err(|e| format!("envelope: {e}"))?;
         Message::builder()
             .from(self.from.clone())
-            .to(to)
+            .to(Mailbox::new(None, to))
+            .envelope(envelope)
             .subject(rendered.subject)
             // Deterministic per outbox row: a duplicate delivery is recognisable.
             .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))

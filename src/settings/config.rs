@@ -4,6 +4,7 @@
 use lettre::message::Mailbox;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::Settings;
 use crate::core::Policy;
@@ -17,17 +18,34 @@ pub struct Config {
     pub database_url: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub policy: Policy,
     pub transport: Transport,
     pub mail_from: Mailbox,
     pub keys: Keyring,
     pub api_tokens: Vec<String>,
-    pub success_url: Option<String>,
+    /// An http(s) URL (checked): where a confirmation redirects.
+    pub success_url: Option<url::Url>,
     pub retry: RetryPolicy,
     pub shutdown_timeout: std::time::Duration,
     pub db_pool: u32,
-    pub client_ip_header: Option<axum::http::HeaderName>,
+    /// Proxies in front of the HTTP port that append to X-Forwarded-For (0: none).
+    pub trusted_proxies: usize,
+    pub connections: Connections,
     pub tls: Option<TlsConfig>,
+}
+
+/// How long a connection may take and how many there may be (both public ports).
+#[derive(Clone, Debug)]
+pub struct Connections {
+    /// To send the request headers (HTTP) or the first HTTP/2 frame (gRPC).
+    pub header_timeout: Duration,
+    /// A gRPC connection with no call in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Open at once, per port.
+    pub max_connections: usize,
+    /// Calls in flight at once on one gRPC connection.
+    pub grpc_max_streams: u32,
 }
 
 /// gRPC TLS material, read at start.
@@ -64,6 +82,10 @@ impl Settings {
             .http_addr
             .parse()
             .map_err(|e| bad("EMAILVERIFY_HTTP_ADDR", format!("{e} (want host:port)")))?;
+        let admin_addr = self
+            .admin_addr
+            .parse()
+            .map_err(|e| bad("EMAILVERIFY_ADMIN_ADDR", format!("{e} (want host:port)")))?;
         let public = url::Url::parse(&self.public_url)
             .map_err(|e| bad("EMAILVERIFY_PUBLIC_URL", e.to_string()))?;
         if !matches!(public.scheme(), "http" | "https") || public.query().is_some() {
@@ -72,9 +94,10 @@ impl Settings {
                 "must be an http(s) URL without a query",
             ));
         }
-        if let Some(s) = &self.success_url {
-            url::Url::parse(s).map_err(|e| bad("EMAILVERIFY_SUCCESS_URL", e.to_string()))?;
-        }
+        let success_url = match &self.success_url {
+            Some(s) => Some(success_url(s)?),
+            None => None,
+        };
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             return Err(bad("DATABASE_URL", "use sqlite://… or postgres://…"));
@@ -133,12 +156,32 @@ impl Settings {
             return Err(bad("EMAILVERIFY_LOG_FORMAT", "use pretty or json"));
         }
         let rate = |raw: &str, name: &'static str| Rate::parse(raw).map_err(|e| bad(name, e));
-        let client_ip_header = match &self.client_ip_header {
-            Some(h) => Some(
-                axum::http::HeaderName::try_from(h.trim())
-                    .map_err(|e| bad("EMAILVERIFY_CLIENT_IP_HEADER", e.to_string()))?,
-            ),
-            None => None,
+        let whole = |raw: &str, name: &'static str, range: std::ops::RangeInclusive<u64>| {
+            raw.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("a whole number from {} to {}", range.start(), range.end()),
+                    )
+                })
+        };
+        let trusted_proxies = whole(&self.trusted_proxies, "EMAILVERIFY_TRUSTED_PROXIES", 0..=16)?;
+        let connections = Connections {
+            header_timeout: positive(&self.header_timeout, "EMAILVERIFY_HEADER_TIMEOUT")?,
+            idle_timeout: positive(&self.idle_timeout, "EMAILVERIFY_IDLE_TIMEOUT")?,
+            max_connections: whole(
+                &self.max_connections,
+                "EMAILVERIFY_MAX_CONNECTIONS",
+                1..=1_000_000,
+            )? as usize,
+            grpc_max_streams: whole(
+                &self.grpc_max_streams,
+                "EMAILVERIFY_GRPC_MAX_STREAMS",
+                1..=10_000,
+            )? as u32,
         };
         let read = |path: &PathBuf, name: &'static str| {
             std::fs::read(path).map_err(|e| bad(name, format!("{}: {e}", path.display())))
@@ -176,6 +219,7 @@ impl Settings {
             database_url: self.database_url.clone(),
             grpc_addr,
             http_addr,
+            admin_addr,
             policy: Policy {
                 verify_ttl: positive(&self.verify_ttl, "EMAILVERIFY_VERIFY_TTL")?,
                 change_ttl: positive(&self.change_ttl, "EMAILVERIFY_CHANGE_TTL")?,
@@ -194,8 +238,9 @@ impl Settings {
             mail_from,
             keys,
             api_tokens,
-            success_url: self.success_url.clone(),
-            client_ip_header,
+            success_url,
+            trusted_proxies: trusted_proxies as usize,
+            connections,
             tls,
             retry: RetryPolicy {
                 base: positive(&self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
@@ -213,6 +258,30 @@ impl Settings {
                 .ok_or_else(|| bad("EMAILVERIFY_DB_POOL", "a whole number from 2 to 1000"))?,
         })
     }
+}
+
+/// EMAILVERIFY_SUCCESS_URL: an absolute http(s) URL with a host. Anything else (a relative
+/// path, `javascript:`, `data:`) would be a redirect no browser should be sent to, and its
+/// origin could not be allowed in the pages' `form-action`.
+fn success_url(raw: &str) -> Result<url::Url, SettingError> {
+    let setting = "EMAILVERIFY_SUCCESS_URL";
+    let url = url::Url::parse(raw.trim()).map_err(|e| bad(setting, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad(setting, "must be an http:// or https:// URL"));
+    }
+    // Its origin goes into the pages' Content-Security-Policy: nothing there may end a
+    // source expression or a directive.
+    let origin = url.origin().ascii_serialization();
+    if !origin
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":/.-[]".contains(&b))
+    {
+        return Err(bad(
+            setting,
+            format!("the host of {origin} is not a plain host name"),
+        ));
+    }
+    Ok(url)
 }
 
 /// The embedded default: a key generated once into the data folder (mode 0600), so links

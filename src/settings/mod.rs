@@ -12,7 +12,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use config::{Config, SettingError, TlsConfig};
+pub use config::{Config, Connections, SettingError, TlsConfig};
 
 /// `Debug` is written by hand (below): it never shows a key, a token or a password.
 #[derive(Clone, clap::Args)]
@@ -30,6 +30,9 @@ pub struct Settings {
     /// Where the HTTP link pages (and /healthz, /readyz) listen.
     #[arg(long, env = "EMAILVERIFY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
+    /// Where /metrics, /healthz and /readyz listen for operators (never the public port).
+    #[arg(long, env = "EMAILVERIFY_ADMIN_ADDR", default_value = "127.0.0.1:9464")]
+    pub admin_addr: String,
     /// Base of the links in emails.
     #[arg(
         long,
@@ -68,7 +71,7 @@ pub struct Settings {
     /// Comma list of bearer tokens callers must present. Unset: no caller authentication.
     #[arg(long, env = "EMAILVERIFY_API_TOKENS", hide_env_values = true)]
     pub api_tokens: Option<String>,
-    /// Unset: a built-in success page; set: 303 there after a confirmation.
+    /// Unset: a built-in success page; set (an http(s) URL): 303 there after a confirmation.
     #[arg(long, env = "EMAILVERIFY_SUCCESS_URL")]
     pub success_url: Option<String>,
     /// Requests + resends per user, `N/period`.
@@ -94,10 +97,25 @@ pub struct Settings {
         default_value = "our support team"
     )]
     pub support_contact: String,
-    /// Behind a reverse proxy: the header it puts the client IP in (e.g. x-forwarded-for;
-    /// its last entry is used). Unset: the TCP peer address.
-    #[arg(long, env = "EMAILVERIFY_CLIENT_IP_HEADER")]
-    pub client_ip_header: Option<String>,
+    /// How many proxies in front of the HTTP port append to X-Forwarded-For: the client is
+    /// the entry that many places from the right (across all lines of the header). 0: the
+    /// TCP peer address.
+    #[arg(long, env = "EMAILVERIFY_TRUSTED_PROXIES", default_value = "0")]
+    pub trusted_proxies: String,
+    /// A client must send its request headers (HTTP) or its first HTTP/2 frame (gRPC)
+    /// within this long of connecting; HTTP: also of its previous response.
+    #[arg(long, env = "EMAILVERIFY_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
+    /// A gRPC connection with no call in flight for this long is closed.
+    #[arg(long, env = "EMAILVERIFY_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+    /// Most connections open at once on each of the gRPC and HTTP ports; past it, new ones
+    /// wait in the kernel's queue.
+    #[arg(long, env = "EMAILVERIFY_MAX_CONNECTIONS", default_value = "1024")]
+    pub max_connections: String,
+    /// Most calls (HTTP/2 streams) in flight at once on one gRPC connection.
+    #[arg(long, env = "EMAILVERIFY_GRPC_MAX_STREAMS", default_value = "100")]
+    pub grpc_max_streams: String,
     /// PEM certificate chain: serve gRPC over TLS.
     #[arg(long, env = "EMAILVERIFY_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -149,6 +167,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &without_password(&self.database_url))
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
             .field("public_url", &self.public_url)
             .field("mail_url", &without_password(&self.mail_url))
             .field("mail_from", &self.mail_from)
@@ -166,7 +185,11 @@ impl std::fmt::Debug for Settings {
             )
             .field("change_freeze", &self.change_freeze)
             .field("support_contact", &self.support_contact)
-            .field("client_ip_header", &self.client_ip_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("grpc_max_streams", &self.grpc_max_streams)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)

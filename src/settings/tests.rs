@@ -26,6 +26,58 @@ fn the_embedded_defaults_are_the_contracts() {
     assert_eq!(c.policy.change_ttl, std::time::Duration::from_secs(3600));
     assert_eq!(c.policy.resend_cooldown, std::time::Duration::from_secs(60));
     assert!(c.api_tokens.is_empty());
+    // The edges (API.md, "Edges and operations, refined").
+    assert_eq!(s.admin_addr, "127.0.0.1:9464");
+    assert_eq!(c.admin_addr, "127.0.0.1:9464".parse().unwrap());
+    assert_eq!(c.trusted_proxies, 0);
+    assert_eq!(
+        c.connections.header_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        c.connections.idle_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(c.connections.max_connections, 1024);
+    assert_eq!(c.connections.grpc_max_streams, 100);
+    assert!(c.success_url.is_none());
+}
+
+#[test]
+fn a_success_url_must_be_an_http_or_https_url() {
+    for good in [
+        "https://wallet.example/verified",
+        "http://127.0.0.1:8081/done?x=1",
+    ] {
+        let s = Settings {
+            success_url: Some(good.into()),
+            ..defaults()
+        };
+        assert_eq!(
+            s.resolve().unwrap().success_url.unwrap().as_str(),
+            good,
+            "{good}"
+        );
+    }
+    for bad in [
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "ftp://wallet.example/x",
+        "/verified",
+        "wallet.example/verified",
+        "https://",
+        "file:///etc/passwd",
+    ] {
+        let s = Settings {
+            success_url: Some(bad.into()),
+            ..defaults()
+        };
+        let err = s
+            .resolve()
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+        assert_eq!(err.setting, "EMAILVERIFY_SUCCESS_URL", "{bad}");
+    }
 }
 
 #[test]
@@ -40,7 +92,7 @@ fn a_generated_key_is_kept_and_reused() {
 #[test]
 fn each_bad_setting_is_named() {
     type Tweak = fn(&mut Settings);
-    let cases: [(Tweak, &str); 16] = [
+    let cases: [(Tweak, &str); 24] = [
         (
             |s| s.limit_per_user = "ten".into(),
             "EMAILVERIFY_LIMIT_PER_USER",
@@ -90,6 +142,38 @@ fn each_bad_setting_is_named() {
             "EMAILVERIFY_SUCCESS_URL",
         ),
         (|s| s.database_url = "mysql://x".into(), "DATABASE_URL"),
+        (
+            |s| s.success_url = Some("javascript:alert(1)".into()),
+            "EMAILVERIFY_SUCCESS_URL",
+        ),
+        (
+            |s| s.admin_addr = "localhost".into(),
+            "EMAILVERIFY_ADMIN_ADDR",
+        ),
+        (
+            |s| s.trusted_proxies = "-1".into(),
+            "EMAILVERIFY_TRUSTED_PROXIES",
+        ),
+        (
+            |s| s.trusted_proxies = "x-forwarded-for".into(),
+            "EMAILVERIFY_TRUSTED_PROXIES",
+        ),
+        (
+            |s| s.header_timeout = "0s".into(),
+            "EMAILVERIFY_HEADER_TIMEOUT",
+        ),
+        (
+            |s| s.idle_timeout = "soon".into(),
+            "EMAILVERIFY_IDLE_TIMEOUT",
+        ),
+        (
+            |s| s.max_connections = "0".into(),
+            "EMAILVERIFY_MAX_CONNECTIONS",
+        ),
+        (
+            |s| s.grpc_max_streams = "lots".into(),
+            "EMAILVERIFY_GRPC_MAX_STREAMS",
+        ),
     ];
     for (tweak, name) in cases {
         let mut s = defaults();

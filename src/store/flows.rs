@@ -3,7 +3,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
 };
 
 use super::entity::flow;
@@ -22,8 +22,36 @@ impl Tx {
         pending_flow(self.conn().await?, user_id).await
     }
 
-    /// What a new request must know, in one round trip: who has `email` verified (if
-    /// anyone) and the user's pending flow (if any).
+    /// Locks the user's row and reads their pending flow, in one round trip. `None` both
+    /// for an unknown user and for one with nothing pending: the same statement, in the
+    /// same time, either way.
+    pub async fn lock_user_pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+        let backend = self.backend();
+        let lock = match backend {
+            DbBackend::Postgres => "FOR UPDATE OF u",
+            // One writer at a time: the transaction's first write takes the lock.
+            _ => "",
+        };
+        let sql = format!(
+            "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id AND f.state = $2 \
+             WHERE u.user_id = $1 {lock}"
+        );
+        let values = [user_id.into(), FlowState::Pending.as_str().into()];
+        let row = self
+            .conn()
+            .await?
+            .query_one_raw(raw(backend, &sql, values))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let flow_id: Option<String> = row.try_get("", "flow_id")?;
+        match flow_id {
+            Some(_) => Ok(Some(flow::Model::from_query_result(&row, "")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What a new request must know, in one round trip: who has an address of `email`'s
+    /// inbox verified (the same key; if anyone) and the user's pending flow (if any).
     pub async fn owner_and_pending(
         &self,
         user_id: &str,
@@ -34,12 +62,12 @@ impl Tx {
             .await?
             .query_one_raw(raw(
                 self.backend(),
-                "SELECT (SELECT user_id FROM users WHERE email = $1 AND email_verified LIMIT 1) \
+                "SELECT (SELECT user_id FROM users WHERE email_key = $1 AND email_verified LIMIT 1) \
                    AS verified_owner, f.* \
                  FROM (SELECT 1 AS one) AS one \
                  LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
                 [
-                    email.into(),
+                    super::users::key_of(email).into(),
                     user_id.into(),
                     FlowState::Pending.as_str().into(),
                 ],

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, UpdateMany,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QueryTrait, UpdateMany,
 };
 
 use super::entity::outbox;
 use super::events::{self, NewEvent};
-use super::{Store, Tx};
+use super::{Store, Tx, raw};
 use crate::clock::duration_ms;
 use crate::domain::{EventType, MailState, Template};
 use crate::error::CoreResult;
@@ -108,9 +108,11 @@ impl Tx {
 }
 
 impl Store {
-    /// Claims up to `limit` due mails for `lease`, so two workers (or processes) never
-    /// hold the same mail at once, and a crashed worker's claim returns when its lease
-    /// runs out.
+    /// Claims up to `limit` due mails for `lease`, oldest due first, so two workers (or
+    /// processes) never hold the same mail at once, and a crashed worker's claim returns
+    /// when its lease runs out. One statement of one fixed shape: on PostgreSQL the rows
+    /// are picked `FOR UPDATE SKIP LOCKED` (a concurrent claimer skips them, and a row
+    /// claimed meanwhile is re-checked); SQLite has one writer at a time.
     pub async fn claim_due_mail(
         &self,
         worker: &str,
@@ -118,44 +120,33 @@ impl Store {
         lease: Duration,
         limit: u64,
     ) -> CoreResult<Vec<outbox::Model>> {
-        let claimable = || {
-            outbox::Column::ClaimedUntil
-                .is_null()
-                .or(outbox::Column::ClaimedUntil.lt(now))
+        let backend = self.db.get_database_backend();
+        let skip_locked = match backend {
+            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+            _ => "",
         };
-        let candidates: Vec<String> = outbox::Entity::find()
-            .select_only()
-            .column(outbox::Column::MailId)
-            .filter(outbox::Column::State.eq(MailState::Pending))
-            .filter(outbox::Column::NextAttemptAt.lte(now))
-            .filter(claimable())
-            .order_by_asc(outbox::Column::NextAttemptAt)
-            .limit(limit)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One conditional update claims whichever candidates nobody else claimed meanwhile;
-        // reading back by owner and lease end tells which those were.
-        let until = now + duration_ms(lease);
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::ClaimedUntil, Expr::value(until))
-            .col_expr(outbox::Column::ClaimedBy, Expr::value(worker.to_owned()))
-            .filter(outbox::Column::MailId.is_in(candidates.iter().cloned()))
-            .filter(outbox::Column::State.eq(MailState::Pending))
-            .filter(claimable())
-            .exec(&self.db)
-            .await?;
-        Ok(outbox::Entity::find()
-            .filter(outbox::Column::MailId.is_in(candidates))
-            .filter(outbox::Column::ClaimedBy.eq(worker))
-            .filter(outbox::Column::ClaimedUntil.eq(until))
-            .filter(outbox::Column::State.eq(MailState::Pending))
-            .order_by_asc(outbox::Column::NextAttemptAt)
-            .all(&self.db)
-            .await?)
+        let sql = format!(
+            "UPDATE outbox SET claimed_until = $1, claimed_by = $2 \
+             WHERE mail_id IN (SELECT mail_id FROM outbox \
+               WHERE state = $3 AND next_attempt_at <= $4 \
+                 AND (claimed_until IS NULL OR claimed_until < $4) \
+               ORDER BY next_attempt_at LIMIT $5 {skip_locked}) \
+             RETURNING *"
+        );
+        let values = [
+            (now + duration_ms(lease)).into(),
+            worker.into(),
+            MailState::Pending.as_str().into(),
+            now.into(),
+            (limit as i64).into(),
+        ];
+        let rows = self.db.query_all_raw(raw(backend, &sql, values)).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| outbox::Model::from_query_result(r, ""))
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|m| m.next_attempt_at);
+        Ok(claimed)
     }
 
     /// Right before a send: extends this worker's claim, only if it is still this

@@ -1,5 +1,8 @@
-//! The `users` table: one row per wallet user, holding the address of record. Its
-//! unique index on verified addresses is what makes "taken" a database fact.
+//! The `users` table: one row per wallet user, holding the address of record and the
+//! key of the inbox it reaches (`email_key`). The unique index on the keys of verified
+//! addresses is what makes "taken" a database fact: two spellings of one inbox cannot
+//! both be verified. The key is computed here, from the address written, so a row's key
+//! always belongs to its address.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -9,6 +12,7 @@ use sea_orm::{
 
 use super::entity::user;
 use super::{Store, Tx, raw};
+use crate::domain::mailbox::MailboxKey;
 use crate::error::{CoreError, CoreResult};
 
 impl Store {
@@ -31,7 +35,7 @@ impl Tx {
                 "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
                  VALUES ($1, NULL, false, NULL, $2, $2) \
                  ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
-                 RETURNING user_id, email, email_verified, verified_at, created_at, updated_at, change_frozen_until",
+                 RETURNING user_id, email, email_key, email_verified, verified_at, created_at, updated_at, change_frozen_until",
                 [user_id.into(), now.into()],
             ))
             .await?
@@ -47,17 +51,25 @@ impl Tx {
             .await?)
     }
 
-    /// The user who has `email` verified, if any.
+    /// The user's row (already locked by this transaction, or read as it is).
+    pub async fn user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.to_owned())
+            .one(self.conn().await?)
+            .await?)
+    }
+
+    /// The user who has an address of `email`'s inbox verified (the same key), if any.
     pub async fn verified_owner(&self, email: &str) -> CoreResult<Option<String>> {
         Ok(user::Entity::find()
-            .filter(user::Column::Email.eq(email))
+            .filter(user::Column::EmailKey.eq(key_of(email)))
             .filter(user::Column::EmailVerified.eq(true))
             .one(self.conn().await?)
             .await?
             .map(|u| u.user_id))
     }
 
-    /// Records `email` as the (locked) user's address, unverified. An unverified address
+    /// Records `email` (a normalised address) as the (locked) user's address, unverified,
+    /// with its key. An unverified address
     /// is outside the unique index and no queued write touches `users`, so this write
     /// may wait for the next statement (see `batch.rs`).
     pub async fn set_unverified_email(
@@ -68,6 +80,7 @@ impl Tx {
     ) -> CoreResult<()> {
         let update = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(email.to_owned()))
+            .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
             .col_expr(user::Column::EmailVerified, Expr::value(false))
             .col_expr(user::Column::VerifiedAt, Expr::value(Option::<i64>::None))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
@@ -75,11 +88,13 @@ impl Tx {
         self.queue(update.build(self.backend())).await
     }
 
-    /// Makes `email` the user's verified address. It may trip the verified-address unique
-    /// index if another user won a race: that, and only that, is `EmailTaken`.
+    /// Makes `email` (a normalised address) the user's verified address. It may trip the
+    /// unique index on verified keys if another user won a race for the same inbox: that,
+    /// and only that, is `EmailTaken`.
     pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
         let update = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(email.to_owned()))
+            .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
             .col_expr(user::Column::EmailVerified, Expr::value(true))
             .col_expr(user::Column::VerifiedAt, Expr::value(now))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
@@ -101,4 +116,9 @@ impl Tx {
             .await?;
         Ok(())
     }
+}
+
+/// The key stored beside an address written to `users.email`, and looked up for it.
+pub(super) fn key_of(email: &str) -> String {
+    MailboxKey::of(email).as_str().to_owned()
 }

@@ -2,10 +2,30 @@
 
 use std::time::Duration;
 
+use emailverify::grpc::pb;
+use futures::StreamExt;
+
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, assert_reason, expect_err, spawn_app};
+use crate::helpers::{Backend, TestApp, assert_reason, eventually, expect_err, spawn_app};
+
+/// The user's trail once it holds an event of `event_type` with `detail` (refusals are
+/// recorded right after their answer, off its path).
+async fn trail_with(app: &TestApp, user: &str, event_type: &str, detail: &str) -> Vec<pb::Event> {
+    eventually(
+        &format!("a {event_type} {detail} event"),
+        Duration::from_secs(5),
+        async || {
+            let events = app.events(user, 200, "").await.ok()?.events;
+            events
+                .iter()
+                .any(|e| e.r#type == event_type && e.detail == detail)
+                .then_some(events)
+        },
+    )
+    .await
+}
 
 async fn reporting_a_change_cancels_it_and_freezes_changes_for_a_day(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -28,15 +48,11 @@ async fn reporting_a_change_cancels_it_and_freezes_changes_for_a_day(backend: Ba
     );
     app.assert_no_mail().await;
 
-    let events = app.events("user-1", 50, "").await.unwrap().events;
+    // A refusal is recorded just after its answer.
+    let events = trail_with(&app, "user-1", "request_refused", "CHANGE_FROZEN").await;
     assert!(
         events.iter().any(|e| e.r#type == "change_reported"),
         "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e.r#type == "request_refused" && e.detail == "CHANGE_FROZEN")
     );
 
     app.clock.advance(Duration::from_secs(24 * 3600 + 1));
@@ -83,9 +99,10 @@ async fn the_trail_tells_support_what_happened_newest_first_and_masked(backend: 
     app.confirm(&app.token_in(&second)).await.unwrap();
     app.next_mail().await; // the notice
     expect_err(app.request_change("user-1", "jane.new@example.org").await); // SAME_EMAIL
-    // Let the worker record the notice's delivery.
+    // Let the worker record the notice's delivery, and the refusal be recorded.
     app.eventually_count("events WHERE event_type = 'mail_sent'", 4)
         .await;
+    trail_with(&app, "user-1", "request_refused", "SAME_EMAIL").await;
 
     let all = app.events("user-1", 200, "").await.unwrap();
     assert!(all.next_page_token.is_empty());
@@ -200,7 +217,81 @@ async fn events_record_the_caller_and_the_request_id(backend: Backend) {
     .await;
 }
 
+/// Refusals that change nothing cannot flood the trail: the same refusal of the same user
+/// is one row a minute with a count, and every refusal is counted.
+async fn a_thousand_no_op_refusals_are_one_event_with_their_count(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.verified_user("user-1", "jane@example.com").await;
+    let refusals = futures::stream::iter(0..1000)
+        .map(|i| {
+            let app = &app;
+            async move {
+                if i % 2 == 0 {
+                    expect_err(app.resend("user-1").await)
+                } else {
+                    expect_err(app.cancel("user-1").await)
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for err in &refusals {
+        assert_reason(err, Code::FailedPrecondition, "NO_PENDING_FLOW");
+    }
+    eventually(
+        "every refusal counted",
+        Duration::from_secs(10),
+        async || (refusals_counted(&app).await == 1000).then_some(()),
+    )
+    .await;
+    let rows = app
+        .count("events WHERE event_type = 'request_refused'")
+        .await;
+    // Recorded concurrently, a few may start a row of their own before the first is in.
+    assert!(rows <= 8, "{rows} rows for 1000 refusals in one minute");
+    let trail = app.events("user-1", 200, "").await.unwrap().events;
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.r#type == "request_refused" && e.detail.starts_with("NO_PENDING_FLOW ×")),
+        "{trail:?}"
+    );
+    // A minute later the same refusal starts a new row.
+    app.clock.advance(Duration::from_secs(61));
+    expect_err(app.resend("user-1").await);
+    eventually(
+        "a new row after the minute",
+        Duration::from_secs(5),
+        async || {
+            let now = app
+                .count("events WHERE event_type = 'request_refused'")
+                .await;
+            (now == rows + 1).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The NO_PENDING_FLOW refusals the trail counts (rows × their repeats).
+async fn refusals_counted(app: &TestApp) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let sql = "SELECT CAST(COALESCE(SUM(repeats), 0) AS BIGINT) AS n FROM events \
+               WHERE event_type = 'request_refused' AND detail = 'NO_PENDING_FLOW'";
+    let row = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
 crate::on_both_backends!(
+    a_thousand_no_op_refusals_are_one_event_with_their_count,
     reporting_a_change_cancels_it_and_freezes_changes_for_a_day,
     a_cancel_by_the_caller_or_of_a_verification_does_not_freeze,
     the_trail_tells_support_what_happened_newest_first_and_masked,

@@ -66,7 +66,12 @@ async fn three_processes_on_one_postgres_send_a_thousand_distinct_mails() {
     let db = fresh_database(Backend::Postgres).await;
     let smtp = SmtpSink::start().await;
     let key = Keyring::generate_key_base64();
-    let env = [("EMAILVERIFY_LIMIT_PER_USER", "100/1h")];
+    // Three pools on one server: kept small so that, with the other tests' databases on
+    // the same server, they stay well inside its max_connections (100 by default).
+    let env = [
+        ("EMAILVERIFY_LIMIT_PER_USER", "100/1h"),
+        ("EMAILVERIFY_DB_POOL", "8"),
+    ];
     let a = serve(&db.url, &smtp, &key, &env).await;
     let b = serve(&db.url, &smtp, &key, &env).await;
     let c = serve(&db.url, &smtp, &key, &env).await;

@@ -4,10 +4,13 @@
 
 mod helpers;
 
+mod addresses;
 mod audit;
+mod browser;
 mod change;
 mod codes;
 mod delivery;
+mod edges;
 mod errors;
 mod faults;
 mod keys;

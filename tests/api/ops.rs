@@ -1,4 +1,5 @@
-//! Operations: gRPC health and reflection, HTTP liveness and readiness, metrics.
+//! Operations: gRPC health and reflection, HTTP liveness and readiness, metrics (on the
+//! admin port: `Service::metrics`).
 
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -32,8 +33,11 @@ async fn health_reports_serving_for_the_service_and_the_server(backend: Backend)
             "{service:?}"
         );
     }
-    assert_eq!(app.get("/healthz").await.status(), 200);
-    assert_eq!(app.get("/readyz").await.status(), 200);
+    // On the public port and on the admin port alike.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+        assert_eq!(app.admin_get(path).await.status(), 200, "admin {path}");
+    }
 }
 
 async fn reflection_lists_the_service_without_the_proto_file(backend: Backend) {

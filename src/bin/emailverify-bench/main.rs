@@ -43,6 +43,10 @@ struct Args {
     /// In soak mode, every how many-th mail's link is confirmed.
     #[arg(long, default_value_t = 2)]
     confirm_every: usize,
+    /// Timing mode: this many rounds of refusals to a known and to unknown users (see
+    /// `timing.rs`).
+    #[arg(long)]
+    timing: Option<usize>,
     /// The service's mail URL; default: this bench's SMTP sink.
     #[arg(long)]
     mail_url: Option<String>,
@@ -53,6 +57,7 @@ struct Args {
 
 mod sink;
 mod soak;
+mod timing;
 
 use sink::{Inbox, start_sink};
 
@@ -69,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
         .env("DATABASE_URL", &args.database_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env(
+            "EMAILVERIFY_ADMIN_ADDR",
+            format!("127.0.0.1:{}", free_port()?),
+        )
         .env(
             "EMAILVERIFY_PUBLIC_URL",
             format!("http://127.0.0.1:{http_port}"),
@@ -126,8 +135,28 @@ async fn main() -> anyhow::Result<()> {
     while inbox.lock().unwrap().by_recipient.len() < warm.len() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The first warm-up user's link: the timing mode's known user confirms it.
+    let first_warm_link = inbox
+        .lock()
+        .unwrap()
+        .by_recipient
+        .get(&format!("u{}.{run}@bench.example", args.requests))
+        .map(|(token, _)| token.clone());
     inbox.lock().unwrap().by_recipient.clear();
 
+    if let Some(n) = args.timing {
+        // A known user with nothing pending: signed up, then confirmed.
+        let known = format!("bench-{run}-{}", args.requests);
+        let token =
+            first_warm_link.ok_or_else(|| anyhow::anyhow!("--timing needs --warmup 1 or more"))?;
+        client
+            .clone()
+            .confirm_link(pb::ConfirmLinkRequest { token })
+            .await?;
+        timing::run(n, client, known, &run).await?;
+        child.kill().await.ok();
+        return Ok(());
+    }
     if let Some(rate) = args.rate {
         let soak = soak::Soak {
             rate,

@@ -17,6 +17,8 @@ pub struct Model {
     /// mutual TLS), `link-page`, `mail-worker`, or empty for `emailverify outbox retry-dead`.
     pub actor: String,
     pub request_id: String,
+    /// How many times this refusal happened within its minute (1 for every other event).
+    pub repeats: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

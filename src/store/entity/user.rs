@@ -6,6 +6,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: String,
     pub email: Option<String>,
+    /// The inbox `email` reaches (`domain::mailbox::MailboxKey`), set whenever `email` is.
+    /// The unique index on verified addresses is on this column.
+    pub email_key: Option<String>,
     pub email_verified: bool,
     pub verified_at: Option<i64>,
     pub created_at: i64,

@@ -21,7 +21,19 @@ const STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// `emailverify <args>` with an empty environment (only PATH), in the temp folder.
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_under(&[], args)
+}
+
+/// As [`command`], run by `wrapper` (e.g. `["prlimit", "--nofile=64", "--"]`; empty: none).
+pub fn command_under(wrapper: &[&str], args: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, before)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(before).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -88,12 +100,24 @@ impl std::ops::Deref for Served {
 /// Starts `emailverify serve` on `db_url`, sending through `smtp`, with the token key `key`
 /// and the `extra` settings; returns once `/readyz` answers 200.
 pub async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &str)]) -> Served {
-    let (grpc_port, http_port) = (free_port(), free_port());
+    serve_with(db_url, smtp, key, extra, &[]).await
+}
+
+/// As [`serve`], run by `wrapper` (see [`command_under`]).
+pub async fn serve_with(
+    db_url: &str,
+    smtp: &SmtpSink,
+    key: &str,
+    extra: &[(&str, &str)],
+    wrapper: &[&str],
+) -> Served {
+    let (grpc_port, http_port, admin_port) = (free_port(), free_port(), free_port());
     let base = format!("http://127.0.0.1:{http_port}");
-    let mut cmd = command(&["serve"]);
+    let mut cmd = command_under(wrapper, &["serve"]);
     cmd.env("DATABASE_URL", db_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("EMAILVERIFY_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
         .env("EMAILVERIFY_PUBLIC_URL", &base)
         .env("EMAILVERIFY_MAIL_URL", smtp.url())
         .env("EMAILVERIFY_TOKEN_KEYS", key)
@@ -117,7 +141,8 @@ pub async fn serve(db_url: &str, smtp: &SmtpSink, key: &str, extra: &[(&str, &st
             base.clone(),
             db_url.to_string(),
         )
-        .await,
+        .await
+        .with_admin(format!("127.0.0.1:{admin_port}").parse().unwrap()),
         child,
         logs,
         readers: Some(readers),
@@ -163,6 +188,11 @@ impl Served {
             .unwrap_or_else(|_| panic!("the service stops within {wait:?} of SIGTERM"))
             .unwrap();
         (status, self.logs_to_the_end().await)
+    }
+
+    /// What the process logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// kill -9: the process ends at once, whatever it was doing.
