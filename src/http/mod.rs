@@ -10,24 +10,25 @@
 //! must send its request headers within the header timeout, and how many connections are
 //! open is bounded by whoever yields them (`startup`'s accept loop).
 
+mod client;
 pub mod pages;
+mod serve;
+
+pub use client::client_of;
+pub use serve::serve;
 
 use std::sync::Arc;
 
 use axum::Router;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use futures::{Stream, StreamExt};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::core::context::{self, RequestContext};
@@ -70,57 +71,6 @@ impl HttpState {
         });
         fetch_site_says || origin_says
     }
-}
-
-/// The client a request came from. With `trusted_proxies` = N > 0: the entry N places from
-/// the right of X-Forwarded-For, read across all the header's lines in order — each of our
-/// N proxies appended one entry, so that one was written by the outermost of them, and
-/// whatever stands left of it came from the client and proves nothing. With fewer entries,
-/// the leftmost (the request reached an inner proxy directly); without the header, or with
-/// N = 0, the socket's peer.
-pub fn client_of(trusted_proxies: usize, peer: SocketAddr, headers: &HeaderMap) -> String {
-    let peer_ip = || peer.ip().to_canonical().to_string();
-    if trusted_proxies == 0 {
-        return peer_ip();
-    }
-    let lines: Vec<String> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    let entries: Vec<&str> = lines
-        .iter()
-        .flat_map(|l| l.split(','))
-        .map(str::trim)
-        .collect();
-    let Some(entry) = entries
-        .len()
-        .checked_sub(trusted_proxies)
-        .map_or(entries.first(), |i| entries.get(i))
-    else {
-        return peer_ip();
-    };
-    match parse_ip(entry) {
-        Some(ip) => ip.to_canonical().to_string(),
-        // Not an address (a proxy may write `unknown`): the entry itself names the client.
-        None if !entry.is_empty() => entry.chars().take(64).collect(),
-        None => peer_ip(),
-    }
-}
-
-/// `203.0.113.7`, `2001:db8::7`, and the same with a port (`203.0.113.7:4711`,
-/// `[2001:db8::7]:4711`).
-fn parse_ip(entry: &str) -> Option<IpAddr> {
-    entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| {
-            entry
-                .strip_prefix('[')
-                .and_then(|e| e.strip_suffix(']'))
-                .and_then(|e| e.parse().ok())
-        })
 }
 
 /// One request to a link page: the client it came from, which the brute-force guard
@@ -284,63 +234,6 @@ pub fn admin_router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-/// The most a request's head (request line and headers) may take in memory: a link page
-/// request is far smaller, and a thousand connections stay within a few dozen MB.
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
-/// Serves `app` over HTTP/1.1 on each connection `incoming` yields — with its peer
-/// address and a `slot` (its place under the connection cap, given back when the
-/// connection ends) — until `stop`; then open requests finish and idle connections close.
-///
-/// A client must send a request's headers within `header_timeout` of connecting, and on
-/// a kept-alive connection within `header_timeout` of the previous response (hyper starts
-/// the clock when it waits for a request): a client that never finishes its headers is
-/// dropped, and an idle HTTP connection closes after `header_timeout`.
-pub async fn serve<G: Send + 'static>(
-    incoming: impl Stream<Item = (TcpStream, SocketAddr, G)>,
-    app: Router,
-    port: &'static str,
-    header_timeout: Duration,
-    stop: CancellationToken,
-) {
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true)
-        .max_buf_size(MAX_REQUEST_HEAD);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut incoming = std::pin::pin!(incoming);
-    loop {
-        let (stream, peer, slot) = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            next = incoming.next() => match next {
-                Some(connection) => connection,
-                None => break,
-            },
-        };
-        let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            },
-        );
-        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                if e.is_timeout() {
-                    crate::metrics::connection_timed_out(port, "headers");
-                }
-                tracing::debug!(error = %e, %peer, port, "HTTP connection ended");
-            }
-            drop(slot);
-        });
-    }
-    graceful.shutdown().await;
-}
-
 fn parse(raw: &str) -> Result<Token, CoreError> {
     Token::parse(raw).map_err(|_| CoreError::InvalidToken)
 }
@@ -461,54 +354,5 @@ async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn forwarded(lines: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for line in lines {
-            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
-        }
-        headers
-    }
-
-    #[test]
-    fn the_client_is_counted_from_the_right_across_all_lines() {
-        let peer: SocketAddr = "10.0.0.5:40000".parse().unwrap();
-        let h = forwarded(&["203.0.113.9, 198.51.100.7", "192.0.2.10"]);
-        assert_eq!(client_of(0, peer, &h), "10.0.0.5");
-        assert_eq!(client_of(1, peer, &h), "192.0.2.10");
-        assert_eq!(client_of(2, peer, &h), "198.51.100.7");
-        assert_eq!(client_of(3, peer, &h), "203.0.113.9");
-        // Fewer entries than proxies: the leftmost; no header: the peer.
-        assert_eq!(client_of(5, peer, &h), "203.0.113.9");
-        assert_eq!(client_of(1, peer, &HeaderMap::new()), "10.0.0.5");
-    }
-
-    #[test]
-    fn entries_with_ports_brackets_or_mapped_addresses_name_the_same_client() {
-        let peer: SocketAddr = "[::ffff:10.0.0.5]:40000".parse().unwrap();
-        assert_eq!(client_of(0, peer, &HeaderMap::new()), "10.0.0.5");
-        for entry in ["198.51.100.7", "198.51.100.7:4711", "::ffff:198.51.100.7"] {
-            assert_eq!(
-                client_of(1, peer, &forwarded(&[entry])),
-                "198.51.100.7",
-                "{entry}"
-            );
-        }
-        for entry in ["2001:db8::7", "[2001:db8::7]", "[2001:db8::7]:4711"] {
-            assert_eq!(
-                client_of(1, peer, &forwarded(&[entry])),
-                "2001:db8::7",
-                "{entry}"
-            );
-        }
-        // What a proxy writes when it does not know: a name of its own.
-        assert_eq!(client_of(1, peer, &forwarded(&["unknown"])), "unknown");
-        assert_eq!(client_of(1, peer, &forwarded(&[""])), "10.0.0.5");
     }
 }

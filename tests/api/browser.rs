@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::response::Html;
 use serde_json::{Value, json};
 
-use crate::edges::which;
+use crate::connections::which;
 use crate::helpers::{Backend, free_port, poll_until, spawn_app_with};
 
 /// The WebDriver key of an element reference.

@@ -9,6 +9,7 @@ mod audit;
 mod browser;
 mod change;
 mod codes;
+mod connections;
 mod delivery;
 mod edges;
 mod errors;
