@@ -11,19 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lettre::Message;
-use lettre::address::Envelope;
-use lettre::message::header::ContentTransferEncoding;
-use lettre::message::{Body, Mailbox, MultiPart};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::templates::Templates;
+use super::message::Composer;
 use super::transport::{SENDS_IN_FLIGHT, Transport};
 use crate::clock::{Clock, duration_ms};
 use crate::domain::email::mask;
-use crate::domain::{Keyring, Locale, MailParams, Secrets, Template};
 use crate::store::Store;
 use crate::store::entity::outbox;
 
@@ -70,13 +65,12 @@ pub struct Worker {
     /// Names this worker's claims in the outbox.
     pub id: String,
     pub store: Store,
-    pub keys: Keyring,
+    /// Turns a queued row into the message to send.
+    pub composer: Composer,
     pub transport: Transport,
-    pub templates: Arc<Templates>,
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub retry: RetryPolicy,
-    pub from: Mailbox,
 }
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
@@ -202,7 +196,7 @@ impl Worker {
 
     async fn deliver(&self, mail: outbox::Model, outage_pause: Option<Duration>) -> Delivery {
         let masked = mask(&mail.recipient);
-        let result = match self.build(&mail) {
+        let result = match self.composer.compose(&mail) {
             Ok(message) => self.transport.send(message).await,
             // A mail we cannot build (unreadable parameters, unsealable link) will never build.
             Err(reason) => Err(super::transport::SendError {
@@ -266,86 +260,11 @@ impl Worker {
         }
         delivery
     }
-
-    fn build(&self, mail: &outbox::Model) -> Result<Message, String> {
-        let template = mail.template;
-        let params: MailParams =
-            serde_json::from_str(&mail.params).map_err(|_| "unreadable mail parameters")?;
-        let secrets: Option<Secrets> = match &mail.sealed_link {
-            Some(sealed) => {
-                let opened = self
-                    .keys
-                    .unseal(sealed, mail.mail_id.as_bytes())
-                    .map_err(|_| "the link cannot be unsealed with the configured keys")?;
-                Some(serde_json::from_slice(&opened).map_err(|_| "the sealed link is unreadable")?)
-            }
-            None if template == Template::ChangeNotice => None,
-            None => return Err("the link was erased".into()),
-        };
-        let rendered = self
-            .templates
-            .render(
-                template,
-                Locale::from_tag(&mail.locale),
-                &params,
-                secrets.as_ref(),
-            )
-            .map_err(|e| format!("template: {e}"))?;
-        // Not `Mailbox::from_str`: lettre's parser refuses RFC 6531 local parts with
-        // combining marks (`नमस्ते`), which `EmailAddress::parse` accepted.
-        let to = crate::domain::EmailAddress::from_trusted(mail.recipient.clone())
-            .to_lettre()
-            .ok_or("the recipient does not parse")?;
-        // lettre would derive the envelope by parsing the To header again: give it.
-        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
-            .map_err(|e| format!("envelope: {e}"))?;
-        Message::builder()
-            .from(self.from.clone())
-            .to(Mailbox::new(None, to))
-            .envelope(envelope)
-            .subject(rendered.subject)
-            // Deterministic per outbox row: a duplicate delivery is recognisable.
-            .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))
-            .multipart(MultiPart::alternative_plain_html(
-                readable_body(rendered.text),
-                readable_body(rendered.html),
-            ))
-            .map_err(|e| format!("message: {e}"))
-    }
-}
-
-/// 8bit transfer encoding (RFC 6152) keeps each link whole on one line and Nepali text
-/// readable in the raw message, where quoted-printable would fold the link and turn
-/// `token=` into `token=3D`. lettre's safe constructor allows 8bit only for lines under 76
-/// bytes; RFC 5322 allows 998, which is what we check before asking for the pre-encoded
-/// body. Anything else gets lettre's own choice.
-fn readable_body(text: String) -> Body {
-    let crlf = text
-        .replace("\r\n", "\n")
-        .replace('\r', "")
-        .replace('\n', "\r\n");
-    let fits_8bit = !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
-    if fits_8bit {
-        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
-    } else {
-        Body::new(text)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bodies_are_8bit_with_whole_lines_when_they_fit() {
-        let link = format!("http://127.0.0.1:8080/verify?token={}", "A".repeat(43));
-        let body = readable_body(format!("नमस्ते\n{link}\n"));
-        assert_eq!(body.encoding(), ContentTransferEncoding::EightBit);
-        let raw = String::from_utf8(body.into_vec()).unwrap();
-        assert_eq!(raw, format!("नमस्ते\r\n{link}\r\n"));
-        let huge = readable_body("x".repeat(2000));
-        assert_ne!(huge.encoding(), ContentTransferEncoding::EightBit);
-    }
 
     #[test]
     fn backoff_grows_and_stays_within_its_bounds() {

@@ -33,6 +33,8 @@ pub struct Config {
     pub trusted_proxies: usize,
     pub connections: Connections,
     pub tls: Option<TlsConfig>,
+    pub relay: super::RelayConfig,
+    pub bounces: super::BounceConfig,
 }
 
 /// How long a connection may take and how many there may be (both public ports).
@@ -242,6 +244,8 @@ impl Settings {
             trusted_proxies: trusted_proxies as usize,
             connections,
             tls,
+            relay: self.relay.resolve()?,
+            bounces: self.bounces.resolve()?,
             retry: RetryPolicy {
                 base: positive(&self.mail_retry_base, "EMAILVERIFY_MAIL_RETRY_BASE")?,
                 max_attempts: mail_max_attempts,

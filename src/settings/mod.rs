@@ -6,13 +6,17 @@
 //! `mod.rs` declares the settings (and shows them without secrets); `config.rs` parses
 //! them into the `Config` the application is built from.
 
+mod bounces;
 mod config;
+mod relay;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 
+pub use bounces::{BounceConfig, BounceSettings};
 pub use config::{Config, Connections, SettingError, TlsConfig};
+pub use relay::{RelayConfig, RelaySettings};
 
 /// `Debug` is written by hand (below): it never shows a key, a token or a password.
 #[derive(Clone, clap::Args)]
@@ -146,6 +150,10 @@ pub struct Settings {
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+    #[command(flatten)]
+    pub relay: RelaySettings,
+    #[command(flatten)]
+    pub bounces: BounceSettings,
 }
 
 impl Default for Settings {
@@ -200,6 +208,8 @@ impl std::fmt::Debug for Settings {
             .field("mail_lease", &self.mail_lease)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
+            .field("relay", &self.relay)
+            .field("bounces", &self.bounces)
             .finish()
     }
 }

@@ -27,8 +27,8 @@ use crate::grpc::conn::{Deadlines, EdgeLayer, Guarded};
 use crate::grpc::pb::{self, EmailVerificationServer};
 use crate::grpc::{BearerAuth, service::GrpcService};
 use crate::http::{self, HttpState, pages::Pages};
+use crate::mail::message::Composer;
 use crate::mail::outbox::Worker;
-use crate::mail::templates::Templates;
 use crate::settings::Config;
 use crate::store::Store;
 
@@ -132,13 +132,11 @@ impl Application {
         let worker = Worker {
             id: uuid::Uuid::now_v7().to_string(),
             store: store.clone(),
-            keys: config.keys.clone(),
+            composer: Composer::new(&config),
             transport: config.transport.clone(),
-            templates: Arc::new(Templates::new()),
             clock,
             wake,
             retry: config.retry.clone(),
-            from: config.mail_from.clone(),
         };
         Ok(Self {
             listeners,

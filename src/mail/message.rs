@@ -1,0 +1,112 @@
+//! A queued outbox row turned into the message handed to SMTP: the template rendered in
+//! the flow's language, the sealed link opened, headers and envelope set.
+
+use std::sync::Arc;
+
+use lettre::Message;
+use lettre::address::Envelope;
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::{Body, Mailbox, MultiPart};
+
+use super::templates::Templates;
+use crate::domain::{Keyring, Locale, MailParams, Secrets, Template};
+use crate::settings::Config;
+use crate::store::entity::outbox;
+
+/// What composing a message needs: the keys that open sealed links, the templates, the
+/// From address.
+pub struct Composer {
+    keys: Keyring,
+    templates: Arc<Templates>,
+    from: Mailbox,
+}
+
+impl Composer {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            keys: config.keys.clone(),
+            templates: Arc::new(Templates::new()),
+            from: config.mail_from.clone(),
+        }
+    }
+
+    pub fn compose(&self, mail: &outbox::Model) -> Result<Message, String> {
+        let template = mail.template;
+        let params: MailParams =
+            serde_json::from_str(&mail.params).map_err(|_| "unreadable mail parameters")?;
+        let secrets: Option<Secrets> = match &mail.sealed_link {
+            Some(sealed) => {
+                let opened = self
+                    .keys
+                    .unseal(sealed, mail.mail_id.as_bytes())
+                    .map_err(|_| "the link cannot be unsealed with the configured keys")?;
+                Some(serde_json::from_slice(&opened).map_err(|_| "the sealed link is unreadable")?)
+            }
+            None if template == Template::ChangeNotice => None,
+            None => return Err("the link was erased".into()),
+        };
+        let rendered = self
+            .templates
+            .render(
+                template,
+                Locale::from_tag(&mail.locale),
+                &params,
+                secrets.as_ref(),
+            )
+            .map_err(|e| format!("template: {e}"))?;
+        // Not `Mailbox::from_str`: lettre's parser refuses RFC 6531 local parts with
+        // combining marks (`नमस्ते`), which `EmailAddress::parse` accepted.
+        let to = crate::domain::EmailAddress::from_trusted(mail.recipient.clone())
+            .to_lettre()
+            .ok_or("the recipient does not parse")?;
+        // lettre would derive the envelope by parsing the To header again: give it.
+        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
+            .map_err(|e| format!("envelope: {e}"))?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .envelope(envelope)
+            .subject(rendered.subject)
+            // Deterministic per outbox row: a duplicate delivery is recognisable.
+            .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))
+            .multipart(MultiPart::alternative_plain_html(
+                readable_body(rendered.text),
+                readable_body(rendered.html),
+            ))
+            .map_err(|e| format!("message: {e}"))
+    }
+}
+
+/// 8bit transfer encoding (RFC 6152) keeps each link whole on one line and Nepali text
+/// readable in the raw message, where quoted-printable would fold the link and turn
+/// `token=` into `token=3D`. lettre's safe constructor allows 8bit only for lines under 76
+/// bytes; RFC 5322 allows 998, which is what we check before asking for the pre-encoded
+/// body. Anything else gets lettre's own choice.
+fn readable_body(text: String) -> Body {
+    let crlf = text
+        .replace("\r\n", "\n")
+        .replace('\r', "")
+        .replace('\n', "\r\n");
+    let fits_8bit = !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
+    if fits_8bit {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_8bit_with_whole_lines_when_they_fit() {
+        let link = format!("http://127.0.0.1:8080/verify?token={}", "A".repeat(43));
+        let body = readable_body(format!("नमस्ते\n{link}\n"));
+        assert_eq!(body.encoding(), ContentTransferEncoding::EightBit);
+        let raw = String::from_utf8(body.into_vec()).unwrap();
+        assert_eq!(raw, format!("नमस्ते\r\n{link}\r\n"));
+        let huge = readable_body("x".repeat(2000));
+        assert_ne!(huge.encoding(), ContentTransferEncoding::EightBit);
+    }
+}
