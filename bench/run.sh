@@ -8,7 +8,7 @@ cargo build --release --bins
 fresh_pg() { psql -w "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
 for c in 16 64; do
   fresh_pg ev_bench
-  echo "## PostgreSQL, c=$c"; target/release/emailverify-bench --database-url "$PG/ev_bench" --concurrency "$c" --requests "${REQUESTS:-4000}"
+  echo "## PostgreSQL, c=$c"; target/release/emailverify-bench --database-url "$PG/ev_bench" --concurrency "$c" --requests "${REQUESTS:-4000}" | tee /tmp/ev-bench-pg-$c.txt
   dir=$(mktemp -d)
   echo "## SQLite, c=$c"; target/release/emailverify-bench --database-url "sqlite://$dir/bench.db?mode=rwc" --concurrency "$c" --requests "${REQUESTS:-4000}"
   rm -rf "$dir"
@@ -21,4 +21,12 @@ for c in 16 64; do
   (cd "$log" && pgbench -n -f "$OLDPWD/bench/pgbench-signup.sql" -c "$c" -j 2 -T "${SECONDS_PER_RUN:-20}" -l "$PG/ev_pgbench" | grep -E "tps|latency average")
   cat "$log"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench p50 %.2f ms, p99 %.2f ms\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'
   rm -rf "$log"
+done
+# Open loop: a steady rate, each mail timed from its RPC's answer to its arrival at the sink.
+# At 20/s, and at half the sign-up capacity measured above (PostgreSQL, c=64).
+capacity=$(awk -F'|' '/RequestVerification/ {gsub(/ /, "", $5); print $5}' /tmp/ev-bench-pg-64.txt)
+for rate in 20 $((capacity / 2)); do
+  fresh_pg ev_bench
+  echo "## open loop, PostgreSQL, $rate sign-ups/s for ${OPEN_LOOP_DURATION:-60s}"
+  target/release/emailverify-bench --database-url "$PG/ev_bench" --rate "$rate" --duration "${OPEN_LOOP_DURATION:-60s}"
 done

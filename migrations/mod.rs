@@ -15,6 +15,7 @@ mod m20261123_000002_abuse_resistance;
 mod m20261123_000003_outbox_claim_owner;
 mod m20261130_000001_mailbox_key;
 mod m20261130_000002_event_repeats;
+mod m20261130_000003_suppression;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_outbox_claim_owner::Migration),
             Box::new(m20261130_000001_mailbox_key::Migration),
             Box::new(m20261130_000002_event_repeats::Migration),
+            Box::new(m20261130_000003_suppression::Migration),
         ]
     }
 }

@@ -54,6 +54,15 @@ pub enum CoreError {
     RateLimited { retry_after: Duration },
     #[error("too many failed attempts")]
     LockedOut { retry_after: Duration },
+    #[error("mail to this address cannot be delivered ({cause})")]
+    AddressUndeliverable {
+        /// `bounced` or `complained`.
+        cause: &'static str,
+        /// When a bounce's suppression ends (Unix ms); `None` for a complaint.
+        until: Option<i64>,
+    },
+    #[error("the address is not suppressed")]
+    NotSuppressed,
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -97,6 +106,8 @@ impl CoreError {
             CoreError::ResendCooldown { .. } => "RESEND_COOLDOWN",
             CoreError::RateLimited { .. } => "RATE_LIMITED",
             CoreError::LockedOut { .. } => "LOCKED_OUT",
+            CoreError::AddressUndeliverable { .. } => "ADDRESS_UNDELIVERABLE",
+            CoreError::NotSuppressed => "NOT_SUPPRESSED",
             CoreError::Unavailable(_) => "",
             CoreError::Internal(_) => "",
         }
@@ -118,8 +129,11 @@ impl CoreError {
             | CoreError::CodeMismatch { .. }
             | CoreError::TokenExpired
             | CoreError::TokenUsed
-            | CoreError::TokenSuperseded => ErrorClass::FailedPrecondition,
-            CoreError::TokenNotFound | CoreError::UserNotFound => ErrorClass::NotFound,
+            | CoreError::TokenSuperseded
+            | CoreError::AddressUndeliverable { .. } => ErrorClass::FailedPrecondition,
+            CoreError::TokenNotFound | CoreError::UserNotFound | CoreError::NotSuppressed => {
+                ErrorClass::NotFound
+            }
             CoreError::ResendCooldown { .. }
             | CoreError::RateLimited { .. }
             | CoreError::LockedOut { .. } => ErrorClass::ResourceExhausted,
@@ -150,7 +164,7 @@ impl CoreError {
         }
     }
 
-    /// ErrorInfo metadata the contract names (`until`, `attempts_left`).
+    /// ErrorInfo metadata the contract names (`until`, `attempts_left`, `cause`).
     pub fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             CoreError::ChangeFrozen { until } => {
@@ -158,6 +172,13 @@ impl CoreError {
             }
             CoreError::CodeMismatch { attempts_left } => {
                 vec![("attempts_left", attempts_left.to_string())]
+            }
+            CoreError::AddressUndeliverable { cause, until } => {
+                let mut m = vec![("cause", (*cause).to_owned())];
+                if let Some(until) = until {
+                    m.push(("until", crate::clock::rfc3339(*until)));
+                }
+                m
             }
             _ => Vec::new(),
         }

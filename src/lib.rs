@@ -25,6 +25,8 @@ pub mod error;
 pub mod grpc;
 /// The HTTP link shim.
 pub mod http;
+/// Bounces and complaints coming back: envelope sender, inbound SMTP listener, reports.
+pub mod inbound;
 /// Mail delivery: outbox worker, transports, templates.
 pub mod mail;
 /// Prometheus metrics.

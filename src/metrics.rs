@@ -156,6 +156,18 @@ pub fn mail(event: &'static str, template: &str) {
     metrics::counter!(name, "template" => template.to_owned()).increment(1);
 }
 
+/// A message the inbound listener accepted, by what it came to: `bounced`, `delayed`,
+/// `complained`, `ignored` (a report of nothing we act on), `unmatched` (no mail of ours),
+/// `unparseable` (not a report we read).
+pub fn inbound_report(outcome: &'static str) {
+    metrics::counter!("emailverify_inbound_reports_total", "outcome" => outcome).increment(1);
+}
+
+/// A recipient the inbound listener refused (it is no relay).
+pub fn inbound_recipient_refused() {
+    metrics::counter!("emailverify_inbound_recipients_refused_total").increment(1);
+}
+
 pub fn ready(ready: bool) {
     metrics::gauge!("emailverify_ready").set(if ready { 1.0 } else { 0.0 });
 }

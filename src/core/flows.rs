@@ -14,7 +14,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::store::entity::{flow, token};
 use crate::store::{NewMail, NewToken, Tx};
 
-use super::{Core, FlowView};
+use super::{Core, DeliveryState, FlowView};
 
 /// What a new flow is for: RequestVerification's or RequestChange's input, checked.
 pub(super) struct FlowRequest<'a> {
@@ -74,13 +74,21 @@ impl Core {
             locale,
         } = request;
         let pending = self.pending_unless_taken(tx, user, new_email).await?;
+        // No link goes to a suppressed inbox: neither the new address nor, for a change,
+        // the current one its first link goes to (a retry is told too).
+        let mailed: Vec<&str> = [Some(new_email.as_str()), old_email]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.check_deliverable(tx, &mailed, now).await?;
         if let Some(p) = &pending
             && p.kind == kind
             && p.new_email == new_email.as_str()
             && p.expires_at > now
         {
             // A retry of the same request: same flow, no second email.
-            return Ok(self.view(p));
+            let mail = tx.link_mail(&p.flow_id).await?;
+            return Ok(self.delivered_view(p, mail.as_ref()));
         }
         if let Some(p) = pending {
             self.supersede(tx, &p, now).await?;
@@ -294,8 +302,15 @@ impl Core {
             .collect()
     }
 
-    /// What callers see of `f`.
+    /// What callers see of `f`; a pending step's link mail as just queued (see
+    /// `delivered_view` for what became of it).
     pub(super) fn view(&self, f: &flow::Model) -> FlowView {
+        let delivery = match (f.state, f.step) {
+            (FlowState::Pending, FlowStep::ConfirmCurrent | FlowStep::ConfirmNew) => {
+                DeliveryState::Queued
+            }
+            _ => DeliveryState::Unspecified,
+        };
         FlowView {
             flow_id: f.flow_id.clone(),
             kind: f.kind,
@@ -303,6 +318,8 @@ impl Core {
             masked_recipient: mask(recipient_of(f, f.step)),
             expires_at: f.expires_at,
             resend_available_at: f.resend_available_at,
+            delivery,
+            delivery_detail: String::new(),
         }
     }
 }

@@ -7,7 +7,9 @@
 //!   supersede, end, show);
 //! - `confirm.rs` ConfirmLink (and the link page's read-only look), `codes.rs` ConfirmCode;
 //! - `resend.rs` Resend, `cancel.rs` CancelChange (and the link pages' buttons for both);
-//! - `status.rs` GetStatus, `events.rs` ListEvents and how use-cases write the trail;
+//! - `status.rs` GetStatus (with `delivery.rs`, what became of the link mail),
+//!   `events.rs` ListEvents and how use-cases write the trail;
+//! - `suppression.rs` the inboxes no mail may go to, and LiftSuppression;
 //! - `limits.rs` the per-user and per-client limits, `retry_dead.rs` the operator's
 //!   `outbox retry-dead`;
 //! - `finish.rs` how every use-case ends.
@@ -36,6 +38,7 @@ mod change;
 mod codes;
 mod confirm;
 pub mod context;
+mod delivery;
 mod events;
 mod finish;
 mod flows;
@@ -43,6 +46,7 @@ mod limits;
 mod resend;
 mod retry_dead;
 mod status;
+mod suppression;
 mod verify;
 
 use std::sync::Arc;
@@ -54,6 +58,7 @@ use crate::clock::Clock;
 use crate::domain::{FlowKind, FlowStep, Keyring, Outcome, Rate};
 pub use crate::error::{CoreError, CoreResult};
 use crate::store::{OutboxStats, Store};
+pub use delivery::{DeliveryState, delivery_of, scrub};
 pub use retry_dead::RetryReport;
 
 /// The tunable rules (from settings).
@@ -92,6 +97,10 @@ pub struct FlowView {
     pub masked_recipient: String,
     pub expires_at: i64,
     pub resend_available_at: i64,
+    /// What became of the current step's link mail, and the relay's reply or the
+    /// report's status (never a full address).
+    pub delivery: DeliveryState,
+    pub delivery_detail: String,
 }
 
 /// What a confirmation (by link or code) achieved.

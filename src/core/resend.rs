@@ -55,6 +55,8 @@ impl Core {
                 retry_after: Duration::from_secs(wait.div_ceil(1000)),
             });
         }
+        self.check_deliverable(tx, &[recipient_of(&f, f.step)], now)
+            .await?;
         self.relink(tx, &mut f, now).await?;
         let masked = mask(recipient_of(&f, f.step));
         self.flow_event(tx, &f, EventType::LinkResent, &masked, "", now)

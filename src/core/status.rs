@@ -13,11 +13,17 @@ impl Core {
             .await?
             .ok_or(CoreError::UserNotFound)?;
         let pending = self.store.pending_flow(user.as_str()).await?;
+        let mail = match &pending {
+            Some(f) => self.store.link_mail(&f.flow_id).await?,
+            None => None,
+        };
         Ok(Status {
             email: row.email,
             email_verified: row.email_verified,
             verified_at: row.verified_at.filter(|_| row.email_verified),
-            pending: pending.as_ref().map(|f| self.view(f)),
+            pending: pending
+                .as_ref()
+                .map(|f| self.delivered_view(f, mail.as_ref())),
         })
     }
 }

@@ -56,6 +56,16 @@ pub enum EventType {
     MailDead,
     /// `outbox retry-dead` replaced a dead link mail with a fresh link.
     MailRetried,
+
+    // ----- after delivery (actor `inbound`: the bounce listener read a report) -----
+    /// A delivery status notification said an accepted mail failed for good; detail: its
+    /// status and text (e.g. `5.1.1 user unknown`). A 5.1.x status suppresses the address.
+    MailBounced,
+    /// A delivery status notification said the mail is delayed; the relay keeps trying.
+    MailDelayed,
+    /// The recipient reported the mail as spam (a feedback report); the address is
+    /// suppressed until support lifts it.
+    MailComplained,
     // (The mailbox-key migration, m20261130_000001, also wrote `email_unverified_by_migration`
     // for an address whose inbox another account had verified earlier: actor `migration`.)
 }
@@ -84,6 +94,9 @@ impl EventType {
             EventType::MailDeliveryFailed => "mail_delivery_failed",
             EventType::MailDead => "mail_dead",
             EventType::MailRetried => "mail_retried",
+            EventType::MailBounced => "mail_bounced",
+            EventType::MailDelayed => "mail_delayed",
+            EventType::MailComplained => "mail_complained",
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod locale;
 pub mod mail;
 pub mod mailbox;
 pub mod rate;
+pub mod status;
 pub mod token;
 pub mod user_id;
 

@@ -4,7 +4,7 @@
 use prost_types::Timestamp;
 
 use super::pb;
-use crate::core::{Confirmation, CoreError, EventView, FlowView, Status};
+use crate::core::{Confirmation, CoreError, DeliveryState, EventView, FlowView, Status};
 use crate::domain::{EmailAddress, FlowKind, FlowStep, Outcome, Token, UserId};
 
 pub fn user_id(raw: &str) -> Result<UserId, CoreError> {
@@ -58,6 +58,19 @@ impl From<Outcome> for pb::Outcome {
     }
 }
 
+impl From<DeliveryState> for pb::DeliveryState {
+    fn from(d: DeliveryState) -> Self {
+        match d {
+            DeliveryState::Unspecified => pb::DeliveryState::Unspecified,
+            DeliveryState::Queued => pb::DeliveryState::Queued,
+            DeliveryState::Sent => pb::DeliveryState::Sent,
+            DeliveryState::Retrying => pb::DeliveryState::Retrying,
+            DeliveryState::Failed => pb::DeliveryState::Failed,
+            DeliveryState::Bounced => pb::DeliveryState::Bounced,
+        }
+    }
+}
+
 impl From<FlowView> for pb::Flow {
     fn from(f: FlowView) -> Self {
         pb::Flow {
@@ -67,6 +80,8 @@ impl From<FlowView> for pb::Flow {
             masked_recipient: f.masked_recipient,
             expires_at: Some(timestamp(f.expires_at)),
             resend_available_at: Some(timestamp(f.resend_available_at)),
+            delivery: pb::DeliveryState::from(f.delivery).into(),
+            delivery_detail: f.delivery_detail,
         }
     }
 }

@@ -198,4 +198,16 @@ impl pb::EmailVerification for GrpcService {
         })
         .await
     }
+
+    async fn lift_suppression(
+        &self,
+        req: Request<pb::LiftSuppressionRequest>,
+    ) -> Reply<pb::LiftSuppressionResponse> {
+        serve("LiftSuppression", req, |r| async move {
+            let email = convert::email("email", &r.email)?;
+            self.core.lift_suppression(&email).await?;
+            Ok(pb::LiftSuppressionResponse {})
+        })
+        .await
+    }
 }

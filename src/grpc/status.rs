@@ -125,6 +125,15 @@ mod tests {
             (CoreError::TokenNotFound, Code::NotFound, "TOKEN_NOT_FOUND"),
             (CoreError::UserNotFound, Code::NotFound, "USER_NOT_FOUND"),
             (
+                CoreError::AddressUndeliverable {
+                    cause: "bounced",
+                    until: Some(0),
+                },
+                Code::FailedPrecondition,
+                "ADDRESS_UNDELIVERABLE",
+            ),
+            (CoreError::NotSuppressed, Code::NotFound, "NOT_SUPPRESSED"),
+            (
                 CoreError::ResendCooldown { retry_after: d },
                 Code::ResourceExhausted,
                 "RESEND_COOLDOWN",
@@ -164,5 +173,24 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    /// ADDRESS_UNDELIVERABLE names its cause, and `until` only for a bounce.
+    #[test]
+    fn address_undeliverable_carries_cause_and_until_for_bounces_only() {
+        let bounced = CoreError::AddressUndeliverable {
+            cause: "bounced",
+            until: Some(1_700_000_000_000),
+        };
+        let m: HashMap<_, _> = bounced.metadata().into_iter().collect();
+        assert_eq!(m["cause"], "bounced");
+        assert!(m["until"].starts_with("2023-11-14T22:13:20"), "{m:?}");
+        let complained = CoreError::AddressUndeliverable {
+            cause: "complained",
+            until: None,
+        };
+        let m: HashMap<_, _> = complained.metadata().into_iter().collect();
+        assert_eq!(m["cause"], "complained");
+        assert!(!m.contains_key("until"));
     }
 }

@@ -267,12 +267,18 @@ impl Pages {
                 resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
                 return resp;
             }
+            CoreError::AddressUndeliverable { .. } => Page {
+                title: "We cannot send mail to this address",
+                message: "Mail to this address was refused or reported, so we send it nothing more. Please use another address in the app, or contact support.",
+                ..Page::default()
+            },
             CoreError::EmailAlreadyVerified
             | CoreError::UseChangeFlow
             | CoreError::SameEmail
             | CoreError::ChangeFrozen { .. }
             | CoreError::CodeMismatch { .. }
-            | CoreError::UserNotFound => Page {
+            | CoreError::UserNotFound
+            | CoreError::NotSuppressed => Page {
                 title: "This request cannot be completed",
                 message: "Please start again from the app.",
                 ..Page::default()
@@ -298,8 +304,11 @@ pub fn http_status(e: &CoreError) -> StatusCode {
         | CoreError::InvalidToken
         | CoreError::InvalidCode
         | CoreError::InvalidPageToken => StatusCode::BAD_REQUEST,
-        CoreError::TokenNotFound | CoreError::UserNotFound => StatusCode::NOT_FOUND,
+        CoreError::TokenNotFound | CoreError::UserNotFound | CoreError::NotSuppressed => {
+            StatusCode::NOT_FOUND
+        }
         CoreError::TokenUsed
+        | CoreError::AddressUndeliverable { .. }
         | CoreError::EmailTaken
         | CoreError::EmailAlreadyVerified
         | CoreError::UseChangeFlow

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use lettre::Message;
 use lettre::address::Envelope;
-use lettre::message::header::ContentTransferEncoding;
+use lettre::message::header::{ContentTransferEncoding, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart};
 
 use super::templates::Templates;
 use crate::domain::{Keyring, Locale, MailParams, Secrets, Template};
-use crate::settings::Config;
 use crate::store::entity::outbox;
 
 /// What composing a message needs: the keys that open sealed links, the templates, the
@@ -19,14 +18,22 @@ pub struct Composer {
     keys: Keyring,
     templates: Arc<Templates>,
     from: Mailbox,
+    /// The right-hand side of every Message-ID: the From address's domain (as ASCII).
+    id_domain: String,
+    /// `EMAILVERIFY_BOUNCE_ADDRESS`: tagged per mail, the envelope sender.
+    bounce: Option<lettre::Address>,
 }
 
 impl Composer {
-    pub fn new(config: &Config) -> Self {
+    /// `keys` open sealed links; `from` is every mail's From; `bounce`, when set
+    /// (`EMAILVERIFY_BOUNCE_ADDRESS`), tagged per mail, is the envelope sender.
+    pub fn new(keys: Keyring, from: Mailbox, bounce: Option<lettre::Address>) -> Self {
         Self {
-            keys: config.keys.clone(),
+            keys,
             templates: Arc::new(Templates::new()),
-            from: config.mail_from.clone(),
+            id_domain: message_id_domain(from.email.domain()),
+            from,
+            bounce,
         }
     }
 
@@ -60,21 +67,34 @@ impl Composer {
             .to_lettre()
             .ok_or("the recipient does not parse")?;
         // lettre would derive the envelope by parsing the To header again: give it.
-        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
-            .map_err(|e| format!("envelope: {e}"))?;
+        let sender = envelope_sender(self.bounce.as_ref(), &mail.mail_id)
+            .unwrap_or_else(|| self.from.email.clone());
+        let envelope =
+            Envelope::new(Some(sender), vec![to.clone()]).map_err(|e| format!("envelope: {e}"))?;
         Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(None, to))
             .envelope(envelope)
             .subject(rendered.subject)
-            // Deterministic per outbox row: a duplicate delivery is recognisable.
-            .message_id(Some(format!("<{}@emailverify>", mail.mail_id)))
+            // Deterministic per outbox row: a duplicate delivery is recognisable, and a
+            // bounce that quotes it finds its mail.
+            .message_id(Some(format!("<{}@{}>", mail.mail_id, self.id_domain)))
+            // RFC 3834: no out-of-office or other automatic replies to this.
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".into(),
+            ))
             .multipart(MultiPart::alternative_plain_html(
                 readable_body(rendered.text),
                 readable_body(rendered.html),
             ))
             .map_err(|e| format!("message: {e}"))
     }
+}
+
+/// A Message-ID's domain must be ASCII: an IDN From domain goes as its A-label.
+fn message_id_domain(domain: &str) -> String {
+    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase())
 }
 
 /// 8bit transfer encoding (RFC 6152) keeps each link whole on one line and Nepali text
@@ -95,9 +115,24 @@ fn readable_body(text: String) -> Body {
     }
 }
 
+/// The envelope sender (Return-Path) of the mail `mail_id`: the bounce address with the
+/// mail's id as its `+tag`, or `None` without a bounce address (then the From is used).
+pub fn envelope_sender(bounce: Option<&lettre::Address>, mail_id: &str) -> Option<lettre::Address> {
+    let bounce = bounce?;
+    let local = bounce.user();
+    let base = local.split_once('+').map_or(local, |(base, _)| base);
+    lettre::Address::new(format!("{base}+{mail_id}"), bounce.domain()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_carry_the_from_domain_in_ascii() {
+        assert_eq!(message_id_domain("wallet.example"), "wallet.example");
+        assert_eq!(message_id_domain("bücher.example"), "xn--bcher-kva.example");
+    }
 
     #[test]
     fn bodies_are_8bit_with_whole_lines_when_they_fit() {

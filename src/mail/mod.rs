@@ -4,5 +4,6 @@
 
 pub mod message;
 pub mod outbox;
+pub mod smtp;
 pub mod templates;
 pub mod transport;

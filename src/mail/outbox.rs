@@ -71,6 +71,8 @@ pub struct Worker {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub retry: RetryPolicy,
+    /// How long an address refused with a 5.1.x status stays suppressed.
+    pub suppression_ttl: Duration,
 }
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
@@ -246,12 +248,34 @@ impl Worker {
                 } else {
                     tracing::error!(mail_id = %mail.mail_id, to = %masked, attempts, %reason, "mail is dead");
                 }
-                (
-                    self.store
-                        .mail_failed(&mail, now, retry_at, &reason, &masked)
-                        .await,
-                    Delivery::Done,
-                )
+                let recorded = self
+                    .store
+                    .mail_failed(&mail, now, retry_at, &reason, &masked)
+                    .await;
+                // No such mailbox (5.1.x): the inbox is suppressed, so no request mails it
+                // again for a while. Other refusals (5.7.x policy) only fail this mail.
+                // (The enhanced status is read from the reply's text.)
+                let status = crate::domain::status::enhanced_status(&reason);
+                if let Some(status) =
+                    status.filter(|s| e.permanent && crate::domain::status::suppresses(s))
+                {
+                    let key = crate::domain::mailbox::MailboxKey::of(&mail.recipient);
+                    let until = now + duration_ms(self.suppression_ttl);
+                    let cause = crate::store::SuppressionCause::Bounced;
+                    match self
+                        .store
+                        .suppress(key.as_str(), cause, Some(until), status, now)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::warn!(mail_id = %mail.mail_id, to = %masked, %status, "address suppressed")
+                        }
+                        Err(err) => {
+                            tracing::warn!(mail_id = %mail.mail_id, error = %err, "could not suppress an address")
+                        }
+                    }
+                }
+                (recorded, Delivery::Done)
             }
         };
         if let Err(e) = outcome {

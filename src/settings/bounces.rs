@@ -45,6 +45,13 @@ impl BounceSettings {
                 })?),
                 None => None,
             };
+        if inbound_addr.is_some() && bounce_address.is_none() {
+            return Err(bad(
+                "EMAILVERIFY_INBOUND_ADDR",
+                "needs EMAILVERIFY_BOUNCE_ADDRESS: the listener takes mail for that address only"
+                    .into(),
+            ));
+        }
         let suppression_ttl = humantime::parse_duration(&self.suppression_ttl)
             .map_err(|e| bad("EMAILVERIFY_SUPPRESSION_TTL", e.to_string()))?;
         Ok(BounceConfig {
@@ -52,5 +59,40 @@ impl BounceSettings {
             inbound_addr,
             suppression_ttl,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(bounce: Option<&str>, inbound: Option<&str>, ttl: &str) -> BounceSettings {
+        BounceSettings {
+            bounce_address: bounce.map(str::to_owned),
+            inbound_addr: inbound.map(str::to_owned),
+            suppression_ttl: ttl.into(),
+        }
+    }
+
+    #[test]
+    fn the_listener_needs_a_bounce_address_and_errors_name_the_setting() {
+        let ok = settings(
+            Some("bounces@mail.wallet.example"),
+            Some("127.0.0.1:2525"),
+            "14d",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(ok.suppression_ttl, Duration::from_secs(14 * 24 * 3600));
+        let err = settings(None, Some("127.0.0.1:2525"), "14d")
+            .resolve()
+            .unwrap_err();
+        assert_eq!(err.setting, "EMAILVERIFY_INBOUND_ADDR");
+        let err = settings(Some("not an address"), None, "14d")
+            .resolve()
+            .unwrap_err();
+        assert_eq!(err.setting, "EMAILVERIFY_BOUNCE_ADDRESS");
+        let err = settings(None, None, "soon").resolve().unwrap_err();
+        assert_eq!(err.setting, "EMAILVERIFY_SUPPRESSION_TTL");
     }
 }

@@ -104,8 +104,8 @@ impl Settings {
         {
             return Err(bad("DATABASE_URL", "use sqlite://… or postgres://…"));
         }
-        let transport =
-            Transport::from_url(&self.mail_url).map_err(|m| bad("EMAILVERIFY_MAIL_URL", m))?;
+        let transport = Transport::from_url(&self.mail_url, &self.relay.resolve()?)
+            .map_err(|m| bad("EMAILVERIFY_MAIL_URL", m))?;
         let mail_from = self
             .mail_from
             .parse()

@@ -27,6 +27,7 @@ use crate::grpc::conn::{Deadlines, EdgeLayer, Guarded};
 use crate::grpc::pb::{self, EmailVerificationServer};
 use crate::grpc::{BearerAuth, service::GrpcService};
 use crate::http::{self, HttpState, pages::Pages};
+use crate::inbound::Inbound;
 use crate::mail::message::Composer;
 use crate::mail::outbox::Worker;
 use crate::settings::Config;
@@ -101,6 +102,8 @@ impl Listeners {
 
 pub struct Application {
     listeners: Listeners,
+    /// The inbound SMTP listener for bounces and complaints, when configured.
+    inbound: Option<(TcpListener, Arc<Inbound>)>,
     core: Arc<Core>,
     store: Store,
     worker: Worker,
@@ -132,14 +135,35 @@ impl Application {
         let worker = Worker {
             id: uuid::Uuid::now_v7().to_string(),
             store: store.clone(),
-            composer: Composer::new(&config),
+            composer: Composer::new(
+                config.keys.clone(),
+                config.mail_from.clone(),
+                config.bounces.bounce_address.clone(),
+            ),
             transport: config.transport.clone(),
             clock,
             wake,
             retry: config.retry.clone(),
+            suppression_ttl: config.bounces.suppression_ttl,
+        };
+        let inbound = match (config.bounces.inbound_addr, &config.bounces.bounce_address) {
+            (Some(addr), Some(bounce)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("EMAILVERIFY_INBOUND_ADDR {addr}: {e}"))?;
+                let inbound = Inbound {
+                    store: store.clone(),
+                    clock: worker.clock.clone(),
+                    bounce: bounce.clone(),
+                    suppression_ttl: config.bounces.suppression_ttl,
+                };
+                Some((listener, Arc::new(inbound)))
+            }
+            _ => None,
         };
         Ok(Self {
             listeners,
+            inbound,
             core,
             store,
             worker,
@@ -177,6 +201,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             listeners: Listeners { grpc, http, admin },
+            inbound,
             core,
             store,
             worker,
@@ -317,6 +342,10 @@ impl Application {
             "emailverify is serving"
         );
         tokio::spawn(crate::metrics::upkeep(stop.clone()));
+        if let Some((listener, inbound)) = inbound {
+            tracing::info!(inbound = %listener.local_addr()?, "listening for bounces and complaints");
+            tokio::spawn(crate::inbound::smtp::serve(listener, inbound, stop.clone()));
+        }
         let worker_id = worker.id.clone();
         let mut worker_task = tokio::spawn(worker.run(stop.clone()));
         // Once asked to stop, everything drains within the shutdown deadline: open

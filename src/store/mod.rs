@@ -9,6 +9,8 @@
 //! - `limits.rs` — GCRA rate-limit buckets, one statement a step;
 //! - `outbox.rs` — queued mail: enqueue in a use-case, claim/send/fail in the worker;
 //! - `events.rs` — the audit trail;
+//! - `suppressions.rs` — inboxes no mail may go to (bounced, complained);
+//! - `delivery.rs` — what became of a mail: a flow's link mail, bounces, complaints;
 //! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched.
 //!
 //! Concurrency: every use-case that changes a user's state first locks that user's row
@@ -17,12 +19,14 @@
 //! cannot deadlock each other.
 
 mod batch;
+mod delivery;
 pub mod entity;
 mod error;
 mod events;
 mod flows;
 mod limits;
 mod outbox;
+mod suppressions;
 mod tokens;
 mod users;
 
@@ -42,6 +46,7 @@ use crate::migrations::Migrator;
 pub use batch::Tx;
 pub use events::NewEvent;
 pub use outbox::{NewMail, OutboxStats};
+pub use suppressions::{Suppression, SuppressionCause};
 pub use tokens::NewToken;
 
 #[derive(Clone, Debug)]

@@ -80,6 +80,7 @@ impl Tx {
             last_error: Set(None),
             created_at: Set(m.now),
             sent_at: Set(None),
+            bounce: Set(None),
         };
         self.queue(outbox::Entity::insert(row).build(self.backend()))
             .await
@@ -313,7 +314,7 @@ fn erased(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
     )
 }
 
-fn outbox_event<'a>(
+pub(super) fn outbox_event<'a>(
     mail: &'a outbox::Model,
     event_type: EventType,
     detail: &'a str,

@@ -6,6 +6,7 @@ mod helpers;
 
 mod addresses;
 mod audit;
+mod bounces;
 mod browser;
 mod change;
 mod codes;
@@ -19,5 +20,6 @@ mod limits;
 mod links;
 mod ops;
 mod process;
+mod relay;
 mod tls;
 mod verification;

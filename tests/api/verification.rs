@@ -121,7 +121,7 @@ async fn the_mail_has_a_stable_message_id_and_names_the_cancel_option(backend: B
         .unwrap();
     let mail = app.next_mail().await;
     assert!(
-        mail.message_id.ends_with("@emailverify"),
+        mail.message_id.ends_with("@wallet.test"),
         "{}",
         mail.message_id
     );

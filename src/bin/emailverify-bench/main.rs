@@ -216,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
     let confirm_wall = started.elapsed();
 
     let peak_rss_kb = rss_kb(pid, "VmHWM:");
+    let service_cpu = cpu_seconds(&pid.to_string());
     child.kill().await.ok();
 
     let mut signup: Vec<Duration> = answered.iter().map(|(_, d, _)| *d).collect();
@@ -248,7 +249,32 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut commit_to_smtp, 0.99),
         peak_rss_kb as f64 / 1024.0
     );
+    let signups_per_s = signup.len() as f64 / signup_wall.as_secs_f64();
+    println!(
+        "mails/s ÷ sign-ups/s: {:.2}; CPU seconds since start: this bench (client and SMTP sink) {:.1}, the service {:.1}",
+        inbox_now.len() as f64 / mail_wall.as_secs_f64() / signups_per_s,
+        cpu_seconds("self"),
+        service_cpu,
+    );
     Ok(())
+}
+
+/// User + system CPU time of a process (`self` or a pid) from /proc, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn pct(samples: &mut [Duration], q: f64) -> f64 {

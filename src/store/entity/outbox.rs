@@ -26,6 +26,9 @@ pub struct Model {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// What a delivery status notification said of a mail the relay had accepted (its
+    /// status and text), when it said the mail failed; NULL otherwise.
+    pub bounce: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,6 @@
-//! A real SMTP server on loopback for the tests: lettre speaks SMTP to it, it parses each
-//! message and pushes it into a channel the test reads (svix's TestReceiver pattern).
+//! A real SMTP server on loopback for the tests: the service's SMTP client speaks to it,
+//! it parses each message and pushes it into a channel the test reads (svix's TestReceiver
+//! pattern).
 //!
 //! Besides accepting mail it plays the failures a mail server has:
 //! - `down()` closes the listening socket and every open session, so connections are
@@ -10,6 +11,10 @@
 //! - `hang_after_data()` takes each message but never answers its final `.`: the send hangs
 //!   until the client gives up (or goes away), and `hanging_sends()` counts them;
 //! - `reply_next(..)` answers the next messages with scripted replies (4xx, 5xx).
+//!
+//! `start_with(SinkOptions { .. })` makes it a relay as the real ones are: TLS from the first
+//! byte or STARTTLS (certificates the test made), AUTH PLAIN/LOGIN required, PIPELINING
+//! offered or not. Each mail says whether it came over TLS and who logged in.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -17,10 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mail_parser::MessageParser;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, mpsc, watch};
+use tokio_rustls::rustls::ServerConfig;
+
+mod session;
+use session::{bind, serve};
 
 #[derive(Debug, Clone)]
 pub struct ReceivedMail {
@@ -30,6 +36,12 @@ pub struct ReceivedMail {
     pub text: String,
     pub html: String,
     pub message_id: String,
+    /// The whole message as it arrived (dot-unstuffed).
+    pub raw: String,
+    /// Whether the session was encrypted when the mail was sent.
+    pub tls: bool,
+    /// The user that logged in, if any.
+    pub user: Option<String>,
 }
 
 impl ReceivedMail {
@@ -87,6 +99,35 @@ impl Inbox {
     }
 }
 
+/// How the sink behaves as a relay. The default is what `start()` gives: plain SMTP,
+/// PIPELINING offered, no AUTH.
+#[derive(Clone)]
+pub struct SinkOptions {
+    pub tls: SinkTls,
+    /// AUTH required (offered only over TLS) with this user and password.
+    pub auth: Option<(String, String)>,
+    pub pipelining: bool,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            tls: SinkTls::None,
+            auth: None,
+            pipelining: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum SinkTls {
+    None,
+    /// STARTTLS offered with this certificate.
+    StartTls(Arc<ServerConfig>),
+    /// TLS from the first byte (smtps).
+    Implicit(Arc<ServerConfig>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Up,
@@ -107,6 +148,14 @@ impl Mode {
 struct Counters {
     dropped: AtomicUsize,
     hanging: AtomicUsize,
+    /// Connections accepted and served.
+    served: AtomicUsize,
+    /// Sessions open now.
+    open: AtomicUsize,
+    /// TLS handshakes that failed (e.g. the client did not trust the certificate).
+    failed_handshakes: AtomicUsize,
+    /// Whether any command arrived before the reply to the one before it was written.
+    pipelined: std::sync::atomic::AtomicBool,
 }
 
 pub struct SmtpSink {
@@ -125,6 +174,10 @@ const QUIET: Duration = Duration::from_millis(700);
 
 impl SmtpSink {
     pub async fn start() -> Arc<Self> {
+        Self::start_with(SinkOptions::default()).await
+    }
+
+    pub async fn start_with(options: SinkOptions) -> Arc<Self> {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -138,6 +191,7 @@ impl SmtpSink {
             tx,
             script.clone(),
             counters.clone(),
+            Arc::new(options),
         ));
         Arc::new(Self {
             addr,
@@ -191,6 +245,27 @@ impl SmtpSink {
             .lock()
             .unwrap()
             .extend(replies.iter().map(|r| r.to_string()));
+    }
+
+    /// Connections served since the sink started (a client that reuses its connections
+    /// opens few).
+    pub fn connections(&self) -> usize {
+        self.counters.served.load(Ordering::SeqCst)
+    }
+
+    /// Sessions open now (a cut session closes its connection).
+    pub fn open_sessions(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that failed since the sink started.
+    pub fn failed_handshakes(&self) -> usize {
+        self.counters.failed_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Whether a client ever sent a command before reading the reply to the one before.
+    pub fn saw_pipelining(&self) -> bool {
+        self.counters.pipelined.load(Ordering::SeqCst)
     }
 
     /// The next mail, or `None` after `wait`.
@@ -252,142 +327,5 @@ impl SmtpSink {
             inbox.times.len(),
             inbox.duplicates()
         );
-    }
-}
-
-fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(addr).unwrap();
-    socket.listen(64).unwrap()
-}
-
-async fn serve(
-    mut listener: tokio::net::TcpListener,
-    addr: SocketAddr,
-    mut mode: watch::Receiver<Mode>,
-    tx: mpsc::UnboundedSender<ReceivedMail>,
-    script: Arc<std::sync::Mutex<VecDeque<String>>>,
-    counters: Arc<Counters>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                if *mode.borrow() == Mode::DropConnections {
-                    counters.dropped.fetch_add(1, Ordering::SeqCst);
-                    drop(stream);
-                    continue;
-                }
-                let (tx, script, counters) = (tx.clone(), script.clone(), counters.clone());
-                let (seen, mut cut) = (mode.clone(), mode.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = session(stream, tx, script, &seen, &counters) => {}
-                        _ = cut.wait_for(|m| m.cuts_sessions()) => {}
-                    }
-                });
-            }
-            changed = mode.changed() => {
-                if changed.is_err() { return; }
-                if *mode.borrow_and_update() == Mode::Down {
-                    drop(listener);
-                    if mode.wait_for(|m| *m != Mode::Down).await.is_err() { return; }
-                    listener = bind(addr);
-                }
-            }
-        }
-    }
-}
-
-async fn session(
-    stream: TcpStream,
-    tx: mpsc::UnboundedSender<ReceivedMail>,
-    script: Arc<std::sync::Mutex<VecDeque<String>>>,
-    mode: &watch::Receiver<Mode>,
-    counters: &Counters,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    write.write_all(b"220 sink ESMTP ready\r\n").await?;
-    let (mut from, mut to) = (String::new(), Vec::new());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let cmd = line.trim_end().to_string();
-        let upper = cmd.to_ascii_uppercase();
-        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            write
-                .write_all(b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                .await?;
-        } else if upper.starts_with("MAIL FROM:") {
-            from = address_of(&cmd[10..]);
-            to.clear();
-            write.write_all(b"250 OK\r\n").await?;
-        } else if upper.starts_with("RCPT TO:") {
-            to.push(address_of(&cmd[8..]));
-            write.write_all(b"250 OK\r\n").await?;
-        } else if upper == "DATA" {
-            write.write_all(b"354 go ahead\r\n").await?;
-            let mut raw = String::new();
-            loop {
-                line.clear();
-                if lines.read_line(&mut line).await? == 0 {
-                    return Ok(());
-                }
-                if line == ".\r\n" || line == ".\n" {
-                    break;
-                }
-                // Dot-unstuffing (RFC 5321 4.5.2).
-                raw.push_str(line.strip_prefix('.').unwrap_or(&line));
-            }
-            if *mode.borrow() == Mode::HangAfterData {
-                counters.hanging.fetch_add(1, Ordering::SeqCst);
-                // No answer: hold the session until the client closes it.
-                while lines.read_line(&mut line).await? != 0 {}
-                return Ok(());
-            }
-            let scripted = script.lock().unwrap().pop_front();
-            match scripted {
-                Some(reply) => write.write_all(format!("{reply}\r\n").as_bytes()).await?,
-                None => {
-                    let _ = tx.send(parse(&from, &to, raw));
-                    write.write_all(b"250 OK queued\r\n").await?;
-                }
-            }
-        } else if upper == "QUIT" {
-            write.write_all(b"221 bye\r\n").await?;
-            return Ok(());
-        } else if upper == "RSET" || upper == "NOOP" {
-            write.write_all(b"250 OK\r\n").await?;
-        } else {
-            write.write_all(b"502 not implemented\r\n").await?;
-        }
-    }
-}
-
-fn address_of(arg: &str) -> String {
-    arg.trim()
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn parse(from: &str, to: &[String], raw: String) -> ReceivedMail {
-    let msg = MessageParser::default()
-        .parse(raw.as_bytes())
-        .expect("the sink received a parseable message");
-    ReceivedMail {
-        from: from.to_string(),
-        to: to.to_vec(),
-        subject: msg.subject().unwrap_or_default().to_string(),
-        text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-        html: msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),
-        message_id: msg.message_id().unwrap_or_default().to_string(),
     }
 }

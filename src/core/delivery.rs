@@ -1,0 +1,86 @@
+//! `Flow.delivery`: what became of the current step's link mail, derived from its outbox
+//! row (state, attempts, last error) and the bounce a delivery status notification
+//! recorded. The detail is the relay's reply or the report's status, with any address in
+//! it masked: never a full address.
+
+use crate::domain::MailState;
+use crate::domain::email::mask;
+use crate::store::entity::{flow, outbox};
+
+use super::{Core, FlowView};
+
+/// Where the current step's link mail stands (API.md `DeliveryState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// No link mail to report on (a flow that ended).
+    Unspecified,
+    /// Committed, not yet accepted by the relay.
+    Queued,
+    /// The relay accepted it.
+    Sent,
+    /// A temporary failure (4xx, no connection): it will be retried.
+    Retrying,
+    /// Refused for good (5xx) or out of attempts.
+    Failed,
+    /// Accepted, then a delivery status notification said it failed.
+    Bounced,
+}
+
+/// The delivery state of a link mail, and its detail.
+pub fn delivery_of(mail: &outbox::Model) -> (DeliveryState, String) {
+    let error = || scrub(mail.last_error.as_deref().unwrap_or_default());
+    match mail.state {
+        MailState::Pending if mail.attempts == 0 && mail.last_error.is_none() => {
+            (DeliveryState::Queued, String::new())
+        }
+        MailState::Pending => (DeliveryState::Retrying, error()),
+        MailState::Sent => match &mail.bounce {
+            Some(bounce) => (DeliveryState::Bounced, scrub(bounce)),
+            None => (DeliveryState::Sent, String::new()),
+        },
+        MailState::Dead | MailState::Retried => (DeliveryState::Failed, error()),
+    }
+}
+
+/// `text` with every word that holds an `@` masked (a relay may quote the recipient).
+pub fn scrub(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if word.contains('@') {
+                let bare = word.trim_matches(|c: char| "<>:;,.()[]\"'".contains(c));
+                mask(bare)
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Core {
+    /// `view` of a pending flow with its link mail's delivery read from the outbox.
+    pub(super) fn delivered_view(&self, f: &flow::Model, mail: Option<&outbox::Model>) -> FlowView {
+        let mut view = self.view(f);
+        if let Some(mail) = mail {
+            (view.delivery, view.delivery_detail) = delivery_of(mail);
+        }
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_never_carry_a_full_address() {
+        assert_eq!(
+            scrub("550 5.1.1 <jane.doe@example.com>: Recipient address rejected"),
+            format!(
+                "550 5.1.1 {} Recipient address rejected",
+                mask("jane.doe@example.com")
+            )
+        );
+        assert_eq!(scrub("451 4.3.0 try again"), "451 4.3.0 try again");
+    }
+}
