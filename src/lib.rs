@@ -1,14 +1,15 @@
 //! emailverify: proves that a wallet user owns an email address, and changes a verified
 //! address safely. The modules depend on each other in one direction only:
-//! `domain` ← `store` ← `core` ← {`grpc`, `http`}, with `mail` beside the core (it reads
-//! the store's outbox), and `clock` and `error` below them all. A reading order:
+//! `domain` ← `store` ← `core` ← {`grpc`, `http`, `inbound`}, with `mail` beside the core
+//! (it reads the store's outbox), and `clock` and `error` below them all. A reading order:
 //!
 //! 1. [`domain`] — the values everything else trusts (addresses, user ids, tokens, flows,
 //!    the audit vocabulary), and [`error`], the one error type;
 //! 2. [`core`] — every rule of the contract, one file per RPC;
 //! 3. [`store`] — the database (sea-orm), one file per table, and [`migrations`];
 //! 4. [`mail`] — the outbox worker, transports and templates;
-//! 5. [`grpc`] and [`http`] — the two thin front doors over the same core;
+//! 5. [`grpc`] and [`http`] — the two thin front doors over the same core, and [`inbound`],
+//!    where bounces and complaints come back;
 //! 6. [`settings`], [`telemetry`], [`startup`], [`cli`] — how it all starts.
 
 /// The command line (`main` only runs it).
@@ -25,7 +26,7 @@ pub mod error;
 pub mod grpc;
 /// The HTTP link shim.
 pub mod http;
-/// Bounces and complaints coming back: envelope sender, inbound SMTP listener, reports.
+/// Bounces and complaints coming back: the inbound SMTP listener and its reports.
 pub mod inbound;
 /// Mail delivery: outbox worker, transports, templates.
 pub mod mail;
