@@ -5,9 +5,13 @@ use std::sync::Arc;
 
 use lettre::Message;
 use lettre::address::Envelope;
-use lettre::message::header::{ContentTransferEncoding, HeaderName, HeaderValue};
+use lettre::message::dkim::DkimConfig;
+use lettre::message::header::{
+    self, ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
+};
 use lettre::message::{Body, Mailbox, MultiPart};
 
+use super::dkim::DkimKey;
 use super::templates::Templates;
 use crate::domain::{Keyring, Locale, MailParams, Secrets, Template};
 use crate::store::entity::outbox;
@@ -22,19 +26,30 @@ pub struct Composer {
     id_domain: String,
     /// `EMAILVERIFY_BOUNCE_ADDRESS`: tagged per mail, the envelope sender.
     bounce: Option<lettre::Address>,
+    /// `EMAILVERIFY_DKIM_*`: every message is signed, d = the From domain.
+    dkim: Option<DkimConfig>,
 }
 
 impl Composer {
     /// `keys` open sealed links; `from` is every mail's From; `bounce`, when set
-    /// (`EMAILVERIFY_BOUNCE_ADDRESS`), tagged per mail, is the envelope sender.
-    pub fn new(keys: Keyring, from: Mailbox, bounce: Option<lettre::Address>) -> Self {
-        Self {
+    /// (`EMAILVERIFY_BOUNCE_ADDRESS`), tagged per mail, is the envelope sender; `dkim`,
+    /// when set, signs every message for the From domain.
+    pub fn new(
+        keys: Keyring,
+        from: Mailbox,
+        bounce: Option<lettre::Address>,
+        dkim: Option<&DkimKey>,
+    ) -> Result<Self, String> {
+        let id_domain = message_id_domain(from.email.domain());
+        let dkim = dkim.map(|key| key.config(&id_domain)).transpose()?;
+        Ok(Self {
             keys,
             templates: Arc::new(Templates::new()),
-            id_domain: message_id_domain(from.email.domain()),
+            id_domain,
             from,
             bounce,
-        }
+            dkim,
+        })
     }
 
     pub fn compose(&self, mail: &outbox::Model) -> Result<Message, String> {
@@ -71,7 +86,11 @@ impl Composer {
             .unwrap_or_else(|| self.from.email.clone());
         let envelope =
             Envelope::new(Some(sender), vec![to.clone()]).map_err(|e| format!("envelope: {e}"))?;
-        Message::builder()
+        let (content_type, body) = top_level(MultiPart::alternative_plain_html(
+            readable_body(rendered.text),
+            readable_body(rendered.html),
+        ))?;
+        let mut message = Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(None, to))
             .envelope(envelope)
@@ -84,12 +103,38 @@ impl Composer {
                 HeaderName::new_from_ascii_str("Auto-Submitted"),
                 "auto-generated".into(),
             ))
-            .multipart(MultiPart::alternative_plain_html(
-                readable_body(rendered.text),
-                readable_body(rendered.html),
-            ))
-            .map_err(|e| format!("message: {e}"))
+            .header(header::MIME_VERSION_1_0)
+            .header(content_type)
+            .body(body)
+            .map_err(|e| format!("message: {e}"))?;
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
+        Ok(message)
     }
+}
+
+/// The multipart's Content-Type (with its boundary) as a header of the message itself and
+/// the rest as the message's body. lettre writes a multipart's Content-Type with the body,
+/// out of its DKIM signer's sight, so `.multipart(..)` would leave it unsigned. 8bit is the
+/// multipart's own transfer encoding (RFC 2045 §6.4: 7bit, 8bit or binary), whatever
+/// each part's is.
+fn top_level(part: MultiPart) -> Result<(ContentType, Body), String> {
+    let content_type = part
+        .headers()
+        .get::<ContentType>()
+        .ok_or("the multipart has no Content-Type")?;
+    let formatted = part.formatted();
+    let start = formatted
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the multipart has no body")?
+        + 4;
+    let body = Body::dangerous_pre_encoded(
+        formatted[start..].to_vec(),
+        ContentTransferEncoding::EightBit,
+    );
+    Ok((content_type, body))
 }
 
 /// A Message-ID's domain must be ASCII: an IDN From domain goes as its A-label.

@@ -2,6 +2,7 @@
 //! delivers through, and the templates it renders. The core only ever *queues* mail,
 //! inside its transaction; nothing here runs inside a request.
 
+pub mod dkim;
 pub mod message;
 pub mod outbox;
 pub mod smtp;

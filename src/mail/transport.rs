@@ -22,8 +22,8 @@ use super::smtp::{Cause, Connection, Failure, Relay, Security};
 pub struct RelayConfig {
     /// A PEM file of extra CAs trusted for the relay's certificate.
     pub mail_ca: Option<std::path::PathBuf>,
-    pub dkim_key: Option<std::path::PathBuf>,
-    pub dkim_selector: Option<String>,
+    /// The checked DKIM key and selector: every mail is signed with it.
+    pub dkim: Option<super::dkim::DkimKey>,
 }
 
 /// Mails one worker hands over at once. Each SMTP exchange mostly waits on the network,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::SettingError;
+use crate::mail::dkim::DkimKey;
 pub use crate::mail::transport::RelayConfig;
 
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -26,18 +27,20 @@ impl RelaySettings {
                 message: "EMAILVERIFY_DKIM_KEY and EMAILVERIFY_DKIM_SELECTOR go together".into(),
             });
         }
-        // Declared by the contract, not built yet: refusing beats sending unsigned mail
-        // to an operator who believes it is signed.
-        if self.dkim_key.is_some() {
-            return Err(SettingError {
-                setting: "EMAILVERIFY_DKIM_KEY",
-                message: "DKIM signing is not available in this version; unset it (and EMAILVERIFY_DKIM_SELECTOR)".into(),
-            });
-        }
+        // Read and checked now: a key that cannot sign stops the start rather than
+        // letting mail go out unsigned to an operator who believes it is signed.
+        let dkim = match (&self.dkim_key, &self.dkim_selector) {
+            (Some(path), Some(selector)) => Some(DkimKey::load(path, selector).map_err(
+                |message| SettingError {
+                    setting: "EMAILVERIFY_DKIM_KEY",
+                    message,
+                },
+            )?),
+            _ => None,
+        };
         Ok(RelayConfig {
             mail_ca: self.mail_ca.clone(),
-            dkim_key: self.dkim_key.clone(),
-            dkim_selector: self.dkim_selector.clone(),
+            dkim,
         })
     }
 }
@@ -47,7 +50,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dkim_key_is_refused_rather_than_ignored() {
+    fn a_bad_dkim_key_stops_the_start_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("dkim.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for path in [bad, dir.path().join("missing.pem")] {
+            let settings = RelaySettings {
+                dkim_key: Some(path),
+                dkim_selector: Some("s1".into()),
+                ..RelaySettings::default()
+            };
+            assert_eq!(
+                settings.resolve().unwrap_err().setting,
+                "EMAILVERIFY_DKIM_KEY"
+            );
+        }
         let settings = RelaySettings {
             dkim_key: Some("dkim.pem".into()),
             dkim_selector: Some("s1".into()),

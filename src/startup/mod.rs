@@ -139,7 +139,9 @@ impl Application {
                 config.keys.clone(),
                 config.mail_from.clone(),
                 config.bounces.bounce_address.clone(),
-            ),
+                config.relay.dkim.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_DKIM_KEY: {e}"))?,
             transport: config.transport.clone(),
             clock,
             wake,

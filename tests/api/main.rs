@@ -12,6 +12,7 @@ mod change;
 mod codes;
 mod connections;
 mod delivery;
+mod dkim;
 mod edges;
 mod errors;
 mod faults;
