@@ -11,7 +11,8 @@
 //!   those in local parts);
 //! - a `+tag` sub-address removed (from the first `+` on; a local part that *starts* with
 //!   `+` has no tag, so it is kept whole);
-//! - `gmail.com` and `googlemail.com`: the dots removed too, under `gmail.com`.
+//! - `gmail.com` and `googlemail.com`: the dots removed too (then NFKC once more), under
+//!   `gmail.com`.
 //!
 //! It is a pure function of the stored address, so a key can always be computed again
 //! from a row (the migration that added keys did exactly that).
@@ -44,7 +45,10 @@ impl MailboxKey {
             _ => folded.as_str(),
         };
         if GMAIL_DOMAINS.contains(&domain.as_str()) {
-            let local: String = base.chars().filter(|c| *c != '.').collect();
+            // Normalised once more: taking a dot out can bring two combining marks
+            // together, whose canonical order may then differ (`İ.्` → `i्̇` → `i्̇`), and
+            // the key of a key must be itself.
+            let local: String = base.chars().filter(|c| *c != '.').nfkc().collect();
             Self(format!("{local}@{GMAIL}"))
         } else {
             Self(format!("{base}@{domain}"))
