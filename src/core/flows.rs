@@ -73,14 +73,22 @@ impl Core {
             old_email,
             locale,
         } = request;
-        let pending = self.pending_unless_taken(tx, user, new_email).await?;
-        // No link goes to a suppressed inbox: neither the new address nor, for a change,
-        // the current one its first link goes to (a retry is told too).
-        let mailed: Vec<&str> = [Some(new_email.as_str()), old_email]
-            .into_iter()
-            .flatten()
-            .collect();
-        self.check_deliverable(tx, &mailed, now).await?;
+        // One read: who has the inbox verified, the user's pending flow, and whether the
+        // inbox — or, for a change, the current one its first link goes to — is suppressed.
+        let read = tx
+            .request_read(user.as_str(), new_email.as_str(), old_email, now)
+            .await?;
+        if read
+            .verified_owner
+            .is_some_and(|owner| owner != user.as_str())
+        {
+            return Err(CoreError::EmailTaken);
+        }
+        // No link goes to a suppressed inbox (a retry is told too).
+        if let Some(s) = read.suppression {
+            return Err(super::suppression::undeliverable(s));
+        }
+        let pending = read.pending;
         if let Some(p) = &pending
             && p.kind == kind
             && p.new_email == new_email.as_str()
@@ -233,20 +241,6 @@ impl Core {
         ended.state = state;
         ended.updated_at = now;
         tx.update_flow(&ended).await
-    }
-
-    /// EMAIL_TAKEN if another user has an address of `email`'s inbox verified (the store
-    /// compares mailbox keys); else the user's pending flow.
-    async fn pending_unless_taken(
-        &self,
-        tx: &Tx,
-        user: &UserId,
-        email: &EmailAddress,
-    ) -> CoreResult<Option<flow::Model>> {
-        match tx.owner_and_pending(user.as_str(), email.as_str()).await? {
-            (Some(owner), _) if owner != user.as_str() => Err(CoreError::EmailTaken),
-            (_, pending) => Ok(pending),
-        }
     }
 
     /// The user's row locked and their pending flow; NO_PENDING_FLOW for an unknown user

@@ -10,12 +10,13 @@
 use crate::domain::EmailAddress;
 use crate::domain::mailbox::MailboxKey;
 use crate::error::{CoreError, CoreResult};
-use crate::store::Tx;
+use crate::store::{Suppression, Tx};
 
 use super::Core;
 
 impl Core {
-    /// ADDRESS_UNDELIVERABLE if any of `addresses` reaches a suppressed inbox (one read).
+    /// ADDRESS_UNDELIVERABLE if any of `addresses` reaches a suppressed inbox (one read;
+    /// a new flow gets the same answer from its first read, `Tx::request_read`).
     pub(super) async fn check_deliverable(
         &self,
         tx: &Tx,
@@ -25,10 +26,7 @@ impl Core {
         let keys: Vec<MailboxKey> = addresses.iter().map(|a| MailboxKey::of(a)).collect();
         let keys: Vec<&str> = keys.iter().map(MailboxKey::as_str).collect();
         match tx.suppression(&keys, now).await? {
-            Some(s) => Err(CoreError::AddressUndeliverable {
-                cause: s.cause.as_str(),
-                until: s.until,
-            }),
+            Some(s) => Err(undeliverable(s)),
             None => Ok(()),
         }
     }
@@ -48,5 +46,13 @@ impl Core {
         } else {
             Err(CoreError::NotSuppressed)
         }
+    }
+}
+
+/// The refusal a suppression in force gives.
+pub(super) fn undeliverable(s: Suppression) -> CoreError {
+    CoreError::AddressUndeliverable {
+        cause: s.cause.as_str(),
+        until: s.until,
     }
 }

@@ -7,9 +7,17 @@ use sea_orm::{
 };
 
 use super::entity::flow;
+use super::suppressions::{Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
 use crate::domain::FlowState;
 use crate::error::{CoreError, CoreResult};
+
+/// What `Tx::request_read` found.
+pub struct RequestRead {
+    pub verified_owner: Option<String>,
+    pub pending: Option<flow::Model>,
+    pub suppression: Option<Suppression>,
+}
 
 impl Store {
     pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
@@ -51,36 +59,63 @@ impl Tx {
     }
 
     /// What a new request must know, in one round trip: who has an address of `email`'s
-    /// inbox verified (the same key; if anyone) and the user's pending flow (if any).
-    pub async fn owner_and_pending(
+    /// inbox verified (the same key; if anyone), the user's pending flow (if any), and a
+    /// suppression in force (if any) for `email`'s inbox or `also_mailed`'s (a change's
+    /// first link goes to the current address).
+    pub async fn request_read(
         &self,
         user_id: &str,
         email: &str,
-    ) -> CoreResult<(Option<String>, Option<flow::Model>)> {
+        also_mailed: Option<&str>,
+        now: i64,
+    ) -> CoreResult<RequestRead> {
+        let key = super::users::key_of(email);
+        let other = also_mailed.map_or_else(|| key.clone(), super::users::key_of);
+        // The two suppression columns come from the same row: the same filter and order.
+        let suppressed = |column: &str| {
+            format!(
+                "(SELECT {column} FROM suppressions \
+                  WHERE (\"until\" IS NULL OR \"until\" > $4) AND email_key IN ($1, $5) \
+                  ORDER BY cause DESC, \"until\" DESC LIMIT 1)"
+            )
+        };
+        let sql = format!(
+            "SELECT (SELECT user_id FROM users WHERE email_key = $1 AND email_verified LIMIT 1) \
+               AS verified_owner, {} AS suppressed_cause, {} AS suppressed_until, f.* \
+             FROM (SELECT 1 AS one) AS one \
+             LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
+            suppressed("cause"),
+            suppressed("\"until\""),
+        );
+        let values = [
+            key.into(),
+            user_id.into(),
+            FlowState::Pending.as_str().into(),
+            now.into(),
+            other.into(),
+        ];
         let row = self
             .conn()
             .await?
-            .query_one_raw(raw(
-                self.backend(),
-                "SELECT (SELECT user_id FROM users WHERE email_key = $1 AND email_verified LIMIT 1) \
-                   AS verified_owner, f.* \
-                 FROM (SELECT 1 AS one) AS one \
-                 LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
-                [
-                    super::users::key_of(email).into(),
-                    user_id.into(),
-                    FlowState::Pending.as_str().into(),
-                ],
-            ))
+            .query_one_raw(raw(self.backend(), &sql, values))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
-        let owner: Option<String> = row.try_get("", "verified_owner")?;
         let flow_id: Option<String> = row.try_get("", "flow_id")?;
-        let pending = match flow_id {
-            Some(_) => Some(flow::Model::from_query_result(&row, "")?),
-            None => None,
-        };
-        Ok((owner, pending))
+        let cause: Option<String> = row.try_get("", "suppressed_cause")?;
+        Ok(RequestRead {
+            verified_owner: row.try_get("", "verified_owner")?,
+            pending: match flow_id {
+                Some(_) => Some(flow::Model::from_query_result(&row, "")?),
+                None => None,
+            },
+            suppression: match cause {
+                Some(cause) => Some(Suppression {
+                    cause: SuppressionCause::parse(&cause),
+                    until: row.try_get("", "suppressed_until")?,
+                }),
+                None => None,
+            },
+        })
     }
 
     pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {

@@ -4,7 +4,7 @@
 //! `CoreError` (`error.rs`). One file per table, in the order a sign-up touches them:
 //!
 //! - `users.rs` — the user row: lock it, set its address, freeze changes;
-//! - `flows.rs` — flows, and the owner-and-pending read a new request starts with;
+//! - `flows.rs` — flows, and the one read a new request starts with (verified owner, pending flow, suppression);
 //! - `tokens.rs` — one-time tokens (digests only);
 //! - `limits.rs` — GCRA rate-limit buckets, one statement a step;
 //! - `outbox.rs` — queued mail: enqueue in a use-case, claim/send/fail in the worker;
@@ -45,6 +45,7 @@ use crate::migrations::Migrator;
 
 pub use batch::Tx;
 pub use events::NewEvent;
+pub use flows::RequestRead;
 pub use outbox::{NewMail, OutboxStats};
 pub use suppressions::{Suppression, SuppressionCause};
 pub use tokens::NewToken;

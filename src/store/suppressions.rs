@@ -24,7 +24,7 @@ impl SuppressionCause {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         match s {
             "complained" => SuppressionCause::Complained,
             _ => SuppressionCause::Bounced,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::entity::flow;
-use super::{NewMail, Store};
+use super::{NewMail, Store, SuppressionCause};
 use crate::domain::{FlowKind, FlowState, FlowStep, Rate, Template};
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -116,7 +116,7 @@ async fn a_claimed_mail_is_nobody_elses_until_its_lease_ends_or_it_is_released()
 }
 
 #[tokio::test]
-async fn owner_and_pending_reads_the_verified_owner_and_the_users_pending_flow() {
+async fn the_request_read_finds_the_verified_owner_the_pending_flow_and_a_suppression() {
     let (store, _dir) = store().await;
     let tx = store.begin().await.unwrap();
     tx.create_or_lock_user("owner", 0).await.unwrap();
@@ -127,15 +127,19 @@ async fn owner_and_pending_reads_the_verified_owner_and_the_users_pending_flow()
     tx.insert_flow(pending_flow("u", "jane@example.com"))
         .await
         .unwrap();
-    let (owner, pending) = tx.owner_and_pending("u", "jane@example.com").await.unwrap();
-    assert_eq!(owner.as_deref(), Some("owner"));
-    assert_eq!(pending, Some(pending_flow("u", "jane@example.com")));
-    // Nobody has it verified, and "owner" has nothing pending.
-    let (owner, pending) = tx
-        .owner_and_pending("owner", "free@example.com")
+    let read = tx
+        .request_read("u", "jane@example.com", None, 0)
         .await
         .unwrap();
-    assert_eq!((owner, pending), (None, None));
+    assert_eq!(read.verified_owner.as_deref(), Some("owner"));
+    assert_eq!(read.pending, Some(pending_flow("u", "jane@example.com")));
+    assert!(read.suppression.is_none());
+    // Nobody has it verified, and "owner" has nothing pending.
+    let read = tx
+        .request_read("owner", "free@example.com", None, 0)
+        .await
+        .unwrap();
+    assert_eq!((read.verified_owner, read.pending), (None, None));
     // Unverified claims block nobody; a second verified claim trips the index.
     tx.set_unverified_email("u", "jane@example.com", 0)
         .await
@@ -144,4 +148,31 @@ async fn owner_and_pending_reads_the_verified_owner_and_the_users_pending_flow()
         tx.set_verified_email("u", "jane@example.com", 0).await,
         Err(crate::error::CoreError::EmailTaken)
     ));
+    // A suppression of either inbox a request would mail is read in the same statement;
+    // an expired one is not in force.
+    tx.commit().await.unwrap();
+    store
+        .suppress(
+            "jane@example.com",
+            SuppressionCause::Bounced,
+            Some(100),
+            "5.1.1",
+            0,
+        )
+        .await
+        .unwrap();
+    let tx = store.begin().await.unwrap();
+    let read = |also: Option<&'static str>, now: i64| {
+        let tx = &tx;
+        async move {
+            tx.request_read("owner", "free@example.com", also, now)
+                .await
+                .unwrap()
+                .suppression
+        }
+    };
+    let s = read(Some("Jane@example.com"), 50).await.expect("in force");
+    assert_eq!((s.cause, s.until), (SuppressionCause::Bounced, Some(100)));
+    assert!(read(Some("jane@example.com"), 100).await.is_none(), "ended");
+    assert!(read(None, 50).await.is_none(), "another inbox");
 }
