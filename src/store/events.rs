@@ -42,53 +42,34 @@ impl Store {
     /// Records a refusal outside any use-case transaction (its transaction was rolled
     /// back), at most once per window: if the same user had the same refusal (type and
     /// detail) at or after `since`, that row's `repeats` grows instead. Else a new row, only
-    /// for a user that exists, so unknown ids cannot fill the table either. Each step is one
-    /// statement: on SQLite (one writer) exactly one row a window; on PostgreSQL at most one
-    /// per refusal racing the very first.
+    /// for a user that exists, so unknown ids cannot fill the table either. The user's row
+    /// is locked first (the same lock every use-case of that user takes), so racing
+    /// refusals of one user queue behind each other: exactly one row a window, on both
+    /// databases.
     pub async fn record_refusal(&self, e: NewEvent<'_>, since: i64) -> CoreResult<()> {
-        let backend = self.db.get_database_backend();
-        let bump = || {
-            raw(
-                backend,
-                "UPDATE events SET repeats = repeats + 1 WHERE event_id = \
-                   (SELECT event_id FROM events WHERE user_id = $1 AND event_type = $2 \
-                      AND detail = $3 AND at >= $4 ORDER BY event_id DESC LIMIT 1)",
-                [
-                    e.user_id.into(),
-                    e.event_type.as_str().into(),
-                    e.detail.into(),
-                    since.into(),
-                ],
-            )
-        };
-        if self.db.execute_raw(bump()).await?.rows_affected() == 1 {
-            return Ok(());
+        let tx = self.begin().await?;
+        if tx.lock_user(e.user_id).await?.is_none() {
+            return Ok(()); // unknown user: nothing (the drop rolls back)
         }
-        let insert = raw(
-            backend,
-            "INSERT INTO events \
-               (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id, repeats) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 1 \
-             WHERE EXISTS (SELECT 1 FROM users WHERE user_id = $1) \
-               AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = $1 AND event_type = $3 \
-                                 AND detail = $5 AND at >= $9)",
+        let bump = raw(
+            tx.backend(),
+            "UPDATE events SET repeats = repeats + 1 WHERE event_id = \
+               (SELECT event_id FROM events WHERE user_id = $1 AND event_type = $2 \
+                  AND detail = $3 AND at >= $4 ORDER BY event_id DESC LIMIT 1)",
             [
                 e.user_id.into(),
-                e.flow_id.map(str::to_owned).into(),
                 e.event_type.as_str().into(),
-                e.masked_address.into(),
                 cut(e.detail, DETAIL_LEN).into(),
-                e.at.into(),
-                cut(e.actor, TAG_LEN).into(),
-                cut(e.request_id, TAG_LEN).into(),
                 since.into(),
             ],
         );
-        if self.db.execute_raw(insert).await?.rows_affected() == 0 {
-            // Someone else's row came in meanwhile (or the user is unknown: then nothing).
-            self.db.execute_raw(bump()).await?;
+        if tx.conn().await?.execute_raw(bump).await?.rows_affected() == 0 {
+            tx.conn()
+                .await?
+                .execute_raw(event::Entity::insert(row(e)).build(tx.backend()))
+                .await?;
         }
-        Ok(())
+        tx.commit().await
     }
 }
 
