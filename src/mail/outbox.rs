@@ -76,12 +76,24 @@ pub struct Worker {
 }
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
-const BATCH: u64 = 32;
+const MAILS_PER_ROUND: u64 = 32;
+/// Rounds under way at once (see `Worker::rounds`). Also on SQLite, where the database
+/// work of rounds cannot overlap: one round there loses the single connection to the
+/// requests (mails ÷ sign-ups 0.25 at c=64, BENCHMARKS.md), three keep up better (0.75).
+pub const ROUNDS_IN_FLIGHT: usize = 3;
+/// The most mails a crash can send twice: those handed to the relay and not yet marked
+/// sent. A round's sent mails are marked at its end, in one statement (a statement per
+/// mail cost the database more than the sign-ups it follows, BENCHMARKS.md), so: every
+/// round under way, whole. Their Message-ID tells a duplicate.
+pub const UNMARKED_AT_MOST: usize = ROUNDS_IN_FLIGHT * MAILS_PER_ROUND as usize;
 /// Longest pause between probes while the SMTP server is unreachable.
 const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 
 /// What one delivery attempt came to.
 enum Delivery {
+    /// The relay took it: to be marked sent with the rest of the round.
+    Sent(Box<outbox::Model>, String),
+    /// Failed or deferred, and recorded.
     Done,
     /// The SMTP server did not answer at all: pause the whole worker, not just this mail.
     Unreachable,
@@ -90,8 +102,16 @@ enum Delivery {
 impl Worker {
     /// Runs until `stop` is cancelled; a send in flight is finished first.
     pub async fn run(self, stop: CancellationToken) {
-        let me = self.id.clone();
         tracing::info!(transport = %self.transport.describe(), "mail worker started");
+        futures::future::join_all((0..ROUNDS_IN_FLIGHT).map(|_| self.rounds(&stop))).await;
+        tracing::info!("mail worker stopped");
+    }
+
+    /// One loop of rounds: claim, send, mark (the loops share the transport's
+    /// connections). Several loops overlap one round's database work with the others'
+    /// sends, which under load is what bounds a single loop.
+    async fn rounds(&self, stop: &CancellationToken) {
+        let me = self.id.clone();
         let mut outage_pause: Option<Duration> = None;
         loop {
             if stop.is_cancelled() {
@@ -100,7 +120,7 @@ impl Worker {
             let now = self.clock.now_ms();
             let claimed = match self
                 .store
-                .claim_due_mail(&me, now, self.retry.lease, BATCH)
+                .claim_due_mail(&me, now, self.retry.lease, MAILS_PER_ROUND)
                 .await
             {
                 Ok(c) => c,
@@ -109,15 +129,16 @@ impl Worker {
                     Vec::new()
                 }
             };
-            let full = claimed.len() as u64 == BATCH;
+            let full = claimed.len() as u64 == MAILS_PER_ROUND;
             // Several sends at once: each SMTP exchange spends most of its time waiting
-            // on the network, and lettre's pool keeps one connection per send in flight.
+            // on the network (the transport keeps a connection per send in flight).
             let unreachable = std::sync::atomic::AtomicBool::new(false);
             let unsent = std::sync::Mutex::new(Vec::new());
+            let sent = std::sync::Mutex::new(Vec::new());
             futures::stream::iter(claimed)
                 .for_each_concurrent(SENDS_IN_FLIGHT, |mail| {
-                    let (me, unreachable, unsent, stop, this) =
-                        (&me, &unreachable, &unsent, &stop, &self);
+                    let (me, unreachable, unsent, sent, stop, this) =
+                        (&me, &unreachable, &unsent, &sent, stop, self);
                     async move {
                         if stop.is_cancelled()
                             || unreachable.load(std::sync::atomic::Ordering::Relaxed)
@@ -147,13 +168,30 @@ impl Worker {
                                 }
                             }
                         }
-                        if let Delivery::Unreachable = this.deliver(mail, outage_pause).await {
-                            unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+                        match this.deliver(mail, outage_pause).await {
+                            Delivery::Sent(mail, masked) => {
+                                if let Ok(mut s) = sent.lock() {
+                                    s.push((*mail, masked));
+                                }
+                            }
+                            Delivery::Unreachable => {
+                                unreachable.store(true, std::sync::atomic::Ordering::Relaxed)
+                            }
+                            Delivery::Done => {}
                         }
                     }
                 })
                 .await;
             let unreachable = unreachable.into_inner();
+            // The round's sent mails are marked together: one statement instead of one
+            // per mail. A crash before this sends them again (see `UNMARKED_AT_MOST`).
+            let sent = sent.into_inner().unwrap_or_default();
+            if !sent.is_empty()
+                && let Err(e) = self.store.mails_sent(&sent, self.clock.now_ms()).await
+            {
+                // Their claims' leases will run out and they will be sent again.
+                tracing::warn!(error = %e, mails = sent.len(), "could not mark mails sent");
+            }
             // Hand back what we claimed but did not send, so nobody waits for our lease.
             let unsent = unsent.into_inner().unwrap_or_default();
             if !unsent.is_empty()
@@ -193,7 +231,6 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        tracing::info!("mail worker stopped");
     }
 
     async fn deliver(&self, mail: outbox::Model, outage_pause: Option<Duration>) -> Delivery {
@@ -212,10 +249,7 @@ impl Worker {
             Ok(()) => {
                 tracing::info!(mail_id = %mail.mail_id, template = mail.template.as_str(), to = %masked, "mail sent");
                 crate::metrics::mail("sent", mail.template.as_str());
-                (
-                    self.store.mail_sent(&mail, now, &masked).await,
-                    Delivery::Done,
-                )
+                return Delivery::Sent(Box::new(mail), masked);
             }
             Err(e) if e.unreachable => {
                 crate::metrics::mail("deferred", mail.template.as_str());

@@ -29,7 +29,7 @@ use crate::grpc::{BearerAuth, service::GrpcService};
 use crate::http::{self, HttpState, pages::Pages};
 use crate::inbound::Inbound;
 use crate::mail::message::Composer;
-use crate::mail::outbox::Worker;
+use crate::mail::outbox::{ROUNDS_IN_FLIGHT, Worker};
 use crate::settings::Config;
 use crate::store::Store;
 
@@ -132,9 +132,14 @@ impl Application {
             .prepare()
             .await
             .map_err(|e| anyhow::anyhow!("EMAILVERIFY_MAIL_URL: {e}"))?;
+        // The worker's claims and marks never wait behind requests for a connection.
+        let worker_store = store
+            .dedicated(&config.database_url, ROUNDS_IN_FLIGHT as u32)
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
         let worker = Worker {
             id: uuid::Uuid::now_v7().to_string(),
-            store: store.clone(),
+            store: worker_store,
             composer: Composer::new(
                 config.keys.clone(),
                 config.mail_from.clone(),

@@ -3,12 +3,15 @@
 //! reports say of a mail later (bounced, delayed, complained).
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
+    TransactionTrait,
+};
 
 use super::entity::outbox;
-use super::outbox::outbox_event;
-use super::{Store, Tx, events};
-use crate::domain::{EventType, Template};
+use super::outbox::{attempted, erased, outbox_event};
+use super::{Store, Tx, events, raw};
+use crate::domain::{EventType, MailState, Template};
 use crate::error::CoreResult;
 
 /// The latest link mail of a flow (the current step's: every step's link and every
@@ -77,5 +80,84 @@ impl Store {
         let backend = self.db.get_database_backend();
         self.write_together(vec![EntityTrait::insert(events::row(event)).build(backend)])
             .await
+    }
+}
+
+/// Sent mails marked by one PostgreSQL statement (`Store::mails_sent`): the worker's round.
+const SENT_PER_STATEMENT: usize = 32;
+
+impl Store {
+    /// Marks a round's sent mails sent (links erased, claims released), each with its
+    /// `mail_sent` event, all or none. On PostgreSQL one statement per
+    /// [`SENT_PER_STATEMENT`] mails, of one fixed shape (unused slots are NULL, so every
+    /// round reuses one prepared statement); on SQLite one transaction. `masked`: each
+    /// mail's masked recipient, in order.
+    pub async fn mails_sent(&self, sent: &[(outbox::Model, String)], now: i64) -> CoreResult<()> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            let txn = self.db.begin().await?;
+            for (mail, masked) in sent {
+                let update = erased(attempted(mail))
+                    .col_expr(outbox::Column::State, Expr::value(MailState::Sent))
+                    .col_expr(outbox::Column::SentAt, Expr::value(now));
+                let event = outbox_event(
+                    mail,
+                    EventType::MailSent,
+                    mail.template.as_str(),
+                    now,
+                    masked,
+                );
+                txn.execute_raw(update.build(DbBackend::Sqlite)).await?;
+                txn.execute_raw(
+                    sea_orm::EntityTrait::insert(events::row(event)).build(DbBackend::Sqlite),
+                )
+                .await?;
+            }
+            return Ok(txn.commit().await?);
+        }
+        for chunk in sent.chunks(SENT_PER_STATEMENT) {
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 * SENT_PER_STATEMENT + 4);
+            for i in 0..SENT_PER_STATEMENT {
+                let (id, masked) = chunk
+                    .get(i)
+                    .map(|(m, masked)| (Some(m.mail_id.clone()), Some(masked.clone())))
+                    .unwrap_or_default();
+                values.push(id.into());
+                values.push(masked.into());
+            }
+            values.extend([
+                now.into(),
+                MailState::Sent.as_str().into(),
+                EventType::MailSent.as_str().into(),
+                MailState::Pending.as_str().into(),
+            ]);
+            let n = 2 * SENT_PER_STATEMENT;
+            let sql = format!(
+                "WITH v(mail_id, masked) AS (VALUES {pairs}), \
+                 done AS (UPDATE outbox SET state = ${state}, sent_at = ${now}, \
+                            attempts = attempts + 1, sealed_link = NULL, \
+                            claimed_until = NULL, claimed_by = NULL \
+                          WHERE state = ${pending} AND mail_id IN (SELECT mail_id FROM v) \
+                          RETURNING mail_id, user_id, flow_id, template) \
+                 INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id) \
+                 SELECT done.user_id, done.flow_id, ${event}, v.masked, done.template, ${now}, 'mail-worker', '' \
+                 FROM done JOIN v USING (mail_id) ORDER BY done.mail_id",
+                pairs = (0..SENT_PER_STATEMENT)
+                    .map(|i| format!(
+                        "(CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                        2 * i + 1,
+                        2 * i + 2
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                now = n + 1,
+                state = n + 2,
+                event = n + 3,
+                pending = n + 4,
+            );
+            self.db
+                .execute_raw(raw(DbBackend::Postgres, &sql, values))
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //! - `outbox.rs` — queued mail: enqueue in a use-case, claim/send/fail in the worker;
 //! - `events.rs` — the audit trail;
 //! - `suppressions.rs` — inboxes no mail may go to (bounced, complained);
-//! - `delivery.rs` — what became of a mail: a flow's link mail, bounces, complaints;
+//! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched.
 //!
 //! Concurrency: every use-case that changes a user's state first locks that user's row
@@ -80,6 +80,16 @@ impl Store {
                 .await?;
         }
         Ok(Self { db })
+    }
+
+    /// A store for a background task that must not queue behind requests for a pooled
+    /// connection (the mail worker): on PostgreSQL its own pool of `pool` connections, on
+    /// SQLite this store (one connection is all SQLite has).
+    pub async fn dedicated(&self, url: &str, pool: u32) -> Result<Self, sea_orm::DbErr> {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            return Ok(self.clone());
+        }
+        Self::connect_with_pool(url, pool).await
     }
 
     pub async fn migrate(&self) -> Result<(), sea_orm::DbErr> {

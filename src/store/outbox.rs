@@ -203,16 +203,6 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a mail sent and erases its sealed link, atomically with its event.
-    pub async fn mail_sent(&self, mail: &outbox::Model, now: i64, masked: &str) -> CoreResult<()> {
-        let update = erased(attempted(mail))
-            .col_expr(outbox::Column::State, Expr::value(MailState::Sent))
-            .col_expr(outbox::Column::SentAt, Expr::value(now));
-        let detail = mail.template.as_str();
-        self.delivery_outcome(mail, update, EventType::MailSent, detail, now, masked)
-            .await
-    }
-
     /// Records a failed attempt: retried at `retry_at`, or dead (link erased) when `None`.
     pub async fn mail_failed(
         &self,
@@ -297,7 +287,7 @@ impl Store {
 }
 
 /// The update of an attempt on `mail`: one more attempt, claim released.
-fn attempted(mail: &outbox::Model) -> UpdateMany<outbox::Entity> {
+pub(super) fn attempted(mail: &outbox::Model) -> UpdateMany<outbox::Entity> {
     released(outbox::Entity::update_many())
         .col_expr(
             outbox::Column::Attempts,
@@ -307,7 +297,7 @@ fn attempted(mail: &outbox::Model) -> UpdateMany<outbox::Entity> {
 }
 
 /// The sealed link is erased once a mail is sent or dead: nobody needs it any more.
-fn erased(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
+pub(super) fn erased(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
     update.col_expr(
         outbox::Column::SealedLink,
         Expr::value(Option::<String>::None),

@@ -1,5 +1,7 @@
 //! The bench's SMTP sink: a minimal SMTP server on loopback that records each message's
-//! recipient, link token and arrival time.
+//! recipient, link token and arrival time. Like the relays the service meets in production
+//! (Postfix, Amazon SES), it offers PIPELINING (RFC 2920) and answers a pipelined group of
+//! commands in one write, flushed once it has read all the client sent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,19 +25,25 @@ pub async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr>
         while let Ok((stream, _)) = listener.accept().await {
             let inbox = inbox.clone();
             tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                let mut write = tokio::io::BufWriter::new(write);
                 let mut lines = BufReader::new(read);
                 let mut line = String::new();
                 let mut rcpt = String::new();
                 let _ = write.write_all(b"220 bench\r\n").await;
                 loop {
+                    // Replies wait until the client's pipelined commands are all read.
+                    if lines.buffer().is_empty() && write.flush().await.is_err() {
+                        return;
+                    }
                     line.clear();
                     if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
                         return;
                     }
                     let upper = line.trim_end().to_ascii_uppercase();
                     let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                        b"250-bench\r\n250 8BITMIME\r\n"
+                        b"250-bench\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
                     } else if upper.starts_with("RCPT TO:") {
                         rcpt = line.trim_end()[8..]
                             .trim()
@@ -43,7 +51,11 @@ pub async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr>
                             .to_string();
                         b"250 OK\r\n"
                     } else if upper == "DATA" {
-                        let _ = write.write_all(b"354 go\r\n").await;
+                        if write.write_all(b"354 go\r\n").await.is_err()
+                            || write.flush().await.is_err()
+                        {
+                            return;
+                        }
                         let mut token = String::new();
                         loop {
                             line.clear();
@@ -67,6 +79,7 @@ pub async fn start_sink(inbox: Arc<Mutex<Inbox>>) -> std::io::Result<SocketAddr>
                         b"250 OK\r\n"
                     } else if upper == "QUIT" {
                         let _ = write.write_all(b"221 bye\r\n").await;
+                        let _ = write.flush().await;
                         return;
                     } else {
                         b"250 OK\r\n"
