@@ -3,11 +3,11 @@
 
 use crate::clock::duration_ms;
 use crate::domain::email::mask;
-use crate::domain::{EventType, FlowKind, FlowState, Token, UserId};
+use crate::domain::{EventType, FlowKind, FlowState, FlowStep, Token, UserId};
 use crate::error::CoreResult;
 
 use super::flows::recipient_of;
-use super::{Core, FlowView};
+use super::{Core, Report, Reported};
 
 impl Core {
     #[tracing::instrument(skip_all, fields(user_id = %user))]
@@ -26,30 +26,40 @@ impl Core {
 
     /// "This wasn't me": cancels the token's flow while it is pending, whatever the
     /// token's own state (an expired or used link still proves the mail was received).
+    /// What else happens depends on whose inbox the link reached (API.md):
+    /// - the CURRENT address of a change: someone else asked to take this account's
+    ///   address, so further changes are frozen until the owner has had time to react;
+    /// - the NEW address of a change: its owner never asked to join this account; the
+    ///   account's owner did nothing wrong, so nothing is frozen;
+    /// - a sign-up's address: its owner never asked for it, so the unverified address
+    ///   is taken off the account.
     #[tracing::instrument(skip_all)]
-    pub async fn cancel_by_token(&self, token: &Token) -> CoreResult<FlowView> {
+    pub async fn cancel_by_token(&self, token: &Token) -> CoreResult<Report> {
         let now = self.now_ms();
         let (tx, user, tok) = self.lock_token_owner(token).await?;
         let result = async {
             let f = self.pending_flow_of(&tx, &tok).await?;
             self.end_flow(&tx, &f, FlowState::Cancelled, now).await?;
-            if f.kind == FlowKind::Change {
-                // Someone else asked to take this account's address: hold further changes
-                // until the owner has had time to react.
-                let until = now + duration_ms(self.policy.change_freeze);
-                tx.freeze_changes(user.as_str(), until).await?;
-            }
+            let (what, detail) = match (f.kind, tok.step) {
+                (FlowKind::Change, FlowStep::ConfirmCurrent) => {
+                    let until = now + duration_ms(self.policy.change_freeze);
+                    tx.freeze_changes(user.as_str(), until).await?;
+                    (Reported::ChangeFrozen { until }, "this_was_not_me")
+                }
+                (FlowKind::Change, _) => (Reported::ChangeCancelled, "this_was_not_me_new_address"),
+                (FlowKind::Verify, _) => {
+                    tx.remove_unverified_email(user.as_str(), &f.new_email, now)
+                        .await?;
+                    (Reported::SignUpCancelled, "this_was_not_me_sign_up")
+                }
+            };
             let masked = mask(recipient_of(&f, tok.step));
-            self.flow_event(
-                &tx,
-                &f,
-                EventType::ChangeReported,
-                &masked,
-                "this_was_not_me",
-                now,
-            )
-            .await?;
-            Ok(self.view(&f))
+            self.flow_event(&tx, &f, EventType::ChangeReported, &masked, detail, now)
+                .await?;
+            Ok(Report {
+                flow: self.view(&f),
+                what,
+            })
         }
         .await;
         self.finish(tx, &user, result).await

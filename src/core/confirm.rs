@@ -53,6 +53,20 @@ impl Core {
         Ok(self.view(&f))
     }
 
+    /// The flow a link belongs to, whatever the link's own state, and whether that flow is
+    /// still pending: a page then speaks the flow's language and offers only the buttons
+    /// that can work (a finished flow's old link can neither resend nor cancel). Reads only.
+    pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<(FlowView, bool)>> {
+        let tx = self.store.begin().await?;
+        let Some(tok) = tx.find_token(&self.candidates(token)).await? else {
+            return Ok(None);
+        };
+        let Some(f) = tx.flow(&tok.flow_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some((self.view(&f), f.state == FlowState::Pending)))
+    }
+
     /// Applies a consumed token's step to its flow. `current_email`: the user's address
     /// of record before it.
     pub(super) async fn advance(

@@ -3,7 +3,7 @@
 //! transaction and write nothing on their own.
 
 use crate::clock::duration_ms;
-use crate::domain::email::mask;
+use crate::domain::email::{mask, mask_apart};
 use crate::domain::mailbox::MailboxKey;
 use crate::domain::token::generate_code;
 use crate::domain::{
@@ -167,11 +167,12 @@ impl Core {
             code,
         };
         let sealed = serde_json::to_vec(&secrets).map_err(|e| CoreError::Internal(e.into()))?;
+        let (masked_old, masked_new) = masks_of(f);
         let params = MailParams {
             expires_at,
             ttl_secs: ttl.as_secs(),
-            masked_new: mask(&f.new_email),
-            masked_old: f.old_email.as_deref().map(mask).unwrap_or_default(),
+            masked_new,
+            masked_old,
             changed_at: None,
             support: String::new(),
         };
@@ -199,11 +200,12 @@ impl Core {
         let Some(old) = &f.old_email else {
             return Ok(());
         };
+        let (masked_old, masked_new) = masks_of(f);
         let params = MailParams {
             expires_at: 0,
             ttl_secs: 0,
-            masked_new: mask(&f.new_email),
-            masked_old: mask(old),
+            masked_new,
+            masked_old,
             changed_at: Some(now),
             support: self.policy.support_contact.clone(),
         };
@@ -309,12 +311,27 @@ impl Core {
             flow_id: f.flow_id.clone(),
             kind: f.kind,
             step: f.step,
-            masked_recipient: mask(recipient_of(f, f.step)),
+            masked_recipient: {
+                let (old, new) = masks_of(f);
+                match (f.kind, f.step) {
+                    (FlowKind::Change, FlowStep::ConfirmCurrent) => old,
+                    _ => new,
+                }
+            },
+            locale: Locale::from_tag(&f.locale),
             expires_at: f.expires_at,
             resend_available_at: f.resend_available_at,
             delivery,
             delivery_detail: String::new(),
         }
+    }
+}
+
+/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them apart.
+fn masks_of(f: &flow::Model) -> (String, String) {
+    match &f.old_email {
+        Some(old) => mask_apart(old, &f.new_email),
+        None => (String::new(), mask(&f.new_email)),
     }
 }
 

@@ -55,7 +55,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::domain::{FlowKind, FlowStep, Keyring, Outcome, Rate};
+use crate::domain::{FlowKind, FlowStep, Keyring, Locale, Outcome, Rate};
 pub use crate::error::{CoreError, CoreResult};
 use crate::store::{OutboxStats, Store};
 pub use delivery::{DeliveryState, delivery_of, scrub};
@@ -95,12 +95,31 @@ pub struct FlowView {
     pub kind: FlowKind,
     pub step: FlowStep,
     pub masked_recipient: String,
+    /// The language the flow's mails are written in, and its link pages.
+    pub locale: Locale,
     pub expires_at: i64,
     pub resend_available_at: i64,
     /// What became of the current step's link mail, and the relay's reply or the
     /// report's status (never a full address).
     pub delivery: DeliveryState,
     pub delivery_detail: String,
+}
+
+/// What "This wasn't me" did (`Core::cancel_by_token`).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub flow: FlowView,
+    pub what: Reported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// From the current address of a change: cancelled, and changes frozen until `until`.
+    ChangeFrozen { until: i64 },
+    /// From the new address of a change: cancelled, nothing frozen.
+    ChangeCancelled,
+    /// From a sign-up's address: cancelled, and the unverified address taken off the user.
+    SignUpCancelled,
 }
 
 /// What a confirmation (by link or code) achieved.

@@ -37,6 +37,7 @@ pub mod rate;
 pub mod status;
 pub mod token;
 pub mod user_id;
+pub mod when;
 
 pub use email::EmailAddress;
 pub use event::EventType;

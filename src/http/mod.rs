@@ -10,10 +10,12 @@
 //! must send its request headers within the header timeout, and how many connections are
 //! open is bounded by whoever yields them (`startup`'s accept loop).
 
+mod admin;
 mod client;
 pub mod pages;
 mod serve;
 
+pub use admin::admin_router;
 pub use client::client_of;
 pub use serve::serve;
 
@@ -27,14 +29,14 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::core::context::{self, RequestContext};
 use crate::core::{Core, CoreError};
-use crate::domain::Token;
-use pages::Pages;
+use crate::domain::{Locale, Token};
+use pages::{Link, Pages};
 
 pub struct HttpState {
     pub core: Arc<Core>,
@@ -55,6 +57,23 @@ impl HttpState {
         client_of(self.trusted_proxies, peer, headers)
     }
 
+    /// What a page knows of its link: the flow's language and whether it is pending, if
+    /// the token is one we know; else the browser's language (`Accept-Language`).
+    async fn link<'a>(&self, token: Option<&'a Token>, headers: &HeaderMap) -> Link<'a> {
+        let now = self.core.now_ms();
+        if let Some(token) = token
+            && let Ok(Some((flow, pending))) = self.core.link_flow(token).await
+        {
+            return Link {
+                token: Some(token),
+                locale: flow.locale,
+                pending,
+                now,
+            };
+        }
+        Link::none(browser_locale(headers), now)
+    }
+
     /// A POST that the browser says another site sent: `Sec-Fetch-Site: cross-site`, or an
     /// `Origin` that is not the public URL's. `Origin: null` tells nothing (a browser sends
     /// it for a form on a page with `Referrer-Policy: no-referrer`, as ours are), so then
@@ -73,18 +92,31 @@ impl HttpState {
     }
 }
 
-/// One request to a link page: the client it came from, which the brute-force guard
-/// counts failures against. (The audit context of the core calls it makes is set around
-/// the whole visit by `visit`.)
-struct Visit {
-    client: String,
+/// The language a browser asks for, among those the pages speak (English by default).
+fn browser_locale(headers: &HeaderMap) -> Locale {
+    let asked = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept_language::intersection(asked, &["en", "ne"])
+        .first()
+        .map(|tag| Locale::from_tag(tag))
+        .unwrap_or_default()
 }
 
-async fn visit<F: Future<Output = Response>>(
+/// One request to a link page: the client it came from, which the brute-force guard
+/// counts failures against, and its headers (for the page's language). (The audit
+/// context of the core calls it makes is set around the whole visit by `visit`.)
+struct Visit<'h> {
+    client: String,
+    headers: &'h HeaderMap,
+}
+
+async fn visit<'h, F: Future<Output = Response>>(
     s: &HttpState,
     peer: SocketAddr,
-    headers: &HeaderMap,
-    page: impl FnOnce(Visit) -> F,
+    headers: &'h HeaderMap,
+    page: impl FnOnce(Visit<'h>) -> F,
 ) -> Response {
     let ctx = RequestContext {
         actor: "link-page".into(),
@@ -96,9 +128,9 @@ async fn visit<F: Future<Output = Response>>(
     let page = context::scope(ctx, async move {
         // A client that failed too often is refused before its token is even looked at.
         if let Err(e) = s.core.link_guard(&client).await {
-            return s.pages.error(&e, None);
+            return s.pages.error(&e, s.link(None, headers).await);
         }
-        page(Visit { client }).await
+        page(Visit { client, headers }).await
     });
     tracing::Instrument::instrument(page, span).await
 }
@@ -107,17 +139,17 @@ async fn visit<F: Future<Output = Response>>(
 /// site sent it (403, counted against nobody: the client is the victim, not a guesser);
 /// else the token is parsed (a malformed one gets the "not valid" page), then `act` runs
 /// with it.
-async fn button<F: Future<Output = Response>>(
+async fn button<'h, F: Future<Output = Response>>(
     s: &HttpState,
     peer: SocketAddr,
-    headers: &HeaderMap,
+    headers: &'h HeaderMap,
     raw_token: String,
-    act: impl FnOnce(Visit, Token) -> F,
+    act: impl FnOnce(Visit<'h>, Token) -> F,
 ) -> Response {
     if s.cross_site(headers) {
         crate::metrics::cross_site_post();
         tracing::info!("link page POST from another site refused");
-        return s.pages.cross_site();
+        return s.pages.cross_site(browser_locale(headers));
     }
     visit(s, peer, headers, |v| async move {
         match s.token(&v, &raw_token).await {
@@ -142,7 +174,7 @@ fn counts_as_failure(e: &CoreError) -> bool {
 
 impl HttpState {
     /// The form's token, or the "not valid" page (a malformed token counts as a failure).
-    async fn token(&self, v: &Visit, raw: &str) -> Result<Token, Response> {
+    async fn token(&self, v: &Visit<'_>, raw: &str) -> Result<Token, Response> {
         match parse(raw) {
             Ok(t) => Ok(t),
             Err(e) => Err(self.refuse(v, &e, None).await),
@@ -151,12 +183,12 @@ impl HttpState {
 
     /// The page for a refusal, after counting it against the client if it looks like
     /// guessing or replaying links.
-    async fn refuse(&self, v: &Visit, e: &CoreError, token: Option<&Token>) -> Response {
+    async fn refuse(&self, v: &Visit<'_>, e: &CoreError, token: Option<&Token>) -> Response {
         self.failed(v, e).await;
-        self.pages.error(e, token)
+        self.pages.error(e, self.link(token, v.headers).await)
     }
 
-    async fn failed(&self, v: &Visit, e: &CoreError) {
+    async fn failed(&self, v: &Visit<'_>, e: &CoreError) {
         if counts_as_failure(e) {
             self.core.link_failure(&v.client).await;
         }
@@ -183,10 +215,12 @@ pub fn router(state: Arc<HttpState>) -> Router {
     .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     Router::new()
         .route("/verify", get(show_link).post(confirm))
-        .route("/cancel", post(cancel))
-        .route("/resend", post(resend))
+        .route("/cancel", get(open_from_mail).post(cancel))
+        .route("/resend", get(open_from_mail).post(resend))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .fallback(no_such_page)
+        .method_not_allowed_fallback(wrong_method)
         // A form carries one 43-character token: anything large is not ours.
         .layer(DefaultBodyLimit::max(4 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -216,24 +250,6 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-/// The admin port (`EMAILVERIFY_ADMIN_ADDR`): `/metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/metrics", get(prometheus))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .layer(DefaultBodyLimit::max(1024))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(15),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .with_state(state)
-}
-
 fn parse(raw: &str) -> Result<Token, CoreError> {
     Token::parse(raw).map_err(|_| CoreError::InvalidToken)
 }
@@ -247,7 +263,12 @@ async fn show_link(
     Query(q): Query<TokenField>,
 ) -> Response {
     let s: &HttpState = &s;
-    visit(s, peer, &headers, |_| async move {
+    if q.token.is_empty() {
+        // A result page reopened (the browser sits on /verify after a button), or a link
+        // cut short: say where the link is.
+        return s.pages.open_from_mail(browser_locale(&headers));
+    }
+    visit(s, peer, &headers, |v| async move {
         let result = match parse(&q.token) {
             Ok(token) => s.core.inspect_token(&token).await.map(|flow| (flow, token)),
             Err(e) => Err(e),
@@ -262,7 +283,8 @@ async fn show_link(
                 // scanner fetching stale links cannot lock out the users behind its IP.
                 // The lock-out (checked above) still applies.
                 crate::metrics::link_page_view(e.reason());
-                s.pages.error(&e, Token::parse(&q.token).ok().as_ref())
+                let token = Token::parse(&q.token).ok();
+                s.pages.error(&e, s.link(token.as_ref(), v.headers).await)
             }
         }
     })
@@ -297,9 +319,8 @@ async fn cancel(
     let s: &HttpState = &s;
     button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.cancel_by_token(&token).await {
-            Ok(_) => s.pages.cancelled(),
-            Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-            Err(e) => s.refuse(&v, &e, None).await,
+            Ok(report) => s.pages.reported(&report),
+            Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
     .await
@@ -315,41 +336,27 @@ async fn resend(
     button(s, peer, &headers, f.token, |v, token| async move {
         match s.core.resend_by_token(&token).await {
             Ok(flow) => s.pages.resent(&flow),
-            Err(CoreError::NoPendingFlow) => s.pages.flow_gone(),
-            Err(e) => s.refuse(&v, &e, None).await,
+            Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
     .await
 }
 
-/// Prometheus text format; the outbox gauges are read from the database at each scrape.
-async fn prometheus(State(s): State<Arc<HttpState>>) -> Response {
-    let Some(handle) = &s.metrics else {
-        return (
-            StatusCode::NOT_FOUND,
-            "metrics are not enabled in this process",
-        )
-            .into_response();
-    };
-    if let Ok(stats) = s.core.outbox_stats().await {
-        crate::metrics::outbox(
-            stats.pending,
-            stats.dead,
-            Duration::from_millis(stats.oldest_pending_age_ms as u64),
-        );
-    }
-    handle.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle.render(),
-    )
-        .into_response()
+/// `GET /cancel`, `GET /resend`: only their buttons' POSTs act; a person who reopens the
+/// result page is told where the link is.
+async fn open_from_mail(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    s.pages.open_from_mail(browser_locale(&headers))
 }
 
-async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
+async fn no_such_page(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    s.pages.no_such_page(browser_locale(&headers))
+}
+
+async fn wrong_method(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    s.pages.wrong_method(browser_locale(&headers))
+}
+
+pub(crate) async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
     if s.core.ready().await {
         (StatusCode::OK, "ready")
     } else {

@@ -33,18 +33,20 @@ pub struct Composer {
 impl Composer {
     /// `keys` open sealed links; `from` is every mail's From; `bounce`, when set
     /// (`EMAILVERIFY_BOUNCE_ADDRESS`), tagged per mail, is the envelope sender; `dkim`,
-    /// when set, signs every message for the From domain.
+    /// when set, signs every message for the From domain; times are written for
+    /// `time_zone`.
     pub fn new(
         keys: Keyring,
         from: Mailbox,
         bounce: Option<lettre::Address>,
         dkim: Option<&DkimKey>,
+        time_zone: jiff::tz::TimeZone,
     ) -> Result<Self, String> {
         let id_domain = message_id_domain(from.email.domain());
         let dkim = dkim.map(|key| key.config(&id_domain)).transpose()?;
         Ok(Self {
             keys,
-            templates: Arc::new(Templates::new()),
+            templates: Arc::new(Templates::new(time_zone)),
             id_domain,
             from,
             bounce,

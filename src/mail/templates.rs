@@ -5,7 +5,9 @@
 
 use minijinja::{Environment, context};
 
-use crate::clock::rfc3339;
+use jiff::tz::TimeZone;
+
+use crate::domain::when::{duration_in_words, for_people};
 use crate::domain::{Locale, MailParams, Secrets, Template};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +26,19 @@ struct Sentences {
 
 const CODE_EN: &str = "Or type this code in the app: {{ code }}";
 const CODE_NE: &str = "वा एपमा यो कोड लेख्नुहोस्: {{ code }}";
-const EXPIRY_EN: &str = "This link expires in {{ ttl }}.";
-const EXPIRY_NE: &str = "यो लिङ्क {{ ttl }} भित्र समाप्त हुन्छ।";
-const NOT_YOU_LINK_EN: &str = "If you did not ask for this, open the link and choose \"This wasn't me\" - or simply ignore this email.";
-const NOT_YOU_LINK_NE: &str = "यदि तपाईंले यो अनुरोध गर्नुभएको होइन भने, लिङ्क खोलेर \"यो म होइन\" छान्नुहोस् - वा यो इमेललाई बेवास्ता गर्नुहोस्।";
+const EXPIRY_EN: &str = "This link works for {{ ttl }}, until {{ expires }}.";
+const EXPIRY_NE: &str = "यो लिङ्क {{ expires }} सम्म ({{ ttl }}) मात्र काम गर्छ।";
+/// The button named here is the link page's (`http::pages`), word for word.
+const NOT_YOU_LINK_EN: &str = "If you did not ask for this, open the link and press “This wasn’t me” — or simply ignore this email.";
+const NOT_YOU_LINK_NE: &str = "यदि तपाईंले यो अनुरोध गर्नुभएको होइन भने, लिङ्क खोलेर “यो म होइन” थिच्नुहोस् — वा यो इमेललाई बेवास्ता गर्नुहोस्।";
+/// The change notice's last line, with and without `EMAILVERIFY_SUPPORT_CONTACT`. It
+/// never asks to reply: the notice comes from an address nobody reads.
+const NOTICE_NOT_YOU_EN: &str = "If you did not make this change, contact {{ support }} right away, or open Help in the wallet app.";
+const NOTICE_NOT_YOU_EN_APP: &str =
+    "If you did not make this change, open Help in the wallet app right away.";
+const NOTICE_NOT_YOU_NE: &str = "यदि यो परिवर्तन तपाईंले गर्नुभएको होइन भने, तुरुन्तै {{ support }} मा सम्पर्क गर्नुहोस्, वा वालेट एपको सहायता (Help) खोल्नुहोस्।";
+const NOTICE_NOT_YOU_NE_APP: &str =
+    "यदि यो परिवर्तन तपाईंले गर्नुभएको होइन भने, तुरुन्तै वालेट एपको सहायता (Help) खोल्नुहोस्।";
 
 fn sentences(t: Template, l: Locale) -> Sentences {
     match (t, l) {
@@ -68,32 +79,17 @@ fn sentences(t: Template, l: Locale) -> Sentences {
             not_you: NOT_YOU_LINK_NE,
         },
         (Template::ChangeNotice, Locale::En) => Sentences {
-            subject: "Your email address was changed",
-            intro: "The email address of your wallet account was changed from {{ masked_old }} to {{ masked_new }} on {{ changed_at }}.",
+            subject: "Your email address has been changed",
+            intro: "The email address of your wallet account has been changed from {{ masked_old }} to {{ masked_new }} on {{ changed_at }}.",
             action: "",
-            not_you: "If you did not make this change, contact {{ support }} right away: reply to this email or use Help in the wallet app.",
+            not_you: NOTICE_NOT_YOU_EN,
         },
         (Template::ChangeNotice, Locale::Ne) => Sentences {
-            subject: "तपाईंको इमेल ठेगाना परिवर्तन गरियो",
-            intro: "तपाईंको वालेट खाताको इमेल ठेगाना {{ changed_at }} मा {{ masked_old }} बाट {{ masked_new }} मा परिवर्तन गरियो।",
+            subject: "तपाईंको इमेल ठेगाना परिवर्तन गरिएको छ",
+            intro: "तपाईंको वालेट खाताको इमेल ठेगाना {{ changed_at }} मा {{ masked_old }} बाट {{ masked_new }} मा परिवर्तन गरिएको छ।",
             action: "",
-            not_you: "यदि तपाईंले यो परिवर्तन गर्नुभएको होइन भने, तुरुन्तै {{ support }} लाई सम्पर्क गर्नुहोस्: यो इमेलको जवाफ दिनुहोस् वा वालेट एपको सहायता प्रयोग गर्नुहोस्।",
+            not_you: NOTICE_NOT_YOU_NE,
         },
-    }
-}
-
-/// "24 hours", "1 hour", "15 minutes" — or the Nepali equivalent in Devanagari digits.
-pub fn duration_in_words(secs: u64, locale: Locale) -> String {
-    let (n, unit_en, unit_ne) = if secs >= 3600 && secs.is_multiple_of(3600) {
-        (secs / 3600, ("hour", "hours"), "घण्टा")
-    } else if secs >= 60 && secs.is_multiple_of(60) {
-        (secs / 60, ("minute", "minutes"), "मिनेट")
-    } else {
-        (secs, ("second", "seconds"), "सेकेन्ड")
-    };
-    match locale {
-        Locale::En => format!("{n} {}", if n == 1 { unit_en.0 } else { unit_en.1 }),
-        Locale::Ne => format!("{} {unit_ne}", devanagari_digits(n)),
     }
 }
 
@@ -105,29 +101,14 @@ fn escape_attribute(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn devanagari_digits(n: u64) -> String {
-    n.to_string()
-        .chars()
-        .map(|c| {
-            c.to_digit(10)
-                .and_then(|d| char::from_u32(0x0966 + d))
-                .unwrap_or(c)
-        })
-        .collect()
-}
-
 pub struct Templates {
     env: Environment<'static>,
-}
-
-impl Default for Templates {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Where times are written for (`EMAILVERIFY_TIME_ZONE`).
+    time_zone: TimeZone,
 }
 
 impl Templates {
-    pub fn new() -> Self {
+    pub fn new(time_zone: TimeZone) -> Self {
         let mut env = Environment::new();
         // Names ending in .html are auto-escaped by minijinja's default callback.
         for (name, src) in [
@@ -139,7 +120,7 @@ impl Templates {
             env.add_template(name, src)
                 .expect("built-in mail templates parse");
         }
-        Self { env }
+        Self { env, time_zone }
     }
 
     /// Renders a mail; `secrets` is `None` only for the change notice.
@@ -151,14 +132,22 @@ impl Templates {
         secrets: Option<&Secrets>,
     ) -> Result<RenderedMail, minijinja::Error> {
         let link = secrets.map(|s| s.link.as_str());
-        let s = sentences(template, locale);
+        let mut s = sentences(template, locale);
+        if template == Template::ChangeNotice && params.support.is_empty() {
+            s.not_you = match locale {
+                Locale::En => NOTICE_NOT_YOU_EN_APP,
+                Locale::Ne => NOTICE_NOT_YOU_NE_APP,
+            };
+        }
+        let when = |ms: i64| for_people(ms, locale, &self.time_zone);
         let vars = context! {
             masked_new => params.masked_new,
             masked_old => params.masked_old,
-            changed_at => params.changed_at.map(rfc3339).unwrap_or_default(),
+            changed_at => params.changed_at.map(when).unwrap_or_default(),
+            expires => when(params.expires_at),
             ttl => duration_in_words(params.ttl_secs, locale),
             code => secrets.map(|s| s.code.as_str()).unwrap_or_default(),
-            support => if params.support.is_empty() { "our support team" } else { params.support.as_str() },
+            support => params.support,
         };
         let fill = |sentence: &str| self.env.render_str(sentence, &vars);
         let expiry = match locale {
@@ -225,7 +214,7 @@ mod tests {
 
     #[test]
     fn every_template_renders_in_every_locale_with_the_link_in_both_parts() {
-        let t = Templates::new();
+        let t = Templates::new(TimeZone::UTC);
         for tpl in [
             Template::VerifyLink,
             Template::ChangeCurrentLink,
@@ -279,15 +268,11 @@ mod tests {
             .unwrap();
         assert!(
             notice.text.contains("o***@example.com")
-                && notice.text.contains("1970-01-01T00:00:00Z")
+                && notice
+                    .text
+                    .contains("1\u{a0}January\u{a0}1970,\u{a0}00:00\u{a0}UTC"),
+            "{}",
+            notice.text
         );
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration_in_words(3600, Locale::En), "1 hour");
-        assert_eq!(duration_in_words(900, Locale::En), "15 minutes");
-        assert_eq!(duration_in_words(90, Locale::En), "90 seconds");
-        assert_eq!(duration_in_words(7200, Locale::Ne), "२ घण्टा");
     }
 }

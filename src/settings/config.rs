@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub relay: super::RelayConfig,
     pub bounces: super::BounceConfig,
+    /// Where the times in mails and pages are written for.
+    pub time_zone: jiff::tz::TimeZone,
 }
 
 /// How long a connection may take and how many there may be (both public ports).
@@ -253,6 +255,12 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             shutdown_timeout: positive(&self.shutdown_timeout, "EMAILVERIFY_SHUTDOWN_TIMEOUT")?,
+            time_zone: jiff::tz::TimeZone::get(self.time_zone.trim()).map_err(|_| {
+                bad(
+                    "EMAILVERIFY_TIME_ZONE",
+                    "an IANA time zone name, e.g. UTC or Asia/Kathmandu",
+                )
+            })?,
             db_pool: self
                 .db_pool
                 .trim()

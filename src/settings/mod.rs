@@ -94,13 +94,14 @@ pub struct Settings {
     /// How long RequestChange is refused after a "this wasn't me" report of a change.
     #[arg(long, env = "EMAILVERIFY_CHANGE_FREEZE", default_value = "24h")]
     pub change_freeze: String,
-    /// Whom the change notice tells people to contact.
-    #[arg(
-        long,
-        env = "EMAILVERIFY_SUPPORT_CONTACT",
-        default_value = "our support team"
-    )]
+    /// How people reach support (e.g. `help@wallet.example`, a phone number): the change
+    /// notice names it. Empty: the notice points to Help in the wallet app only.
+    #[arg(long, env = "EMAILVERIFY_SUPPORT_CONTACT", default_value = "")]
     pub support_contact: String,
+    /// The time zone in which mails and pages write times (an IANA name, e.g.
+    /// `Asia/Kathmandu`).
+    #[arg(long, env = "EMAILVERIFY_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
     /// How many proxies in front of the HTTP port append to X-Forwarded-For: the client is
     /// the entry that many places from the right (across all lines of the header). 0: the
     /// TCP peer address.
@@ -193,6 +194,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("change_freeze", &self.change_freeze)
             .field("support_contact", &self.support_contact)
+            .field("time_zone", &self.time_zone)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)

@@ -145,6 +145,7 @@ impl Application {
                 config.mail_from.clone(),
                 config.bounces.bounce_address.clone(),
                 config.relay.dkim.as_ref(),
+                config.time_zone.clone(),
             )
             .map_err(|e| anyhow::anyhow!("EMAILVERIFY_DKIM_KEY: {e}"))?,
             transport: config.transport.clone(),
@@ -290,7 +291,7 @@ impl Application {
 
         let state = Arc::new(HttpState {
             core: core.clone(),
-            pages: Pages::new(),
+            pages: Pages::new(config.time_zone.clone()),
             success_url: config.success_url.clone(),
             public_origin: url::Url::parse(&config.policy.public_url)
                 .map(|u| u.origin().ascii_serialization())

@@ -108,6 +108,26 @@ impl Tx {
         }
     }
 
+    /// Takes `email` off the (locked) user while it is still unverified there (a sign-up
+    /// reported as "this wasn't me"): the user has no address afterwards.
+    pub async fn remove_unverified_email(
+        &self,
+        user_id: &str,
+        email: &str,
+        now: i64,
+    ) -> CoreResult<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(Option::<String>::None))
+            .col_expr(user::Column::EmailKey, Expr::value(Option::<String>::None))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::UserId.eq(user_id))
+            .filter(user::Column::Email.eq(email))
+            .filter(user::Column::EmailVerified.eq(false))
+            .exec(self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     pub async fn freeze_changes(&self, user_id: &str, until: i64) -> CoreResult<()> {
         user::Entity::update_many()
             .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))

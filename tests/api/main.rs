@@ -20,6 +20,7 @@ mod keys;
 mod limits;
 mod links;
 mod ops;
+mod people;
 mod process;
 mod relay;
 mod tls;

@@ -126,7 +126,7 @@ async fn the_mail_has_a_stable_message_id_and_names_the_cancel_option(backend: B
         mail.message_id
     );
     assert_eq!(mail.from, "no-reply@wallet.test");
-    assert!(mail.text.contains("This wasn't me"));
+    assert!(mail.text.contains("“This wasn’t me”"), "{}", mail.text);
 }
 
 crate::on_both_backends!(
