@@ -40,9 +40,9 @@ async fn a_nepali_flows_pages_speak_nepali_and_have_the_button_its_mail_names(ba
     let (status, html) = page(&app, &path, "en-US,en;q=0.9").await;
     assert_eq!(status, 200);
     assert_eq!(lang_of(&html), "ne", "{html}");
-    // The mail tells the reader to press “यो म होइन”: the page has that very button.
-    assert!(mail.text.contains("“यो म होइन”"), "{}", mail.text);
-    assert!(html.contains(">यो म होइन</button>"), "{html}");
+    // The mail tells the reader to press “यो मैले गरेको होइन”: the page has that very button.
+    assert!(mail.text.contains("“यो मैले गरेको होइन”"), "{}", mail.text);
+    assert!(html.contains(">यो मैले गरेको होइन</button>"), "{html}");
     assert!(html.contains(">पुष्टि गर्नुहोस्</button>"), "{html}");
     assert!(
         !html.contains("Confirm"),
