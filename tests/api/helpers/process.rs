@@ -148,14 +148,14 @@ pub async fn serve_with(
         readers: Some(readers),
     };
     let (http, ready) = (&served.http, format!("{base}/readyz"));
-    let became_ready = poll_until(Duration::from_secs(15), async || {
+    let became_ready = poll_until(Duration::from_secs(30), async || {
         let resp = http.get(&ready).send().await.ok()?;
         (resp.status() == 200).then_some(())
     })
     .await;
     if became_ready.is_none() {
         let logs = served.logs.lock().unwrap().clone();
-        panic!("the service did not become ready within 15s; it logged:\n{logs}");
+        panic!("the service did not become ready within 30s; it logged:\n{logs}");
     }
     served
 }

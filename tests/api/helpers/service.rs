@@ -252,7 +252,9 @@ impl Service {
     /// Waits (bounded) until `count(table_where)` is `n`, for what the mail worker records
     /// right after a delivery.
     pub async fn eventually_count(&self, table_where: &str, n: i64) {
-        let reached = poll_until(Duration::from_secs(5), async || {
+        // Generous: writes after the answer (refusals, marks) queue behind the whole
+        // suite's load on two cores; a count that is reached returns at once.
+        let reached = poll_until(Duration::from_secs(20), async || {
             (self.count(table_where).await == n).then_some(())
         })
         .await;
