@@ -35,6 +35,8 @@ pub mod metrics;
 /// Schema migrations (portable PostgreSQL / SQLite).
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
+/// The retention task: old rows pruned in small batches.
+pub mod retention;
 /// Settings (env vars = flags).
 pub mod settings;
 /// Application assembly and lifecycle.

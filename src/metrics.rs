@@ -12,6 +12,7 @@
 //! | `emailverify_link_page_views_total` | result | `GET /verify`: `live` (a confirm page shown) or the refusal |
 //! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
 //! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
+//! | `emailverify_retention_pruned_total` | table | rows retention removed (`outbox`, `tokens`, `events`, `flows`) |
 //! | `emailverify_ready` | | 1 while the database answers (the health status), else 0 |
 //! | `emailverify_auth_failures_total` | reason | gRPC calls refused for a `missing` or `wrong` bearer token |
 //! | `emailverify_cross_site_posts_total` | | link-page POSTs a browser marked cross-site (403, counted against nobody) |
@@ -144,6 +145,11 @@ pub fn rate_limited(limit: &'static str) {
 
 pub fn link_page_view(result: &'static str) {
     metrics::counter!("emailverify_link_page_views_total", "result" => result).increment(1);
+}
+
+/// Rows removed by retention, per table.
+pub fn pruned(table: &'static str, rows: u64) {
+    metrics::counter!("emailverify_retention_pruned_total", "table" => table).increment(rows);
 }
 
 pub fn mail(event: &'static str, template: &str) {

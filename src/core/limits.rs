@@ -93,6 +93,16 @@ async fn take_in(tx: &Tx, limit: Limit, value: &str, rate: Rate, now: i64) -> Co
     }
 }
 
+/// The bucket of the per-user request limit (for erasure).
+pub(super) fn user_bucket(user: &str) -> String {
+    bucket("user", user)
+}
+
+/// The bucket of the per-recipient limit of an inbox's mailbox key (for erasure).
+pub(super) fn recipient_bucket(mailbox_key: &str) -> String {
+    bucket("rcpt", mailbox_key)
+}
+
 /// A rate-limit bucket key: the limit's name and a digest of what it limits (no address
 /// or IP in clear in the table).
 fn bucket(kind: &str, value: &str) -> String {

@@ -10,6 +10,7 @@
 //! - `status.rs` GetStatus (with `delivery.rs`, what became of the link mail),
 //!   `events.rs` ListEvents and how use-cases write the trail;
 //! - `suppression.rs` the inboxes no mail may go to, and LiftSuppression;
+//! - `erase.rs` EraseUser: everything of one user goes, one `user_erased` event stays;
 //! - `limits.rs` the per-user and per-client limits, `retry_dead.rs` the operator's
 //!   `outbox retry-dead`;
 //! - `finish.rs` how every use-case ends.
@@ -39,6 +40,7 @@ mod codes;
 mod confirm;
 pub mod context;
 mod delivery;
+mod erase;
 mod events;
 mod finish;
 mod flows;

@@ -66,6 +66,11 @@ pub enum EventType {
     /// The recipient reported the mail as spam (a feedback report); the address is
     /// suppressed until support lifts it.
     MailComplained,
+
+    // ----- erasure -----
+    /// EraseUser removed everything the service held of the user; this is all that is
+    /// left of them (no address, no detail).
+    UserErased,
     // (The mailbox-key migration, m20261130_000001, also wrote `email_unverified_by_migration`
     // for an address whose inbox another account had verified earlier: actor `migration`.)
 }
@@ -97,6 +102,7 @@ impl EventType {
             EventType::MailBounced => "mail_bounced",
             EventType::MailDelayed => "mail_delayed",
             EventType::MailComplained => "mail_complained",
+            EventType::UserErased => "user_erased",
         }
     }
 }

@@ -210,4 +210,13 @@ impl pb::EmailVerification for GrpcService {
         })
         .await
     }
+
+    async fn erase_user(&self, req: Request<pb::EraseUserRequest>) -> Reply<pb::EraseUserResponse> {
+        serve("EraseUser", req, |r| async move {
+            let user = convert::user_id(&r.user_id)?;
+            self.core.erase_user(&user).await?;
+            Ok(pb::EraseUserResponse {})
+        })
+        .await
+    }
 }

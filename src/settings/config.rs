@@ -37,6 +37,15 @@ pub struct Config {
     pub bounces: super::BounceConfig,
     /// Where the times in mails and pages are written for.
     pub time_zone: jiff::tz::TimeZone,
+    pub retention: Retention,
+}
+
+/// How long old rows stay, and how often they are pruned.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub retain_mail: Duration,
+    pub retain_events: Duration,
+    pub every: Duration,
 }
 
 /// How long a connection may take and how many there may be (both public ports).
@@ -255,6 +264,11 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             shutdown_timeout: positive(&self.shutdown_timeout, "EMAILVERIFY_SHUTDOWN_TIMEOUT")?,
+            retention: Retention {
+                retain_mail: positive(&self.retain_mail, "EMAILVERIFY_RETAIN_MAIL")?,
+                retain_events: positive(&self.retain_events, "EMAILVERIFY_RETAIN_EVENTS")?,
+                every: positive(&self.retention_every, "EMAILVERIFY_RETENTION_EVERY")?,
+            },
             time_zone: jiff::tz::TimeZone::get(self.time_zone.trim()).map_err(|_| {
                 bad(
                     "EMAILVERIFY_TIME_ZONE",

@@ -15,7 +15,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use bounces::{BounceConfig, BounceSettings};
-pub use config::{Config, Connections, SettingError, TlsConfig};
+pub use config::{Config, Connections, Retention, SettingError, TlsConfig};
 pub use relay::{RelayConfig, RelaySettings};
 
 /// `Debug` is written by hand (below): it never shows a key, a token or a password.
@@ -148,6 +148,15 @@ pub struct Settings {
     /// On SIGTERM: how long in-flight RPCs, pages and mail sends may take to finish.
     #[arg(long, env = "EMAILVERIFY_SHUTDOWN_TIMEOUT", default_value = "20s")]
     pub shutdown_timeout: String,
+    /// Sent and dead mails are deleted this long after they were queued.
+    #[arg(long, env = "EMAILVERIFY_RETAIN_MAIL", default_value = "7d")]
+    pub retain_mail: String,
+    /// Events, and flows that ended, are deleted this long after.
+    #[arg(long, env = "EMAILVERIFY_RETAIN_EVENTS", default_value = "400d")]
+    pub retain_events: String,
+    /// How often each replica prunes (also once at start).
+    #[arg(long, env = "EMAILVERIFY_RETENTION_EVERY", default_value = "10m")]
+    pub retention_every: String,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -195,6 +204,9 @@ impl std::fmt::Debug for Settings {
             .field("change_freeze", &self.change_freeze)
             .field("support_contact", &self.support_contact)
             .field("time_zone", &self.time_zone)
+            .field("retain_mail", &self.retain_mail)
+            .field("retain_events", &self.retain_events)
+            .field("retention_every", &self.retention_every)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)

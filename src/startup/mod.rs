@@ -350,6 +350,12 @@ impl Application {
             "emailverify is serving"
         );
         tokio::spawn(crate::metrics::upkeep(stop.clone()));
+        let retention = (
+            store.clone(),
+            worker.clock.clone(),
+            config.retention.clone(),
+        );
+        tokio::spawn(crate::retention::Retention::from(retention).run(stop.clone()));
         if let Some((listener, inbound)) = inbound {
             tracing::info!(inbound = %listener.local_addr()?, "listening for bounces and complaints");
             tokio::spawn(crate::inbound::smtp::serve(listener, inbound, stop.clone()));

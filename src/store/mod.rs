@@ -10,7 +10,9 @@
 //! - `outbox.rs` — queued mail: enqueue in a use-case, claim/send/fail in the worker;
 //! - `events.rs` — the audit trail;
 //! - `suppressions.rs` — inboxes no mail may go to (bounced, complained);
+//! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
+//! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
 //! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched.
 //!
 //! Concurrency: every use-case that changes a user's state first locks that user's row
@@ -21,11 +23,13 @@
 mod batch;
 mod delivery;
 pub mod entity;
+mod erase;
 mod error;
 mod events;
 mod flows;
 mod limits;
 mod outbox;
+mod retention;
 mod suppressions;
 mod tokens;
 mod users;
@@ -47,6 +51,7 @@ pub use batch::Tx;
 pub use events::NewEvent;
 pub use flows::RequestRead;
 pub use outbox::{NewMail, OutboxStats};
+pub use retention::{PRUNE_BATCH, Prunable};
 pub use suppressions::{Suppression, SuppressionCause};
 pub use tokens::NewToken;
 
