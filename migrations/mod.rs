@@ -16,6 +16,7 @@ mod m20261123_000003_outbox_claim_owner;
 mod m20261130_000001_mailbox_key;
 mod m20261130_000002_event_repeats;
 mod m20261130_000003_suppression;
+mod m20261130_000004_feed_position;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_mailbox_key::Migration),
             Box::new(m20261130_000002_event_repeats::Migration),
             Box::new(m20261130_000003_suppression::Migration),
+            Box::new(m20261130_000004_feed_position::Migration),
         ]
     }
 }

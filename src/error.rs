@@ -24,6 +24,10 @@ pub enum CoreError {
     InvalidCode,
     #[error("page_token: not a page token from ListEvents")]
     InvalidPageToken,
+    #[error("after: not a cursor from WatchEvents")]
+    InvalidCursor,
+    #[error("the cursor is older than the retained events: resynchronise with GetStatus")]
+    CursorExpired,
     #[error("the address is verified by another account")]
     EmailTaken,
     #[error("this address is already verified for this user")]
@@ -91,6 +95,8 @@ impl CoreError {
             // The code is the short form of the same one-time credential.
             CoreError::InvalidCode => "INVALID_TOKEN",
             CoreError::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            CoreError::InvalidCursor => "INVALID_CURSOR",
+            CoreError::CursorExpired => "CURSOR_EXPIRED",
             CoreError::EmailTaken => "EMAIL_TAKEN",
             CoreError::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
             CoreError::UseChangeFlow => "USE_CHANGE_FLOW",
@@ -119,7 +125,8 @@ impl CoreError {
             | CoreError::InvalidUserId(_)
             | CoreError::InvalidToken
             | CoreError::InvalidCode
-            | CoreError::InvalidPageToken => ErrorClass::InvalidArgument,
+            | CoreError::InvalidPageToken
+            | CoreError::InvalidCursor => ErrorClass::InvalidArgument,
             CoreError::EmailTaken => ErrorClass::AlreadyExists,
             CoreError::EmailAlreadyVerified
             | CoreError::UseChangeFlow
@@ -130,7 +137,8 @@ impl CoreError {
             | CoreError::TokenExpired
             | CoreError::TokenUsed
             | CoreError::TokenSuperseded
-            | CoreError::AddressUndeliverable { .. } => ErrorClass::FailedPrecondition,
+            | CoreError::AddressUndeliverable { .. }
+            | CoreError::CursorExpired => ErrorClass::FailedPrecondition,
             CoreError::TokenNotFound | CoreError::UserNotFound | CoreError::NotSuppressed => {
                 ErrorClass::NotFound
             }
@@ -150,6 +158,7 @@ impl CoreError {
             CoreError::InvalidToken => Some("token"),
             CoreError::InvalidCode => Some("code"),
             CoreError::InvalidPageToken => Some("page_token"),
+            CoreError::InvalidCursor => Some("after"),
             _ => None,
         }
     }

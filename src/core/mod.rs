@@ -10,6 +10,7 @@
 //! - `status.rs` GetStatus (with `delivery.rs`, what became of the link mail),
 //!   `events.rs` ListEvents and how use-cases write the trail;
 //! - `suppression.rs` the inboxes no mail may go to, and LiftSuppression;
+//! - `feed.rs` WatchEvents: the gap-free change feed and its cursors;
 //! - `erase.rs` EraseUser: everything of one user goes, one `user_erased` event stays;
 //! - `limits.rs` the per-user and per-client limits, `retry_dead.rs` the operator's
 //!   `outbox retry-dead`;
@@ -42,6 +43,7 @@ pub mod context;
 mod delivery;
 mod erase;
 mod events;
+mod feed;
 mod finish;
 mod flows;
 mod limits;
@@ -61,6 +63,7 @@ use crate::domain::{FlowKind, FlowStep, Keyring, Locale, Outcome, Rate};
 pub use crate::error::{CoreError, CoreResult};
 use crate::store::{OutboxStats, Store};
 pub use delivery::{DeliveryState, delivery_of, scrub};
+pub use feed::FeedItem;
 pub use retry_dead::RetryReport;
 
 /// The tunable rules (from settings).

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod convert;
 pub mod service;
 pub mod status;
+mod watch;
 
 use std::sync::Arc;
 

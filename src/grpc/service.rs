@@ -16,11 +16,13 @@ use crate::domain::token::is_code;
 
 pub struct GrpcService {
     core: Arc<Core>,
+    /// Cancelled when the service stops: open WatchEvents streams end then.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl GrpcService {
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub fn new(core: Arc<Core>, stop: tokio_util::sync::CancellationToken) -> Self {
+        Self { core, stop }
     }
 }
 
@@ -89,6 +91,15 @@ where
 
 #[tonic::async_trait]
 impl pb::EmailVerification for GrpcService {
+    type WatchEventsStream = super::watch::WatchStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
+        super::watch::watch(self.core.clone(), self.stop.clone(), req).await
+    }
+
     async fn request_verification(
         &self,
         req: Request<pb::RequestVerificationRequest>,

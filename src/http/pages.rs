@@ -323,7 +323,9 @@ impl Pages {
             | CoreError::ChangeFrozen { .. }
             | CoreError::CodeMismatch { .. }
             | CoreError::UserNotFound
-            | CoreError::NotSuppressed => Page::said(t.cannot_complete),
+            | CoreError::NotSuppressed
+            | CoreError::InvalidCursor
+            | CoreError::CursorExpired => Page::said(t.cannot_complete),
             CoreError::Unavailable(_) | CoreError::Internal(_) => {
                 tracing::error!(error.cause_chain = ?e, "link page failed");
                 Page::said(t.broken)
@@ -340,7 +342,8 @@ pub fn http_status(e: &CoreError) -> StatusCode {
         | CoreError::InvalidUserId(_)
         | CoreError::InvalidToken
         | CoreError::InvalidCode
-        | CoreError::InvalidPageToken => StatusCode::BAD_REQUEST,
+        | CoreError::InvalidPageToken
+        | CoreError::InvalidCursor => StatusCode::BAD_REQUEST,
         CoreError::TokenNotFound | CoreError::UserNotFound | CoreError::NotSuppressed => {
             StatusCode::NOT_FOUND
         }
@@ -351,7 +354,8 @@ pub fn http_status(e: &CoreError) -> StatusCode {
         | CoreError::UseChangeFlow
         | CoreError::SameEmail
         | CoreError::ChangeFrozen { .. }
-        | CoreError::CodeMismatch { .. } => StatusCode::CONFLICT,
+        | CoreError::CodeMismatch { .. }
+        | CoreError::CursorExpired => StatusCode::CONFLICT,
         CoreError::TokenExpired | CoreError::TokenSuperseded | CoreError::NoPendingFlow => {
             StatusCode::GONE
         }

@@ -94,6 +94,7 @@ pub(super) fn row(e: NewEvent<'_>) -> event::ActiveModel {
         actor: Set(cut(e.actor, TAG_LEN)),
         request_id: Set(cut(e.request_id, TAG_LEN)),
         repeats: sea_orm::ActiveValue::NotSet,
+        feed_tx: sea_orm::ActiveValue::NotSet,
     }
 }
 

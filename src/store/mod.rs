@@ -9,6 +9,7 @@
 //! - `limits.rs` — GCRA rate-limit buckets, one statement a step;
 //! - `outbox.rs` — queued mail: enqueue in a use-case, claim/send/fail in the worker;
 //! - `events.rs` — the audit trail;
+//! - `feed.rs` — the change feed's reads: events after a position, gap-free;
 //! - `suppressions.rs` — inboxes no mail may go to (bounced, complained);
 //! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
@@ -26,6 +27,7 @@ pub mod entity;
 mod erase;
 mod error;
 mod events;
+mod feed;
 mod flows;
 mod limits;
 mod outbox;
@@ -49,6 +51,7 @@ use crate::migrations::Migrator;
 
 pub use batch::Tx;
 pub use events::NewEvent;
+pub use feed::FeedPos;
 pub use flows::RequestRead;
 pub use outbox::{NewMail, OutboxStats};
 pub use retention::{PRUNE_BATCH, Prunable};

@@ -17,6 +17,7 @@ mod edges;
 mod erasure;
 mod errors;
 mod faults;
+mod feed;
 mod keys;
 mod limits;
 mod links;

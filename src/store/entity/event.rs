@@ -19,6 +19,9 @@ pub struct Model {
     pub request_id: String,
     /// How many times this refusal happened within its minute (1 for every other event).
     pub repeats: i32,
+    /// The feed position's first part: the writing transaction on PostgreSQL (set by the
+    /// database), 0 on SQLite (see the feed migration).
+    pub feed_tx: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
