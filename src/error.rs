@@ -92,8 +92,7 @@ impl CoreError {
             CoreError::InvalidEmail { .. } => "INVALID_EMAIL",
             CoreError::InvalidUserId(_) => "INVALID_USER_ID",
             CoreError::InvalidToken => "INVALID_TOKEN",
-            // The code is the short form of the same one-time credential.
-            CoreError::InvalidCode => "INVALID_TOKEN",
+            CoreError::InvalidCode => "INVALID_CODE",
             CoreError::InvalidPageToken => "INVALID_PAGE_TOKEN",
             CoreError::InvalidCursor => "INVALID_CURSOR",
             CoreError::CursorExpired => "CURSOR_EXPIRED",

@@ -156,7 +156,8 @@ async fn malformed_codes_and_nothing_pending_are_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     for bad in ["", "12345", "1234567", "12a456", " 123456"] {
         let err = expect_err(app.confirm_code("user-1", bad).await);
-        assert_reason(&err, Code::InvalidArgument, "INVALID_TOKEN");
+        // Release 2's reason (API.md, "New reasons"); it was INVALID_TOKEN before.
+        assert_reason(&err, Code::InvalidArgument, "INVALID_CODE");
         assert_eq!(
             err.get_details_bad_request().unwrap().field_violations[0].field,
             "code"

@@ -277,3 +277,49 @@ async fn the_feed_is_gap_free_while_three_processes_write() {
         p.terminate().await;
     }
 }
+
+/// Watchers that never read cost the server a bounded amount: 50,000 events waiting, eight
+/// watchers from the beginning that read nothing, and the service's RSS grows by less than
+/// 16 MiB (unbounded buffering would hold every event once per watcher: ~100 MB). Then a
+/// reader still gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_that_never_read_do_not_grow_the_server() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    const EVENTS: usize = 50_000;
+    let db = fresh_database(Backend::Postgres).await;
+    let smtp = SmtpSink::start().await;
+    let key = Keyring::generate_key_base64();
+    let a = serve(&db.url, &smtp, &key, &[("EMAILVERIFY_DB_POOL", "4")]).await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    conn.execute_unprepared(&format!(
+        "INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id, repeats) \
+         SELECT 'user-' || i, NULL, 'email_verified', 'j***@example.com', 'a detail of some length to make rows weigh', 1000, 'api', '', 1 \
+         FROM generate_series(1, {EVENTS}) AS i"
+    ))
+    .await
+    .unwrap();
+    let before = a.rss_kib();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(watch(&a.grpc, watch_request("", &[], true)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = a.rss_kib();
+    eprintln!("RSS with 8 idle watchers over {EVENTS} events: {before} KiB → {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // A connection of its own: the idle watchers' unread data holds their connection's
+    // HTTP/2 window, not anyone else's.
+    let own = EmailVerificationClient::connect(format!("http://{}", a.grpc_addr))
+        .await
+        .unwrap();
+    let mut reader = watch(&own, watch_request("", &[], true)).await.unwrap();
+    let all = take(&mut reader, EVENTS, Duration::from_secs(60)).await;
+    assert_eq!(all.len(), EVENTS);
+    drop(idle);
+    a.terminate().await;
+}
