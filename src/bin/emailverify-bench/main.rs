@@ -50,6 +50,9 @@ struct Args {
     /// The service's mail URL; default: this bench's SMTP sink.
     #[arg(long)]
     mail_url: Option<String>,
+    /// Burst mode: keep a WatchEvents watcher connected and report the feed (`watch.rs`).
+    #[arg(long)]
+    watch: bool,
     /// The service binary.
     #[arg(long, default_value = "target/release/emailverify")]
     service: String,
@@ -58,6 +61,7 @@ struct Args {
 mod sink;
 mod soak;
 mod timing;
+mod watch;
 
 use sink::{Inbox, start_sink};
 
@@ -170,6 +174,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let watcher = if args.watch {
+        Some(watch::start(grpc_port).await?)
+    } else {
+        None
+    };
+
     // Phase 1: sign-ups.
     let started = Instant::now();
     let answered: Vec<(String, Duration, Instant)> = futures::stream::iter(0..args.requests)
@@ -268,6 +278,17 @@ async fn main() -> anyhow::Result<()> {
         cpu_seconds("self"),
         service_cpu,
     );
+    if let Some(seen) = &watcher {
+        // The user of each answered sign-up: `u{i}.{run}@…` was user `bench-{run}-{i}`.
+        let users: Vec<(String, Instant)> = answered
+            .iter()
+            .filter_map(|(email, _, done)| {
+                let i = email.strip_prefix('u')?.split('.').next()?;
+                Some((format!("bench-{run}-{i}"), *done))
+            })
+            .collect();
+        println!("{}", watch::report(&seen.lock().unwrap(), &users));
+    }
     println!(
         "during the burst (last 3/4): {:.0} sign-ups/s, {:.0} mails/s, mails ÷ sign-ups {:.2}; mails still queued when the last sign-up was answered: {}",
         signed_in_window as f64 / window_s,
