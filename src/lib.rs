@@ -35,6 +35,8 @@ pub mod metrics;
 /// Schema migrations (portable PostgreSQL / SQLite).
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
+/// The change feed's publication to NATS JetStream (`EMAILVERIFY_EVENTS_NATS_URL`).
+pub mod publish;
 /// The retention task: old rows pruned in small batches.
 pub mod retention;
 /// Settings (env vars = flags).

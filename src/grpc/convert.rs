@@ -108,6 +108,17 @@ impl From<Status> for pb::GetStatusResponse {
     }
 }
 
+/// One event of the change feed, as WatchEvents streams it and NATS carries it.
+impl From<crate::core::FeedItem> for pb::WatchEventsResponse {
+    fn from(item: crate::core::FeedItem) -> Self {
+        pb::WatchEventsResponse {
+            cursor: item.cursor,
+            user_id: item.user_id,
+            event: Some(item.event.into()),
+        }
+    }
+}
+
 impl From<EventView> for pb::Event {
     fn from(e: EventView) -> Self {
         pb::Event {

@@ -78,9 +78,5 @@ pub async fn watch(
 }
 
 fn response(item: FeedItem) -> pb::WatchEventsResponse {
-    pb::WatchEventsResponse {
-        cursor: item.cursor,
-        user_id: item.user_id,
-        event: Some(item.event.into()),
-    }
+    item.into()
 }

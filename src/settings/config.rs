@@ -38,6 +38,8 @@ pub struct Config {
     /// Where the times in mails and pages are written for.
     pub time_zone: jiff::tz::TimeZone,
     pub retention: Retention,
+    /// Where the change feed is published (NATS JetStream), if anywhere.
+    pub events_nats_url: Option<String>,
 }
 
 /// How long old rows stay, and how often they are pruned.
@@ -264,6 +266,12 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             shutdown_timeout: positive(&self.shutdown_timeout, "EMAILVERIFY_SHUTDOWN_TIMEOUT")?,
+            events_nats_url: self
+                .events_nats_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
             retention: Retention {
                 retain_mail: positive(&self.retain_mail, "EMAILVERIFY_RETAIN_MAIL")?,
                 retain_events: positive(&self.retain_events, "EMAILVERIFY_RETAIN_EVENTS")?,

@@ -154,6 +154,10 @@ pub struct Settings {
     /// Events, and flows that ended, are deleted this long after.
     #[arg(long, env = "EMAILVERIFY_RETAIN_EVENTS", default_value = "400d")]
     pub retain_events: String,
+    /// A NATS server with JetStream to publish the change feed to (unset: off), e.g.
+    /// `nats://127.0.0.1:4222`.
+    #[arg(long, env = "EMAILVERIFY_EVENTS_NATS_URL")]
+    pub events_nats_url: Option<String>,
     /// How often each replica prunes (also once at start).
     #[arg(long, env = "EMAILVERIFY_RETENTION_EVERY", default_value = "10m")]
     pub retention_every: String,
@@ -207,6 +211,10 @@ impl std::fmt::Debug for Settings {
             .field("retain_mail", &self.retain_mail)
             .field("retain_events", &self.retain_events)
             .field("retention_every", &self.retention_every)
+            .field(
+                "events_nats_url",
+                &self.events_nats_url.as_deref().map(without_password),
+            )
             .field("trusted_proxies", &self.trusted_proxies)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)

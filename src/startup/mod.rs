@@ -350,12 +350,11 @@ impl Application {
             "emailverify is serving"
         );
         tokio::spawn(crate::metrics::upkeep(stop.clone()));
-        let retention = (
-            store.clone(),
-            worker.clock.clone(),
-            config.retention.clone(),
-        );
-        tokio::spawn(crate::retention::Retention::from(retention).run(stop.clone()));
+        crate::publish::start(&config, core.clone(), &store, stop.clone()).await?;
+        let keep = config.retention.clone();
+        let retention =
+            crate::retention::Retention::from((store.clone(), worker.clock.clone(), keep));
+        tokio::spawn(retention.run(stop.clone()));
         if let Some((listener, inbound)) = inbound {
             tracing::info!(inbound = %listener.local_addr()?, "listening for bounces and complaints");
             tokio::spawn(crate::inbound::smtp::serve(listener, inbound, stop.clone()));

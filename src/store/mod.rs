@@ -90,6 +90,53 @@ impl Store {
         Ok(Self { db })
     }
 
+    /// For a task that leads (`try_lead`): on PostgreSQL a single connection of its own
+    /// (`single`), on SQLite this store.
+    pub async fn alone(&self, url: &str) -> Result<Self, sea_orm::DbErr> {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            return Ok(self.clone());
+        }
+        Self::single(url).await
+    }
+
+    /// One connection that is kept for good (no idle or lifetime limit): a session lock
+    /// held on it lasts as long as this process's session (`try_lead`).
+    pub async fn single(url: &str) -> Result<Self, sea_orm::DbErr> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+        Ok(Self {
+            db: Database::connect(opts).await?,
+        })
+    }
+
+    /// Whether this process leads the task `key` names: on PostgreSQL it holds (or now
+    /// takes) the session advisory lock `key` on this store's single connection, which
+    /// PostgreSQL releases when the process's session ends, by a crash too. SQLite is one
+    /// process: always.
+    pub async fn try_lead(&self, key: i64) -> CoreResult<bool> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return Ok(true);
+        }
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_try_advisory_lock($1) AS led",
+                [key.into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("", "led")?,
+            None => false,
+        })
+    }
+
     /// A store for a background task that must not queue behind requests for a pooled
     /// connection (the mail worker): on PostgreSQL its own pool of `pool` connections, on
     /// SQLite this store (one connection is all SQLite has).

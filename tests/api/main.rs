@@ -21,6 +21,7 @@ mod feed;
 mod keys;
 mod limits;
 mod links;
+mod nats;
 mod ops;
 mod people;
 mod process;
