@@ -154,7 +154,9 @@ async fn every_event_once_in_order_across_a_kill_9_and_a_nats_restart() {
     sign_ups(&b.grpc, 300..400).await;
     let while_down = started.elapsed();
     let _nats = nats_server(&bin, port, store.path()).await;
+    let started = Instant::now();
     sign_ups(&b.grpc, 400..500).await;
+    let while_up = started.elapsed();
 
     // Every event of the table in the stream, once, in the table's feed order.
     let mut last = (Vec::new(), Vec::new());
@@ -169,7 +171,7 @@ async fn every_event_once_in_order_across_a_kill_9_and_a_nats_restart() {
     .await;
     let (table, ids) = last;
     eprintln!(
-        "{} events in the table, {} messages in the stream; 100 sign-ups while NATS was down took {while_down:?}",
+        "{} events in the table, {} messages in the stream; 100 sign-ups took {while_down:?} while NATS was down, {while_up:?} after it was back",
         table.len(),
         ids.len()
     );
