@@ -33,6 +33,7 @@ pub mod flow;
 pub mod locale;
 pub mod mail;
 pub mod mailbox;
+pub mod mask;
 pub mod rate;
 pub mod status;
 pub mod token;

@@ -1,0 +1,203 @@
+//! Every page a flow has, in a real browser, in English and Nepali, with screenshots at a
+//! desktop and a phone size (`target/browser-screenshots/`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Driver, Session, browser};
+use crate::helpers::{Backend, poll_until};
+
+impl Session<'_> {
+    /// Waits (at most 15 s) until the page shows `text`; gives what it shows then.
+    async fn shows(&self, text: &str) -> String {
+        poll_until(Duration::from_secs(15), async || {
+            let now = self.text().await;
+            now.contains(text).then_some(now)
+        })
+        .await
+        .unwrap_or_else(|| panic!("the page never showed {text:?}"))
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Screenshots of the page at a desktop and a phone size, under
+    /// `target/browser-screenshots/<name>-{desktop,phone}.png`; at the phone size the
+    /// text is also doubled (WCAG's 200 % text size) and must still fit the width.
+    async fn snap(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (size, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+            self.cmd(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({ "width": width, "height": height })),
+            )
+            .await;
+            let png = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+            let png = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                png.as_str().unwrap_or_default(),
+            )
+            .unwrap();
+            std::fs::write(dir.join(format!("{name}-{size}.png")), png).unwrap();
+        }
+        let fits = self
+            .script(
+                "document.body.style.fontSize = '32px';\
+                 const fits = document.documentElement.scrollWidth <= window.innerWidth;\
+                 document.body.style.fontSize = ''; return fits;",
+            )
+            .await;
+        assert_eq!(
+            fits, true,
+            "{name}: at 200 % text on a phone the page runs past the screen"
+        );
+    }
+
+    async fn lang(&self) -> String {
+        self.script("return document.documentElement.lang;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A person meets every page a flow has, in a real browser, in English and in Nepali:
+/// sign-up, a change in Nepali, an expired link renewed, "this wasn't me" from each address
+/// of a change, and a reopened result page. Screenshots of each page at a desktop and a
+/// phone size go to `target/browser-screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_meets_every_page_in_a_real_browser_in_english_and_nepali() {
+    let (chromium, driver) = match browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the browser test cannot run under CI: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_person_meets_every_page_in_a_real_browser_in_english_and_nepali: {why}"
+            );
+            return;
+        }
+    };
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let driver = Driver::start(&driver).await;
+    let profile = tempfile::tempdir().unwrap();
+    let w = driver.session(&chromium, profile.path()).await;
+
+    // Sign-up, in English.
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    let page = w.shows("Confirm your email address").await;
+    assert!(
+        page.contains("This wasn’t me") && page.contains("j***@example.com"),
+        "{page}"
+    );
+    assert_eq!(w.lang().await, "en");
+    w.snap("verify-en").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    w.shows("Email address confirmed").await;
+    w.snap("verified-en").await;
+    assert!(app.status("user-1").await.unwrap().email_verified);
+
+    // A change, in Nepali: both links, both pages in Nepali, the masks apart.
+    app.verified_user("user-2", "bikash@example.com.np").await;
+    app.request_change_in("user-2", "bikash.new@example.com.np", "ne")
+        .await
+        .unwrap();
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    let page = w.shows("परिवर्तन पुष्टि गर्नुहोस्").await;
+    assert!(
+        page.contains("यो मैले गरेको होइन") && page.contains("b***h@example.com.np"),
+        "{page}"
+    );
+    assert_eq!(w.lang().await, "ne");
+    w.snap("change-current-ne").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    w.shows("नयाँ इमेल ठेगानाको इनबक्स").await;
+    w.snap("change-current-confirmed-ne").await;
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    let page = w.shows("नयाँ ठेगाना पुष्टि गर्नुहोस्").await;
+    assert!(page.contains("b***w@example.com.np"), "{page}");
+    w.snap("change-new-ne").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    w.shows("इमेल ठेगाना परिवर्तन भयो").await;
+    w.snap("changed-ne").await;
+    assert_eq!(
+        app.status("user-2").await.unwrap().email,
+        "bikash.new@example.com.np"
+    );
+    app.next_mail().await; // the notice to the old address
+
+    // An expired link: "Send me a new link", and the new mail's link works.
+    app.request_verification("user-3", "ram@example.com")
+        .await
+        .unwrap();
+    let old = app.link_in(&app.next_mail().await);
+    app.clock.advance(Duration::from_secs(25 * 3600));
+    w.open(&old).await;
+    w.shows("This link has expired").await;
+    w.snap("expired-en").await;
+    w.click(r#"form[action="/resend"] button"#).await;
+    w.shows("A new link is on its way").await;
+    w.snap("resent-en").await;
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    w.shows("Confirm your email address").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    w.shows("Email address confirmed").await;
+    assert!(app.status("user-3").await.unwrap().email_verified);
+
+    // "This wasn't me" from the CURRENT address: stopped, frozen, and the page says until when.
+    app.verified_user("user-4", "owner@example.com").await;
+    app.request_change("user-4", "thief@example.org")
+        .await
+        .unwrap();
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    w.shows("Confirm the change").await;
+    w.click(r#"form[action="/cancel"] button"#).await;
+    let page = w.shows("Change stopped").await;
+    assert!(page.contains("no one can ask to change it until"), "{page}");
+    w.snap("reported-current-en").await;
+    assert!(
+        app.request_change("user-4", "thief@example.org")
+            .await
+            .is_err()
+    );
+
+    // From the NEW address: cancelled, nothing frozen.
+    app.verified_user("user-5", "mina@example.com").await;
+    app.request_change("user-5", "mina.new@example.org")
+        .await
+        .unwrap();
+    app.confirm(&app.token_in(&app.next_mail().await))
+        .await
+        .unwrap();
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    w.shows("Confirm your new email address").await;
+    w.click(r#"form[action="/cancel"] button"#).await;
+    w.shows("Change cancelled").await;
+    w.snap("reported-new-en").await;
+    let status = app.status("user-5").await.unwrap();
+    assert!(status.pending.is_none() && status.email == "mina@example.com");
+
+    // The browser now sits on /cancel: reopening it says where the link is.
+    w.open(&format!("{}/cancel", app.http_base)).await;
+    w.shows("Open the link from your email").await;
+    w.snap("reopened-en").await;
+    w.open(&format!("{}/nowhere", app.http_base)).await;
+    w.shows("Page not found").await;
+    w.snap("not-found-en").await;
+    w.quit().await;
+}
