@@ -1,7 +1,8 @@
 //! emailverify: proves that a wallet user owns an email address, and changes a verified
 //! address safely. The modules depend on each other in one direction only:
-//! `domain` ← `store` ← `core` ← {`grpc`, `http`, `inbound`}, with `mail` beside the core
-//! (it reads the store's outbox), and `clock` and `error` below them all. A reading order:
+//! `domain` ← `store` ← `core` ← {`grpc`, `http`} (the front doors never touch the store),
+//! with `mail` and `inbound` beside the core (they work on the store's outbox and
+//! suppressions), and `clock` and `error` below them all. A reading order:
 //!
 //! 1. [`domain`] — the values everything else trusts (addresses, user ids, tokens, flows,
 //!    the audit vocabulary), and [`error`], the one error type;
@@ -35,6 +36,8 @@ pub mod metrics;
 /// Schema migrations (portable PostgreSQL / SQLite).
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
+/// `emailverify probe`: the readiness check a rolling deploy waits on.
+pub mod probe;
 /// The change feed's publication to NATS JetStream (`EMAILVERIFY_EVENTS_NATS_URL`).
 pub mod publish;
 /// The retention task: old rows pruned in small batches.

@@ -62,7 +62,7 @@ impl MailboxKey {
 
 impl fmt::Debug for MailboxKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MailboxKey({})", super::email::mask(&self.0))
+        write!(f, "MailboxKey({})", super::mask::mask(&self.0))
     }
 }
 
