@@ -1,6 +1,7 @@
 //! The command line: `emailverify serve` runs the service, `migrate` applies (or lists)
-//! migrations, `check-config` checks settings, database and mail server, and
-//! `outbox retry-dead` gives dead mails another chance. `main` only parses and runs it.
+//! migrations, `check-config` checks settings, database and mail server, `probe` asks a
+//! running service whether it is ready, and `outbox retry-dead` gives dead mails another
+//! chance. `main` only parses and runs it.
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Validate the settings and reach the database and the mail server; exit non-zero with
     /// the setting to fix (a pre-deploy step for pipelines).
     CheckConfig(Box<Settings>),
+    /// Is the service on this host ready? `/readyz` answers 200 and gRPC health SERVING;
+    /// exit non-zero saying which is not (what a rolling deploy waits on).
+    Probe(crate::probe::Probe),
 }
 
 #[derive(Subcommand)]
@@ -105,6 +109,7 @@ impl Cli {
                 tracing::info!("migrations applied");
                 Ok(())
             }
+            Command::Probe(probe) => probe.run().await,
             Command::CheckConfig(settings) => {
                 // Warnings about the settings (e.g. a generated token key) are part of the check.
                 crate::telemetry::init(&settings.log_format);

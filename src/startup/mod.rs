@@ -33,7 +33,8 @@ use crate::mail::outbox::{ROUNDS_IN_FLIGHT, Worker};
 use crate::settings::Config;
 use crate::store::Store;
 
-const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
+/// The API's name in gRPC health (what orchestrators' probes and `emailverify probe` ask).
+pub const SERVICE_NAME: &str = "emailverify.v1.EmailVerification";
 /// The largest request we accept: every field of our messages is small.
 const MAX_GRPC_MESSAGE: usize = 16 * 1024;
 /// The admin port serves a scraper and a probe or two.

@@ -12,6 +12,7 @@ mod change;
 mod codes;
 mod connections;
 mod delivery;
+mod deploy;
 mod dkim;
 mod edges;
 mod erasure;

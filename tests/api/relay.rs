@@ -54,7 +54,7 @@ async fn relay(tls: SinkTls) -> Arc<SmtpSink> {
     SmtpSink::start_with(SinkOptions {
         tls,
         auth: Some((USER.into(), PASS.into())),
-        pipelining: true,
+        ..SinkOptions::default()
     })
     .await
 }

@@ -107,6 +107,8 @@ pub struct SinkOptions {
     /// AUTH required (offered only over TLS) with this user and password.
     pub auth: Option<(String, String)>,
     pub pipelining: bool,
+    /// The address to listen on (a random port): loopback, or one a test gave itself.
+    pub ip: std::net::Ipv4Addr,
 }
 
 impl Default for SinkOptions {
@@ -115,6 +117,7 @@ impl Default for SinkOptions {
             tls: SinkTls::None,
             auth: None,
             pipelining: true,
+            ip: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -178,7 +181,7 @@ impl SmtpSink {
     }
 
     pub async fn start_with(options: SinkOptions) -> Arc<Self> {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = bind(SocketAddr::from((options.ip, 0)));
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (mode, mode_rx) = watch::channel(Mode::Up);
