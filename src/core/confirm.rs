@@ -26,13 +26,15 @@ impl Core {
             }
         };
         let user = UserId::from_trusted(f.user_id.clone());
-        // Lock order user → flow → token, as every use-case.
-        let user_row = tx
-            .lock_user(user.as_str())
-            .await?
-            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("flow without user")))?;
+        // Lock order user → flow → token, as every use-case: the user's lock and the
+        // token's consumption are one statement.
+        let (user_row, consumed) = tx
+            .lock_user_consuming(user.as_str(), &tok.digest, now)
+            .await?;
+        let user_row =
+            user_row.ok_or_else(|| CoreError::Internal(anyhow::anyhow!("flow without user")))?;
         let result = async {
-            if !tx.consume_token(&tok.digest, now).await? {
+            if !consumed {
                 // Someone else consumed it between our read and our update.
                 return Err(CoreError::TokenUsed);
             }
@@ -81,20 +83,14 @@ impl Core {
             CoreError::Internal(anyhow::anyhow!("flow has no step after {:?}", f.step))
         })?;
         let new_email = EmailAddress::from_trusted(f.new_email.clone());
-        if let Some(owner) = tx.verified_owner(new_email.as_str()).await?
-            && owner != user.as_str()
-        {
-            return Err(CoreError::EmailTaken);
-        }
         let email = match outcome {
             Outcome::EmailVerified | Outcome::EmailChanged => {
-                // May trip the verified-address index if another user won a race.
-                tx.set_verified_email(user.as_str(), new_email.as_str(), now)
-                    .await?;
                 f.step = next;
                 f.state = FlowState::Completed;
                 f.updated_at = now;
-                tx.update_flow(&f).await?;
+                // The flow's last change, its event and the change notice wait, and go
+                // with the address's write in one statement.
+                tx.queue_flow_update(&f).await?;
                 let event = match outcome {
                     Outcome::EmailChanged => EventType::EmailChanged,
                     _ => EventType::EmailVerified,
@@ -104,14 +100,24 @@ impl Core {
                 if outcome == Outcome::EmailChanged {
                     self.send_change_notice(tx, &f, now).await?;
                 }
+                // EMAIL_TAKEN when another user has this inbox verified: the
+                // verified-address index refuses the write (no read before it), and the
+                // whole use-case rolls back.
+                tx.set_verified_email(user.as_str(), new_email.as_str(), now)
+                    .await?;
                 new_email.as_str().to_owned()
             }
             Outcome::CurrentConfirmed => {
+                if let Some(owner) = tx.verified_owner(new_email.as_str()).await?
+                    && owner != user.as_str()
+                {
+                    return Err(CoreError::EmailTaken);
+                }
                 let old = f.old_email.clone().unwrap_or_default();
                 self.flow_event(tx, &f, EventType::CurrentConfirmed, &mask(&old), "", now)
                     .await?;
                 self.send_link(tx, &mut f, next, now).await?;
-                tx.update_flow(&f).await?;
+                tx.queue_flow_update(&f).await?;
                 current_email.unwrap_or(old)
             }
         };
@@ -131,13 +137,8 @@ impl Core {
         token: &Token,
         now: i64,
     ) -> Result<(token::Model, flow::Model), Refused> {
-        let tok = tx
-            .find_token(&self.candidates(token))
-            .await
-            .map_err(|e| (e, None))?
-            .ok_or((CoreError::TokenNotFound, None))?;
-        let f = tx
-            .flow(&tok.flow_id)
+        let (tok, f) = tx
+            .token_with_flow(&self.candidates(token))
             .await
             .map_err(|e| (e, None))?
             .ok_or((CoreError::TokenNotFound, None))?;

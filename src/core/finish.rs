@@ -23,11 +23,16 @@ impl Core {
         result: CoreResult<T>,
     ) -> CoreResult<T> {
         match result {
-            Ok(v) => {
-                tx.commit().await?;
-                self.mail_ready.notify_one();
-                Ok(v)
-            }
+            Ok(v) => match tx.commit().await {
+                Ok(()) => {
+                    self.mail_ready.notify_one();
+                    Ok(v)
+                }
+                // A limit taken with the writes (`Tx::take_with_writes`) answers with the
+                // commit: a refusal there is a refusal like any other.
+                Err(e) if !e.reason().is_empty() => Err(self.refuse(user, None, e).await),
+                Err(e) => Err(e),
+            },
             Err(e) => {
                 drop(tx);
                 Err(self.refuse(user, None, e).await)
@@ -44,9 +49,8 @@ impl Core {
         user: &UserId,
         result: CoreResult<T>,
     ) -> CoreResult<T> {
-        let refused = matches!(&result, Err(e) if !e.reason().is_empty());
         let result = self.finish(tx, user, result).await;
-        if refused {
+        if matches!(&result, Err(e) if !e.reason().is_empty()) {
             self.count_refused_request(user).await;
         }
         result

@@ -44,9 +44,13 @@ impl Core {
     ) -> CoreResult<FlowView> {
         let now = self.now_ms();
         let tx = self.store.begin().await?;
-        let row = tx.create_or_lock_user(user.as_str(), now).await?;
+        // The user's lock and the per-user limit's step: one statement.
+        let (bucket, rate) = self.user_limit(user);
+        let (row, step) = tx
+            .create_or_lock_user_taking(user.as_str(), now, &bucket, rate)
+            .await?;
         let result = async {
-            self.take_user_limit(&tx, user, now).await?;
+            super::limits::refused_if_over(step, "user")?;
             match wanted {
                 Wanted::Verification => self.verify_in(&tx, &row, email, locale, now).await,
                 Wanted::Change => self.change_in(&tx, &row, email, locale, now).await,

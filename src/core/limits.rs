@@ -2,6 +2,8 @@
 //! they hold across replicas: requests per user, link mails per recipient, and failed
 //! confirmations per client on the link pages.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Rate, UserId};
@@ -42,8 +44,13 @@ impl Core {
     /// The per-user limit (requests + resends), taken inside the request's transaction so
     /// an accepted request costs no extra commit; `finish_request` counts refused ones.
     pub(super) async fn take_user_limit(&self, tx: &Tx, user: &UserId, now: i64) -> CoreResult<()> {
-        let rate = self.policy.user_rate;
-        take_in(tx, Limit::User, user.as_str(), rate, now).await
+        let (bucket, rate) = self.user_limit(user);
+        refused_if_over(tx.take(&bucket, rate, now).await?, "user")
+    }
+
+    /// The per-user limit's bucket and rate (a request takes it with the user's lock).
+    pub(super) fn user_limit(&self, user: &UserId) -> (String, Rate) {
+        (bucket("user", user.as_str()), self.policy.user_rate)
     }
 
     /// A refused request, counted against its user on its own (its transaction, and the
@@ -66,31 +73,22 @@ impl Core {
         recipient: &str,
         now: i64,
     ) -> CoreResult<()> {
+        // With the use-case's writes, in their statement (one round trip less).
         let rate = self.policy.recipient_rate;
-        take_in(tx, Limit::Recipient, recipient, rate, now).await
+        let step = tx
+            .take_with_writes(&bucket("rcpt", recipient), rate, now, "recipient")
+            .await?;
+        refused_if_over(step, "recipient")
     }
 }
 
-/// The limits taken inside a use-case's transaction.
-#[derive(Clone, Copy)]
-enum Limit {
-    User,
-    Recipient,
-}
-
-/// Takes one event of `limit` for `value` in `tx`; RATE_LIMITED when it does not fit.
-async fn take_in(tx: &Tx, limit: Limit, value: &str, rate: Rate, now: i64) -> CoreResult<()> {
-    let (prefix, label) = match limit {
-        Limit::User => ("user", "user"),
-        Limit::Recipient => ("rcpt", "recipient"),
-    };
-    match tx.take(&bucket(prefix, value), rate, now).await? {
-        Ok(()) => Ok(()),
-        Err(retry_after) => {
-            crate::metrics::rate_limited(label);
-            Err(CoreError::RateLimited { retry_after })
-        }
-    }
+/// RATE_LIMITED for a limit's step that did not fit (`Err(wait)`); `label` names the
+/// limit in the metrics.
+pub(super) fn refused_if_over(step: Result<(), Duration>, label: &'static str) -> CoreResult<()> {
+    step.map_err(|retry_after| {
+        crate::metrics::rate_limited(label);
+        CoreError::RateLimited { retry_after }
+    })
 }
 
 /// The bucket of the per-user request limit (for erasure).

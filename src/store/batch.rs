@@ -29,11 +29,22 @@ use sea_orm::{
 };
 
 use super::Store;
-use crate::error::CoreResult;
+use crate::domain::Rate;
+use crate::error::{CoreError, CoreResult};
 
 pub struct Tx {
     txn: DatabaseTransaction,
     unsent: Mutex<Vec<Statement>>,
+    /// A rate-limit step to send with the queued writes (`Tx::take_with_writes`).
+    deferred_take: Mutex<Option<DeferredTake>>,
+}
+
+/// A rate-limit step that rides with the queued writes as their statement's main part.
+struct DeferredTake {
+    bucket: String,
+    rate: Rate,
+    now: i64,
+    label: &'static str,
 }
 
 impl Tx {
@@ -41,7 +52,30 @@ impl Tx {
         Ok(Tx {
             txn: db.begin().await?,
             unsent: Mutex::new(Vec::new()),
+            deferred_take: Mutex::new(None),
         })
+    }
+
+    /// Sets a rate-limit step to go with the queued writes; one waiting before it is sent
+    /// first, with the writes queued so far.
+    pub(super) async fn defer_take(
+        &self,
+        bucket: String,
+        rate: Rate,
+        now: i64,
+        label: &'static str,
+    ) -> CoreResult<()> {
+        if self.deferred_take.lock().expect("deferred take").is_some() {
+            self.flush().await?;
+        }
+        let take = DeferredTake {
+            bucket,
+            rate,
+            now,
+            label,
+        };
+        *self.deferred_take.lock().expect("deferred take") = Some(take);
+        Ok(())
     }
 
     pub async fn commit(self) -> CoreResult<()> {
@@ -69,9 +103,18 @@ impl Tx {
         std::mem::take(&mut *self.unsent.lock().expect("unsent writes"))
     }
 
-    /// Sends the queued writes, all in one statement.
+    /// Sends the queued writes, all in one statement, with the deferred rate-limit step
+    /// if there is one (its refusal is this flush's RATE_LIMITED).
     async fn flush(&self) -> CoreResult<()> {
         let mut unsent = self.take_unsent();
+        let deferred = self.deferred_take.lock().expect("deferred take").take();
+        if let Some(d) = deferred {
+            let step = super::limits::take(&self.txn, unsent, &d.bucket, d.rate, d.now).await?;
+            return step.map_err(|retry_after| {
+                crate::metrics::rate_limited(d.label);
+                CoreError::RateLimited { retry_after }
+            });
+        }
         if let Some(last) = unsent.pop() {
             self.txn.execute_raw(with_writes(unsent, last)).await?;
         }

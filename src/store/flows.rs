@@ -4,6 +4,7 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
+    Statement,
 };
 
 use super::entity::flow;
@@ -132,22 +133,36 @@ impl Tx {
 
     /// Moves a flow to a new step/state and records its current link's times.
     pub async fn update_flow(&self, f: &flow::Model) -> CoreResult<()> {
-        flow::Entity::update_many()
-            .col_expr(flow::Column::Step, Expr::value(f.step))
-            .col_expr(flow::Column::State, Expr::value(f.state))
-            .col_expr(flow::Column::ExpiresAt, Expr::value(f.expires_at))
-            .col_expr(
-                flow::Column::ResendAvailableAt,
-                Expr::value(f.resend_available_at),
-            )
-            .col_expr(flow::Column::UpdatedAt, Expr::value(f.updated_at))
-            .col_expr(flow::Column::FailedCodes, Expr::value(f.failed_codes))
-            .col_expr(flow::Column::LockedUntil, Expr::value(f.locked_until))
-            .filter(flow::Column::FlowId.eq(f.flow_id.clone()))
-            .exec(self.conn().await?)
+        self.conn()
+            .await?
+            .execute_raw(flow_update(f, self.backend()))
             .await?;
         Ok(())
     }
+
+    /// `update_flow` as a write that may wait for the next statement (see `batch.rs`): for
+    /// a use-case's LAST change to its flow, under the user's lock (no other write of the
+    /// transaction touches that row after it).
+    pub async fn queue_flow_update(&self, f: &flow::Model) -> CoreResult<()> {
+        self.queue(flow_update(f, self.backend())).await
+    }
+}
+
+/// The UPDATE that writes a flow's step, state and link times.
+fn flow_update(f: &flow::Model, backend: DbBackend) -> Statement {
+    flow::Entity::update_many()
+        .col_expr(flow::Column::Step, Expr::value(f.step))
+        .col_expr(flow::Column::State, Expr::value(f.state))
+        .col_expr(flow::Column::ExpiresAt, Expr::value(f.expires_at))
+        .col_expr(
+            flow::Column::ResendAvailableAt,
+            Expr::value(f.resend_available_at),
+        )
+        .col_expr(flow::Column::UpdatedAt, Expr::value(f.updated_at))
+        .col_expr(flow::Column::FailedCodes, Expr::value(f.failed_codes))
+        .col_expr(flow::Column::LockedUntil, Expr::value(f.locked_until))
+        .filter(flow::Column::FlowId.eq(f.flow_id.clone()))
+        .build(backend)
 }
 
 async fn pending_flow<C: ConnectionTrait>(

@@ -38,21 +38,55 @@ impl Tx {
         let front = self.take_unsent();
         take(self.raw_conn(), front, bucket, rate, now).await
     }
+
+    /// Takes one event from a bucket with the transaction's writes: on PostgreSQL the step
+    /// waits and goes out with the queued writes, in their statement, at the next flush
+    /// (at the latest, the commit), and a step that does not fit fails that flush with
+    /// RATE_LIMITED (`label` names the limit in the metrics), so the use-case rolls back;
+    /// here it answers `Ok` meanwhile. On SQLite it is taken at once and answered.
+    pub async fn take_with_writes(
+        &self,
+        bucket: &str,
+        rate: Rate,
+        now: i64,
+        label: &'static str,
+    ) -> CoreResult<Step> {
+        if self.backend() == sea_orm::DbBackend::Postgres {
+            self.defer_take(bucket.to_owned(), rate, now, label).await?;
+            return Ok(Ok(()));
+        }
+        self.take(bucket, rate, now).await
+    }
 }
 
 /// GCRA on a shared row, in ONE statement when allowed: an upsert whose update applies
 /// only if the event fits (the same formula as `Rate::check`), so the row is created,
 /// locked and stepped in a single round trip. When it does not fit, nothing changes and a
 /// read says how long to wait.
-async fn take<C: ConnectionTrait>(
+pub(super) async fn take<C: ConnectionTrait>(
     db: &C,
     front: Vec<Statement>,
     bucket: &str,
     rate: Rate,
     now: i64,
 ) -> CoreResult<Step> {
-    let step = raw(
-        db.get_database_backend(),
+    let step = step_statement(db.get_database_backend(), bucket, rate, now);
+    let stepped = db.query_one_raw(with_writes(front, step)).await?;
+    if stepped.is_some() {
+        return Ok(Ok(()));
+    }
+    refused_step(db, bucket, rate, now).await
+}
+
+/// The GCRA step of a bucket as one upsert: it returns a row only when the event fits.
+pub(super) fn step_statement(
+    backend: sea_orm::DbBackend,
+    bucket: &str,
+    rate: Rate,
+    now: i64,
+) -> Statement {
+    raw(
+        backend,
         "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
              ON CONFLICT (bucket) DO UPDATE \
              SET tat = (CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END) + $4 \
@@ -65,11 +99,17 @@ async fn take<C: ConnectionTrait>(
             rate.emission_ms().into(),
             rate.period_ms().into(),
         ],
-    );
-    let stepped = db.query_one_raw(with_writes(front, step)).await?;
-    if stepped.is_some() {
-        return Ok(Ok(()));
-    }
+    )
+}
+
+/// After a step that did not fit: how long until the bucket allows one more (a read, on
+/// the refused path only).
+pub(super) async fn refused_step<C: ConnectionTrait>(
+    db: &C,
+    bucket: &str,
+    rate: Rate,
+    now: i64,
+) -> CoreResult<Step> {
     let row = rate_limit::Entity::find_by_id(bucket.to_owned())
         .one(db)
         .await?;

@@ -1,11 +1,14 @@
 //! The `tokens` table: one row per link sent, keyed by the token's keyed digest (never
 //! the token), with the digest of the code mailed beside it.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+use sea_orm::sea_query::{Expr, UpdateStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, RelationDef,
+};
 
 use super::Tx;
-use super::entity::token;
+use super::entity::{flow, token};
 use crate::domain::{FlowStep, TokenState};
 use crate::error::CoreResult;
 
@@ -54,18 +57,30 @@ impl Tx {
             .await?)
     }
 
+    /// The token stored under any of the candidate digests, with its flow: one read.
+    pub async fn token_with_flow(
+        &self,
+        candidates: &[String],
+    ) -> CoreResult<Option<(token::Model, flow::Model)>> {
+        let to_flow: RelationDef = token::Entity::belongs_to(flow::Entity)
+            .from(token::Column::FlowId)
+            .to(flow::Column::FlowId)
+            .into();
+        let found = token::Entity::find()
+            .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
+            .join(JoinType::InnerJoin, to_flow)
+            .select_also(flow::Entity)
+            .one(self.conn().await?)
+            .await?;
+        Ok(found.and_then(|(t, f)| Some((t, f?))))
+    }
+
     /// Consumes a live, unexpired token: one conditional update, so of any number of
     /// concurrent confirmations exactly one sees `true`.
     pub async fn consume_token(&self, digest: &str, now: i64) -> CoreResult<bool> {
-        let res = token::Entity::update_many()
-            .col_expr(token::Column::State, Expr::value(TokenState::Used))
-            .col_expr(token::Column::UsedAt, Expr::value(now))
-            .filter(token::Column::Digest.eq(digest))
-            .filter(token::Column::State.eq(TokenState::Live))
-            .filter(token::Column::ExpiresAt.gt(now))
-            .exec(self.conn().await?)
-            .await?;
-        Ok(res.rows_affected == 1)
+        let consume = self.backend().build(&consume_update(digest, now));
+        let res = self.conn().await?.execute_raw(consume).await?;
+        Ok(res.rows_affected() == 1)
     }
 
     /// The newest live token of a flow's step (the one a code is checked against).
@@ -82,4 +97,15 @@ impl Tx {
             .one(self.conn().await?)
             .await?)
     }
+}
+
+/// Marks a live, unexpired token used.
+pub(super) fn consume_update(digest: &str, now: i64) -> UpdateStatement {
+    token::Entity::update_many()
+        .col_expr(token::Column::State, Expr::value(TokenState::Used))
+        .col_expr(token::Column::UsedAt, Expr::value(now))
+        .filter(token::Column::Digest.eq(digest))
+        .filter(token::Column::State.eq(TokenState::Live))
+        .filter(token::Column::ExpiresAt.gt(now))
+        .into_query()
 }

@@ -6,12 +6,16 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    QueryTrait, SqlErr,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QuerySelect, QueryTrait, SqlErr, Statement,
 };
 
+use super::batch::with_writes;
 use super::entity::user;
+use super::limits::{Step, refused_step, step_statement};
+use super::tokens::consume_update;
 use super::{Store, Tx, raw};
+use crate::domain::Rate;
 use crate::domain::mailbox::MailboxKey;
 use crate::error::{CoreError, CoreResult};
 
@@ -23,6 +27,18 @@ impl Store {
     }
 }
 
+/// The user's row, created if missing and locked (the upsert's update takes the lock).
+fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
+    raw(
+        backend,
+        "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
+         VALUES ($1, NULL, false, NULL, $2, $2) \
+         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
+         RETURNING user_id, email, email_key, email_verified, verified_at, created_at, updated_at, change_frozen_until",
+        [user_id.into(), now.into()],
+    )
+}
+
 impl Tx {
     /// Creates the user's row if it does not exist, and locks it: one statement (the
     /// upsert's update takes the row lock and RETURNING hands back the row).
@@ -30,17 +46,86 @@ impl Tx {
         let row = self
             .conn()
             .await?
-            .query_one_raw(raw(
-                self.backend(),
-                "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
-                 VALUES ($1, NULL, false, NULL, $2, $2) \
-                 ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
-                 RETURNING user_id, email, email_key, email_verified, verified_at, created_at, updated_at, change_frozen_until",
-                [user_id.into(), now.into()],
-            ))
+            .query_one_raw(upsert(self.backend(), user_id, now))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
         Ok(user::Model::from_query_result(&row, "")?)
+    }
+
+    /// `create_or_lock_user`, and one step of the rate-limit `bucket` under that lock: on
+    /// PostgreSQL in ONE statement (the user's upsert, then the bucket's; every statement
+    /// of this shape locks in that order, so two cannot deadlock), on SQLite one after
+    /// the other.
+    pub async fn create_or_lock_user_taking(
+        &self,
+        user_id: &str,
+        now: i64,
+        bucket: &str,
+        rate: Rate,
+    ) -> CoreResult<(user::Model, Step)> {
+        if self.backend() != DbBackend::Postgres {
+            let row = self.create_or_lock_user(user_id, now).await?;
+            return Ok((row, self.take(bucket, rate, now).await?));
+        }
+        let conn = self.conn().await?;
+        let both = with_writes(
+            vec![
+                upsert(self.backend(), user_id, now),
+                step_statement(self.backend(), bucket, rate, now),
+            ],
+            Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT w0.*, (SELECT count(*) FROM w1) AS stepped FROM w0",
+            ),
+        );
+        let row = conn
+            .query_one_raw(both)
+            .await?
+            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
+        let stepped: i64 = row.try_get("", "stepped")?;
+        let user = user::Model::from_query_result(&row, "")?;
+        let step = if stepped > 0 {
+            Ok(())
+        } else {
+            refused_step(conn, bucket, rate, now).await?
+        };
+        Ok((user, step))
+    }
+
+    /// Locks the user's row (if the user exists) and then consumes the live, unexpired
+    /// token `digest` under that lock (`consume_token`): on PostgreSQL in ONE statement,
+    /// user first, as every use-case locks; the token's update re-checks the newest
+    /// version of its row, so of concurrent confirmations exactly one consumes it.
+    pub async fn lock_user_consuming(
+        &self,
+        user_id: &str,
+        digest: &str,
+        now: i64,
+    ) -> CoreResult<(Option<user::Model>, bool)> {
+        if self.backend() != DbBackend::Postgres {
+            let row = self.lock_user(user_id).await?;
+            return Ok((row, self.consume_token(digest, now).await?));
+        }
+        let lock = user::Entity::find_by_id(user_id.to_owned())
+            .lock_exclusive()
+            .build(DbBackend::Postgres);
+        let mut consume = consume_update(digest, now);
+        consume.returning_col(super::entity::token::Column::Digest);
+        let both = with_writes(
+            vec![lock, DbBackend::Postgres.build(&consume)],
+            Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT w0.*, (SELECT count(*) FROM w1) AS consumed FROM w0",
+            ),
+        );
+        let Some(row) = self.conn().await?.query_one_raw(both).await? else {
+            return Ok((None, false));
+        };
+        let consumed: i64 = row.try_get("", "consumed")?;
+        Ok((
+            Some(user::Model::from_query_result(&row, "")?),
+            consumed == 1,
+        ))
     }
 
     /// Locks the user's row, if the user exists.
@@ -98,8 +183,15 @@ impl Tx {
             .col_expr(user::Column::EmailVerified, Expr::value(true))
             .col_expr(user::Column::VerifiedAt, Expr::value(now))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::UserId.eq(user_id));
-        match update.exec(self.conn().await?).await {
+            .filter(user::Column::UserId.eq(user_id))
+            .build(self.backend());
+        // The queued writes ride along: none of them touches `users` (see `batch.rs`).
+        let front = self.take_unsent();
+        match self
+            .raw_conn()
+            .execute_raw(with_writes(front, update))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 Err(CoreError::EmailTaken)
