@@ -14,12 +14,22 @@
 //!   and no later statement needs to see it before the queue is flushed.**
 //!
 //! Two things enforce the second half: every read and update goes through `conn()`, which
-//! flushes the queue first (so the transaction always sees its own writes); and
-//! `Tx::take` (the rate-limit step) lets the queue ride along only because no queued
-//! write touches `rate_limits`. What may be queued, then: inserts of fresh rows (token,
-//! mail, flow, event) and the update of a locked user's *unverified* address (no queued
-//! write touches `users`, and the address is outside the verified-address index, so it
-//! cannot fail). SQLite runs in-process: there each write executes at once.
+//! flushes the queue first (so the transaction always sees its own writes); and the few
+//! statements that carry the queue themselves do so only because no queued write touches
+//! their table: `Tx::take` (a rate-limit step), `Tx::take_with_writes` (a rate-limit
+//! step that waits to be the main part of the next flush, whose refusal is that flush's
+//! RATE_LIMITED), and `set_verified_email` (the one update of `users` that can fail: its
+//! unique-index violation is EMAIL_TAKEN, and the whole use-case rolls back). What may be
+//! queued, then: inserts of fresh rows (token, mail, flow, event), the update of a locked
+//! user's *unverified* address (outside the verified-address index, so it cannot fail),
+//! and a use-case's last update of its flow (`queue_flow_update`). SQLite runs
+//! in-process: there each write executes at once.
+//!
+//! A sign-up is then five round trips on PostgreSQL: BEGIN; the user's lock with the
+//! per-user limit's step; the read (verified owner, pending flow, suppression); every
+//! write with the per-recipient limit's step; COMMIT. A link confirmation is five too:
+//! BEGIN; the token with its flow; the user's lock with the token's consumption; every
+//! write with the address's; COMMIT.
 
 use std::sync::Mutex;
 
