@@ -181,30 +181,14 @@ impl Application {
         })
     }
 
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.listeners
-            .grpc
-            .local_addr()
-            .unwrap_or(self.config.grpc_addr)
-    }
-
-    pub fn http_addr(&self) -> SocketAddr {
-        self.listeners
-            .http
-            .local_addr()
-            .unwrap_or(self.config.http_addr)
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.listeners
-            .admin
-            .local_addr()
-            .unwrap_or(self.config.admin_addr)
-    }
-
     /// Cancel this to stop the application gracefully.
     pub fn stop_handle(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Where the bounce listener is bound, if it is on (port 0 in settings: a free one).
+    pub fn inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {

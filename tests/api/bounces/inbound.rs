@@ -10,18 +10,17 @@ use tonic::Code;
 
 use super::reports::{self, BOUNCE, tagged};
 use super::{assert_undeliverable, delivery_becomes, lift};
-use crate::helpers::{
-    Backend, TestApp, assert_reason, expect_err, free_port, metric, spawn_app_with,
-};
+use crate::helpers::{Backend, TestApp, assert_reason, expect_err, metric, spawn_app_with};
 
 async fn app(backend: Backend) -> (TestApp, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Port 0: the listener takes a free port as it binds (no race with other tests).
     let app = spawn_app_with(backend, |s| {
         s.bounces.bounce_address = Some(BOUNCE.into());
-        s.bounces.inbound_addr = Some(addr.to_string());
+        s.bounces.inbound_addr = Some("127.0.0.1:0".into());
         s.bounces.suppression_ttl = "1h".into();
     })
     .await;
+    let addr = app.inbound.expect("the bounce listener is on");
     (app, addr)
 }
 

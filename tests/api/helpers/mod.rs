@@ -132,6 +132,8 @@ pub fn test_settings(db: &TestDb, smtp: &SmtpSink) -> Settings {
 /// The application running inside the test process, on the test's runtime.
 pub struct TestApp {
     pub service: Service,
+    /// The bounce listener's address, when the settings turn it on.
+    pub inbound: Option<std::net::SocketAddr>,
     pub smtp: Arc<SmtpSink>,
     pub clock: ShiftedClock,
     stop: CancellationToken,
@@ -183,8 +185,10 @@ pub async fn start(
         .await
         .expect("the application starts");
     let stop = app.stop_handle();
+    let inbound = app.inbound_addr();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
+        inbound,
         service: Service::connect(grpc_addr, http_base, db.url.clone())
             .await
             .with_admin(admin_addr),
