@@ -32,6 +32,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub use postgres::{postgres_admin_url, postgres_available};
+pub use process::free_port;
 pub use service::Service;
 pub use smtp::{Inbox, ReceivedMail, SmtpSink};
 
@@ -290,15 +291,6 @@ pub async fn eventually<T>(
     poll_until(within, check)
         .await
         .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
-}
-
-/// A loopback port that was free a moment ago (for a process that binds it itself).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Number of rows in a table, with an optional `WHERE`, on any connection.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::{Service, SmtpSink, free_port, poll_until};
+use super::{Service, SmtpSink, poll_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_emailverify");
 
@@ -230,4 +230,24 @@ impl Drop for Served {
             );
         }
     }
+}
+
+/// A loopback port that was free a moment ago (for a process that binds it itself), and
+/// never one this test run handed out before: the kernel may offer a port again as soon as
+/// the probe closes it, before the first test's process has bound it.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port that was not handed out before, in 1000 tries");
 }
