@@ -27,9 +27,10 @@ pub struct Report {
     /// Of those, how many saw UNAVAILABLE before their OK.
     pub saw_unavailable: usize,
     /// Of those, how many had a call cut off with its connection before any answer (the
-    /// host closed it as it stopped). tonic names this CANCELLED ("connection closed") or
-    /// UNKNOWN ("transport error"); gRPC's other clients name it UNAVAILABLE. Safe to
-    /// retry: a repeated sign-up returns the same flow and sends no second mail.
+    /// host closed it, or refused the stream with GOAWAY, as it stopped). tonic names this
+    /// CANCELLED, UNKNOWN or INTERNAL with a transport error as the cause; gRPC's other
+    /// clients name it UNAVAILABLE (or retry it themselves). Safe to retry: a repeated
+    /// sign-up returns the same flow and sends no second mail.
     pub cut_off: usize,
     /// Any other answer, or a sign-up that never got its OK.
     pub failures: Vec<String>,
@@ -119,12 +120,13 @@ async fn sign_up(clients: &[EmailVerificationClient<Channel>], i: usize, report:
         .push(format!("sign-up {i}: UNAVAILABLE {TRIES} times"));
 }
 
-/// Whether a call failed in the transport, with no answer from the service: its
-/// connection was closed or reset under it.
+/// Whether a call failed in the client's transport, with no answer from the service: its
+/// connection was closed or reset under it, or the stream was refused by the stopping
+/// host's GOAWAY (HTTP/2 says such a stream was not processed). tonic makes up a status
+/// for these (CANCELLED, UNKNOWN or INTERNAL) with the transport error as its source; a
+/// status the service sent has none.
 fn unanswered(s: &tonic::Status) -> bool {
     use std::error::Error;
-    let transport = s
-        .source()
-        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
-    transport && matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unknown)
+    s.source()
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }
