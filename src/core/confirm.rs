@@ -60,10 +60,7 @@ impl Core {
     /// that can work (a finished flow's old link can neither resend nor cancel). Reads only.
     pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<(FlowView, bool)>> {
         let tx = self.store.begin().await?;
-        let Some(tok) = tx.find_token(&self.candidates(token)).await? else {
-            return Ok(None);
-        };
-        let Some(f) = tx.flow(&tok.flow_id).await? else {
+        let Some((_, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
             return Ok(None);
         };
         Ok(Some((self.view(&f), f.state == FlowState::Pending)))

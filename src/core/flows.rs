@@ -264,12 +264,8 @@ impl Core {
         token: &Token,
     ) -> CoreResult<(Tx, UserId, token::Model)> {
         let tx = self.store.begin().await?;
-        let tok = tx
-            .find_token(&self.candidates(token))
-            .await?
-            .ok_or(CoreError::TokenNotFound)?;
-        let f = tx
-            .flow(&tok.flow_id)
+        let (tok, f) = tx
+            .token_with_flow(&self.candidates(token))
             .await?
             .ok_or(CoreError::TokenNotFound)?;
         let user = UserId::from_trusted(f.user_id);

@@ -49,15 +49,8 @@ impl Tx {
             .await
     }
 
-    /// The token stored under any of the candidate digests (one per configured key).
-    pub async fn find_token(&self, candidates: &[String]) -> CoreResult<Option<token::Model>> {
-        Ok(token::Entity::find()
-            .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
-            .one(self.conn().await?)
-            .await?)
-    }
-
-    /// The token stored under any of the candidate digests, with its flow: one read.
+    /// The token stored under any of the candidate digests (one per configured key), with
+    /// its flow: one read.
     pub async fn token_with_flow(
         &self,
         candidates: &[String],

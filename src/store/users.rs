@@ -39,6 +39,29 @@ fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
     )
 }
 
+/// One PostgreSQL statement: `user_sql` (a user's row, locked), then `then_sql`, whose
+/// rows are counted. The user's row comes first, the lock order every use-case keeps
+/// (the main select reads it before the subquery runs `then_sql`). The user, if any, and
+/// that count.
+async fn user_then(
+    conn: &impl ConnectionTrait,
+    user_sql: Statement,
+    then_sql: Statement,
+) -> CoreResult<Option<(user::Model, i64)>> {
+    let both = with_writes(
+        vec![user_sql, then_sql],
+        Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT w0.*, (SELECT count(*) FROM w1) AS counted FROM w0",
+        ),
+    );
+    let Some(row) = conn.query_one_raw(both).await? else {
+        return Ok(None);
+    };
+    let counted: i64 = row.try_get("", "counted")?;
+    Ok(Some((user::Model::from_query_result(&row, "")?, counted)))
+}
+
 impl Tx {
     /// Creates the user's row if it does not exist, and locks it: one statement (the
     /// upsert's update takes the row lock and RETURNING hands back the row).
@@ -68,22 +91,10 @@ impl Tx {
             return Ok((row, self.take(bucket, rate, now).await?));
         }
         let conn = self.conn().await?;
-        let both = with_writes(
-            vec![
-                upsert(self.backend(), user_id, now),
-                step_statement(self.backend(), bucket, rate, now),
-            ],
-            Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT w0.*, (SELECT count(*) FROM w1) AS stepped FROM w0",
-            ),
-        );
-        let row = conn
-            .query_one_raw(both)
+        let step_sql = step_statement(self.backend(), bucket, rate, now);
+        let (user, stepped) = user_then(conn, upsert(self.backend(), user_id, now), step_sql)
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
-        let stepped: i64 = row.try_get("", "stepped")?;
-        let user = user::Model::from_query_result(&row, "")?;
         let step = if stepped > 0 {
             Ok(())
         } else {
@@ -111,21 +122,11 @@ impl Tx {
             .build(DbBackend::Postgres);
         let mut consume = consume_update(digest, now);
         consume.returning_col(super::entity::token::Column::Digest);
-        let both = with_writes(
-            vec![lock, DbBackend::Postgres.build(&consume)],
-            Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT w0.*, (SELECT count(*) FROM w1) AS consumed FROM w0",
-            ),
-        );
-        let Some(row) = self.conn().await?.query_one_raw(both).await? else {
-            return Ok((None, false));
-        };
-        let consumed: i64 = row.try_get("", "consumed")?;
-        Ok((
-            Some(user::Model::from_query_result(&row, "")?),
-            consumed == 1,
-        ))
+        let consume = DbBackend::Postgres.build(&consume);
+        Ok(match user_then(self.conn().await?, lock, consume).await? {
+            Some((user, consumed)) => (Some(user), consumed == 1),
+            None => (None, false),
+        })
     }
 
     /// Locks the user's row, if the user exists.
