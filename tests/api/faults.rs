@@ -7,7 +7,7 @@ use std::time::Duration;
 use emailverify::domain::Keyring;
 
 use crate::helpers::postgres::{PrivatePostgres, skip_postgres_case};
-use crate::helpers::process::serve;
+use crate::helpers::process::{Replicas, replicas, serve};
 use crate::helpers::{Backend, Inbox, SmtpSink, eventually, fresh_database, sign_up, sign_ups};
 
 const DRAIN: usize = 500;
@@ -61,21 +61,20 @@ const SPREAD: usize = 1000;
 /// Three processes on one PostgreSQL share the outbox: every mail goes out exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_on_one_postgres_send_a_thousand_distinct_mails() {
-    if !crate::helpers::postgres_available().await {
-        return;
-    }
-    let db = fresh_database(Backend::Postgres).await;
-    let smtp = SmtpSink::start().await;
-    let key = Keyring::generate_key_base64();
     // Three pools on one server: kept small so that, with the other tests' databases on
     // the same server, they stay well inside its max_connections (100 by default).
     let env = [
         ("EMAILVERIFY_LIMIT_PER_USER", "100/1h"),
         ("EMAILVERIFY_DB_POOL", "8"),
     ];
-    let a = serve(&db.url, &smtp, &key, &env).await;
-    let b = serve(&db.url, &smtp, &key, &env).await;
-    let c = serve(&db.url, &smtp, &key, &env).await;
+    let Some(Replicas {
+        db,
+        smtp,
+        served: [a, b, c],
+    }) = replicas(&env).await
+    else {
+        return;
+    };
 
     sign_ups(
         &[a.grpc.clone(), b.grpc.clone(), c.grpc.clone()],

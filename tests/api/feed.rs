@@ -3,17 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use emailverify::domain::Keyring;
 use emailverify::grpc::pb;
 use emailverify::grpc::pb::email_verification_client::EmailVerificationClient;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::process::serve;
-use crate::helpers::{
-    Backend, SmtpSink, TestApp, assert_reason, fresh_database, sign_ups, spawn_app_with,
-};
+use crate::helpers::process::{Replicas, replicas};
+use crate::helpers::{Backend, TestApp, assert_reason, sign_ups, spawn_app_with};
 
 fn watch_request(after: &str, types: &[&str], from_beginning: bool) -> pb::WatchEventsRequest {
     pb::WatchEventsRequest {
@@ -163,20 +160,19 @@ crate::on_both_backends!(the_feed_replays_filters_resumes_and_follows);
 /// event of the table exactly once, in the table's feed order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_is_gap_free_while_three_processes_write() {
-    if !crate::helpers::postgres_available().await {
-        return;
-    }
     const SIGN_UPS: usize = 1100;
-    let db = fresh_database(Backend::Postgres).await;
-    let smtp = SmtpSink::start().await;
-    let key = Keyring::generate_key_base64();
     let env = [
         ("EMAILVERIFY_LIMIT_PER_USER", "100/1h"),
         ("EMAILVERIFY_DB_POOL", "8"),
     ];
-    let a = serve(&db.url, &smtp, &key, &env).await;
-    let b = serve(&db.url, &smtp, &key, &env).await;
-    let c = serve(&db.url, &smtp, &key, &env).await;
+    let Some(Replicas {
+        db,
+        smtp,
+        served: [a, b, c],
+    }) = replicas(&env).await
+    else {
+        return;
+    };
 
     let steady = tokio::spawn({
         let grpc = a.grpc.clone();
@@ -283,14 +279,13 @@ async fn the_feed_is_gap_free_while_three_processes_write() {
 /// reader still gets every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_that_never_read_do_not_grow_the_server() {
-    if !crate::helpers::postgres_available().await {
-        return;
-    }
     const EVENTS: usize = 50_000;
-    let db = fresh_database(Backend::Postgres).await;
-    let smtp = SmtpSink::start().await;
-    let key = Keyring::generate_key_base64();
-    let a = serve(&db.url, &smtp, &key, &[("EMAILVERIFY_DB_POOL", "4")]).await;
+    let Some(Replicas {
+        db, served: [a], ..
+    }) = replicas(&[("EMAILVERIFY_DB_POOL", "4")]).await
+    else {
+        return;
+    };
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     conn.execute_unprepared(&format!(
         "INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id, repeats) \

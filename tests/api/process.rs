@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use emailverify::domain::Keyring;
 
-use crate::helpers::process::{command, run, run_ok, serve};
+use crate::helpers::process::{Replicas, command, replicas, run, run_ok, serve};
 use crate::helpers::{Backend, SmtpSink, assert_reason, eventually, free_port, fresh_database};
 
 async fn the_binary_serves_a_whole_flow_and_stops_cleanly_on_sigterm(backend: Backend) {
@@ -194,18 +194,18 @@ async fn a_bad_setting_stops_the_start_and_is_named(backend: Backend) {
 /// Limits live in the database: two processes on one Postgres share them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_share_the_rate_limits() {
-    if !crate::helpers::postgres_available().await {
-        return;
-    }
-    let db = fresh_database(Backend::Postgres).await;
-    let smtp = SmtpSink::start().await;
-    let key = Keyring::generate_key_base64();
     let limits = [
         ("EMAILVERIFY_LIMIT_PER_RECIPIENT", "3/1h"),
         ("EMAILVERIFY_LIMIT_PER_USER", "2/1h"),
     ];
-    let a = serve(&db.url, &smtp, &key, &limits).await;
-    let b = serve(&db.url, &smtp, &key, &limits).await;
+    let Some(Replicas {
+        smtp,
+        served: [a, b],
+        ..
+    }) = replicas(&limits).await
+    else {
+        return;
+    };
     let victim = "victim@example.com";
     // Per recipient: 3 mails in an hour, across both processes.
     a.request_verification("u1", victim).await.unwrap();
@@ -225,6 +225,13 @@ async fn two_processes_on_one_postgres_share_the_rate_limits() {
         .await
         .unwrap_err();
     assert_reason(&refused, tonic::Code::ResourceExhausted, "RATE_LIMITED");
+    // The refused requests sent nothing: 3 mails to the victim, 2 to the same user.
+    let mut to = Vec::new();
+    for _ in 0..5 {
+        to.push(smtp.next_mail().await.to.join(","));
+    }
+    smtp.assert_no_mail().await;
+    assert_eq!(to.iter().filter(|t| *t == victim).count(), 3, "{to:?}");
     assert!(a.terminate().await.0.success());
     assert!(b.terminate().await.0.success());
 }

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use emailverify::domain::Keyring;
 use sea_orm::ConnectionTrait;
 
-use crate::helpers::process::serve;
-use crate::helpers::{Backend, SmtpSink, TestApp, fresh_database, poll_until, spawn_app_with};
+use crate::helpers::process::{Replicas, replicas};
+use crate::helpers::{Backend, TestApp, poll_until, spawn_app_with};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -75,21 +74,19 @@ fn pruned(metrics: &str, table: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_pruning_at_once_delete_each_row_once() {
-    if !crate::helpers::postgres_available().await {
-        return;
-    }
     const OLD: u64 = 30_000;
-    let db = fresh_database(Backend::Postgres).await;
-    let smtp = SmtpSink::start().await;
-    let key = Keyring::generate_key_base64();
     let env = [
         ("EMAILVERIFY_DB_POOL", "4"),
         ("EMAILVERIFY_RETENTION_EVERY", "50ms"),
     ];
     // Both processes run (the first migrates); then 30,000 events of 1970 arrive in one
     // commit, and both prune them at once, 1,000 rows a statement.
-    let a = serve(&db.url, &smtp, &key, &env).await;
-    let b = serve(&db.url, &smtp, &key, &env).await;
+    let Some(Replicas {
+        db, served: [a, b], ..
+    }) = replicas(&env).await
+    else {
+        return;
+    };
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     conn.execute_unprepared(&format!(
         "INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id, repeats) \

@@ -251,3 +251,30 @@ pub fn free_port() -> u16 {
     }
     panic!("no loopback port that was not handed out before, in 1000 tries");
 }
+
+/// `N` service processes on one fresh PostgreSQL database, sharing one SMTP sink and one
+/// token key, each with the `env` settings (started in turn: the first one migrates).
+pub struct Replicas<const N: usize> {
+    pub db: super::TestDb,
+    pub smtp: Arc<SmtpSink>,
+    pub served: [Served; N],
+}
+
+/// What the several-replica tests start from; `None` when no PostgreSQL case can run here
+/// (said after the summary; under `CI=true` it fails instead).
+pub async fn replicas<const N: usize>(env: &[(&str, &str)]) -> Option<Replicas<N>> {
+    if !super::postgres_available().await {
+        return None;
+    }
+    let db = super::fresh_database(super::Backend::Postgres).await;
+    let smtp = SmtpSink::start().await;
+    let key = emailverify::domain::Keyring::generate_key_base64();
+    let mut served = Vec::with_capacity(N);
+    for _ in 0..N {
+        served.push(serve(&db.url, &smtp, &key, env).await);
+    }
+    let Ok(served) = <[Served; N]>::try_from(served) else {
+        unreachable!("{N} processes were started")
+    };
+    Some(Replicas { db, smtp, served })
+}
