@@ -17,6 +17,7 @@ mod m20261130_000001_mailbox_key;
 mod m20261130_000002_event_repeats;
 mod m20261130_000003_suppression;
 mod m20261130_000004_feed_position;
+mod m20261201_000001_user_version;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000002_event_repeats::Migration),
             Box::new(m20261130_000003_suppression::Migration),
             Box::new(m20261130_000004_feed_position::Migration),
+            Box::new(m20261201_000001_user_version::Migration),
         ]
     }
 }

@@ -73,6 +73,36 @@ pub enum CoreError {
     Internal(#[source] anyhow::Error),
 }
 
+/// Why an optimistic use-case gave up: what it read changed before it could write (or it
+/// needs a lock). It never reaches a caller: the core runs the use-case again, and its
+/// last try is a locked one, which cannot meet this (`Core::attempts`).
+#[derive(Debug, thiserror::Error)]
+#[error("a concurrent change, or a step that needs a lock; the use-case runs again")]
+pub struct Contended {
+    /// The use-case needs the locks (trying again optimistically cannot help).
+    pub needs_lock: bool,
+}
+
+impl CoreError {
+    /// See `Contended`: what it read changed.
+    pub fn contended() -> Self {
+        CoreError::Unavailable(Contended { needs_lock: false }.into())
+    }
+
+    /// See `Contended`: a step that only a locked use-case can take.
+    pub fn needs_lock() -> Self {
+        CoreError::Unavailable(Contended { needs_lock: true }.into())
+    }
+
+    /// Whether this is `Contended`, and if so whether it needs the locks.
+    pub fn contended_needs_lock(&self) -> Option<bool> {
+        match self {
+            CoreError::Unavailable(e) => e.downcast_ref::<Contended>().map(|c| c.needs_lock),
+            _ => None,
+        }
+    }
+}
+
 /// The coarse kind of an error: it decides the gRPC code and the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {

@@ -16,8 +16,19 @@ type Refused = (CoreError, Option<flow::Model>);
 impl Core {
     #[tracing::instrument(skip_all)]
     pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
+        let confirmation = self
+            .attempts("confirm_link", |optimistic| {
+                self.confirm_link_as(optimistic, token)
+            })
+            .await?;
+        crate::metrics::confirmed(confirmation.outcome.as_str(), "link");
+        Ok(confirmation)
+    }
+
+    /// ConfirmLink, optimistically or locked (`Core::attempts`).
+    async fn confirm_link_as(&self, optimistic: bool, token: &Token) -> CoreResult<Confirmation> {
         let now = self.now_ms();
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_as(optimistic).await?;
         let (tok, f) = match self.live_token(&tx, token, now).await {
             Ok(found) => found,
             Err(refused) => {
@@ -41,16 +52,15 @@ impl Core {
             self.advance(&tx, &user, user_row.email, f, now).await
         }
         .await;
-        let confirmation = self.finish(tx, &user, result).await?;
-        crate::metrics::confirmed(confirmation.outcome.as_str(), "link");
-        Ok(confirmation)
+        self.finish(tx, &user, result).await
     }
 
     /// What `GET /verify` shows: the flow of a live token, or the error a POST would give.
     /// Reads only: a mail scanner fetching the link changes nothing (and is not audited).
     pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
         let now = self.now_ms();
-        let tx = self.store.begin().await?;
+        // Reads only: one statement, no transaction around it.
+        let tx = self.store.begin_as(true).await?;
         let (_, f) = self.live_token(&tx, token, now).await.map_err(|(e, _)| e)?;
         Ok(self.view(&f))
     }
@@ -59,7 +69,7 @@ impl Core {
     /// still pending: a page then speaks the flow's language and offers only the buttons
     /// that can work (a finished flow's old link can neither resend nor cancel). Reads only.
     pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<(FlowView, bool)>> {
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_as(true).await?;
         let Some((_, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
             return Ok(None);
         };

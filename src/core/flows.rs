@@ -34,7 +34,8 @@ pub(super) enum Wanted {
 
 impl Core {
     /// RequestVerification and RequestChange: the user's row is created or locked, the
-    /// per-user limit taken, then the request's own rules run, all in one transaction.
+    /// per-user limit taken, then the request's own rules run, all in one transaction
+    /// (first optimistically: `Core::attempts`).
     pub(super) async fn request(
         &self,
         user: &UserId,
@@ -42,8 +43,22 @@ impl Core {
         locale: Locale,
         wanted: Wanted,
     ) -> CoreResult<FlowView> {
+        self.attempts("request", |optimistic| {
+            self.request_as(optimistic, user, email, locale, &wanted)
+        })
+        .await
+    }
+
+    async fn request_as(
+        &self,
+        optimistic: bool,
+        user: &UserId,
+        email: &EmailAddress,
+        locale: Locale,
+        wanted: &Wanted,
+    ) -> CoreResult<FlowView> {
         let now = self.now_ms();
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_as(optimistic).await?;
         // The user's lock and the per-user limit's step: one statement.
         let (bucket, rate) = self.user_limit(user);
         let (row, step) = tx
@@ -57,7 +72,16 @@ impl Core {
             }
         }
         .await;
-        self.finish_request(tx, user, result).await
+        match result {
+            // Optimistic, refused by the rules: nothing was sent, the per-user step
+            // included (it waits for the commit), so it is taken now, on its own.
+            Err(refused) if tx.is_optimistic() && !refused.reason().is_empty() => {
+                drop(tx);
+                let refused = self.user_limit_first(user, refused).await;
+                Err(self.refuse(user, None, refused).await)
+            }
+            result => self.finish_request(tx, user, result).await,
+        }
     }
 
     /// The start of every flow (RequestVerification, RequestChange), after the caller's

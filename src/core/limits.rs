@@ -66,6 +66,21 @@ impl Core {
         }
     }
 
+    /// An optimistic request its rules refused (its own step of the per-user limit was
+    /// never sent): the request is counted against its user now, on its own, and a user
+    /// over the limit is answered RATE_LIMITED whatever else was wrong, as on the locked
+    /// path, where the step comes first.
+    pub(super) async fn user_limit_first(&self, user: &UserId, refused: CoreError) -> CoreError {
+        let (bucket, rate) = self.user_limit(user);
+        match self.store.take(&bucket, rate, self.now_ms()).await {
+            Ok(step) => refused_if_over(step, "user").err().unwrap_or(refused),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count a refused request against its user");
+                refused
+            }
+        }
+    }
+
     /// Link mails per recipient address, whatever the account asking.
     pub(super) async fn take_recipient_limit(
         &self,

@@ -25,49 +25,100 @@
 //! and a use-case's last update of its flow (`queue_flow_update`). SQLite runs
 //! in-process: there each write executes at once.
 //!
-//! A sign-up is then five round trips on PostgreSQL: BEGIN; the user's lock with the
-//! per-user limit's step; the read (verified owner, pending flow, suppression); every
+//! A locked sign-up is then five round trips on PostgreSQL: BEGIN; the user's lock with
+//! the per-user limit's step; the read (verified owner, pending flow, suppression); every
 //! write with the per-recipient limit's step; COMMIT. A link confirmation is five too:
 //! BEGIN; the token with its flow; the user's lock with the token's consumption; every
 //! write with the address's; COMMIT.
+//!
+//! The hot use-cases first run OPTIMISTICALLY (`Store::begin_optimistic`, PostgreSQL
+//! only; see `optimistic.rs`): no BEGIN, no lock; the reads are plain statements, and
+//! every write, guard and limit step goes in ONE statement at `commit`. Then a sign-up
+//! is three round trips and a confirmation two, with one commit each.
 
 use std::sync::Mutex;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionTrait,
 };
 
 use super::Store;
+use super::combine::with_writes;
+use super::optimistic::Plan;
 use crate::domain::Rate;
 use crate::error::{CoreError, CoreResult};
 
 pub struct Tx {
-    txn: DatabaseTransaction,
+    handle: Handle,
     unsent: Mutex<Vec<Statement>>,
     /// A rate-limit step to send with the queued writes (`Tx::take_with_writes`).
     deferred_take: Mutex<Option<DeferredTake>>,
+    /// Optimistic only: what the one statement at `commit` must check and write.
+    plan: Option<Mutex<Plan>>,
+}
+
+/// What a use-case's statements run on: its transaction, or (optimistic) the pool, each
+/// statement on its own.
+pub(super) enum Handle {
+    Txn(DatabaseTransaction),
+    Db(DatabaseConnection),
 }
 
 /// A rate-limit step that rides with the queued writes as their statement's main part.
-struct DeferredTake {
-    bucket: String,
-    rate: Rate,
-    now: i64,
-    label: &'static str,
+pub(super) struct DeferredTake {
+    pub bucket: String,
+    pub rate: Rate,
+    pub now: i64,
+    pub label: &'static str,
 }
 
 impl Tx {
     pub(super) async fn begin(db: &DatabaseConnection) -> CoreResult<Self> {
         Ok(Tx {
-            txn: db.begin().await?,
+            handle: Handle::Txn(db.begin().await?),
             unsent: Mutex::new(Vec::new()),
             deferred_take: Mutex::new(None),
+            plan: None,
         })
     }
 
+    /// An optimistic use-case (PostgreSQL; SQLite begins a transaction as usual).
+    pub(super) async fn optimistic(db: &DatabaseConnection) -> CoreResult<Self> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Self::begin(db).await;
+        }
+        Ok(Tx {
+            handle: Handle::Db(db.clone()),
+            unsent: Mutex::new(Vec::new()),
+            deferred_take: Mutex::new(None),
+            plan: Some(Mutex::new(Plan::default())),
+        })
+    }
+
+    /// Whether this use-case runs optimistically (see `optimistic.rs`).
+    pub fn is_optimistic(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// The optimistic plan, if this use-case has one.
+    pub(super) fn plan(&self) -> Option<std::sync::MutexGuard<'_, Plan>> {
+        self.plan
+            .as_ref()
+            .map(|p| p.lock().expect("optimistic plan"))
+    }
+
+    /// For a step that needs the user's lock: an optimistic use-case cannot take it, so it
+    /// gives up and runs again locked (`CoreError::needs_lock`).
+    pub(super) fn locked_only(&self) -> CoreResult<()> {
+        if self.is_optimistic() {
+            return Err(CoreError::needs_lock());
+        }
+        Ok(())
+    }
+
     /// Sets a rate-limit step to go with the queued writes; one waiting before it is sent
-    /// first, with the writes queued so far.
+    /// first, with the writes queued so far. Optimistic: it joins the plan's steps.
     pub(super) async fn defer_take(
         &self,
         bucket: String,
@@ -75,26 +126,43 @@ impl Tx {
         now: i64,
         label: &'static str,
     ) -> CoreResult<()> {
-        if self.deferred_take.lock().expect("deferred take").is_some() {
-            self.flush().await?;
-        }
         let take = DeferredTake {
             bucket,
             rate,
             now,
             label,
         };
+        if let Some(mut plan) = self.plan() {
+            return plan.take(take);
+        }
+        if self.deferred_take.lock().expect("deferred take").is_some() {
+            self.flush().await?;
+        }
         *self.deferred_take.lock().expect("deferred take") = Some(take);
         Ok(())
     }
 
     pub async fn commit(self) -> CoreResult<()> {
-        self.flush().await?;
-        Ok(self.txn.commit().await?)
+        let unsent = self.take_unsent();
+        match self.handle {
+            Handle::Txn(txn) => {
+                send(
+                    &txn,
+                    unsent,
+                    self.deferred_take.into_inner().expect("deferred"),
+                )
+                .await?;
+                Ok(txn.commit().await?)
+            }
+            Handle::Db(db) => {
+                let plan = self.plan.expect("an optimistic Tx has a plan");
+                super::optimistic::commit(&db, plan.into_inner().expect("plan"), unsent).await
+            }
+        }
     }
 
     pub(super) fn backend(&self) -> DbBackend {
-        self.txn.get_database_backend()
+        self.handle.get_database_backend()
     }
 
     /// Queues a write that keeps the rule above, to go with the next statement; on
@@ -104,7 +172,7 @@ impl Tx {
             self.unsent.lock().expect("unsent writes").push(stmt);
             return Ok(());
         }
-        self.txn.execute_raw(stmt).await?;
+        self.handle.execute_raw(stmt).await?;
         Ok(())
     }
 
@@ -114,33 +182,87 @@ impl Tx {
     }
 
     /// Sends the queued writes, all in one statement, with the deferred rate-limit step
-    /// if there is one (its refusal is this flush's RATE_LIMITED).
+    /// if there is one (its refusal is this flush's RATE_LIMITED). Optimistic: nothing is
+    /// sent before `commit`.
     async fn flush(&self) -> CoreResult<()> {
-        let mut unsent = self.take_unsent();
+        if self.is_optimistic() {
+            return Ok(());
+        }
+        let unsent = self.take_unsent();
         let deferred = self.deferred_take.lock().expect("deferred take").take();
-        if let Some(d) = deferred {
-            let step = super::limits::take(&self.txn, unsent, &d.bucket, d.rate, d.now).await?;
-            return step.map_err(|retry_after| {
-                crate::metrics::rate_limited(d.label);
-                CoreError::RateLimited { retry_after }
-            });
-        }
-        if let Some(last) = unsent.pop() {
-            self.txn.execute_raw(with_writes(unsent, last)).await?;
-        }
-        Ok(())
+        send(&self.handle, unsent, deferred).await
     }
 
-    /// The transaction, with the queued writes sent: what every read and update uses.
-    pub(super) async fn conn(&self) -> CoreResult<&DatabaseTransaction> {
+    /// What every read and update uses: the transaction, with the queued writes sent.
+    /// Optimistic: the pool as it is; a read then sees what is committed, not this
+    /// use-case's queued writes (its reads all come before its writes).
+    pub(super) async fn conn(&self) -> CoreResult<&Handle> {
         self.flush().await?;
-        Ok(&self.txn)
+        Ok(&self.handle)
     }
 
     /// The transaction as it is, queued writes NOT sent: only for a statement that sends
     /// them itself (`with_writes`).
-    pub(super) fn raw_conn(&self) -> &DatabaseTransaction {
-        &self.txn
+    pub(super) fn raw_conn(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// The queued `writes` in one statement, with `deferred`'s step as its main part if set.
+async fn send(
+    conn: &impl ConnectionTrait,
+    mut writes: Vec<Statement>,
+    deferred: Option<DeferredTake>,
+) -> CoreResult<()> {
+    if let Some(d) = deferred {
+        let step = super::limits::take(conn, writes, &d.bucket, d.rate, d.now).await?;
+        return step.map_err(|retry_after| {
+            crate::metrics::rate_limited(d.label);
+            CoreError::RateLimited { retry_after }
+        });
+    }
+    if let Some(last) = writes.pop() {
+        conn.execute_raw(with_writes(writes, last)).await?;
+    }
+    Ok(())
+}
+
+// sea-orm declares the trait with async-trait (re-exported by sea-orm-migration).
+#[sea_orm_migration::async_trait::async_trait]
+impl ConnectionTrait for Handle {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Handle::Txn(t) => t.get_database_backend(),
+            Handle::Db(d) => d.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Handle::Txn(t) => t.execute_raw(stmt).await,
+            Handle::Db(d) => d.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Handle::Txn(t) => t.execute_unprepared(sql).await,
+            Handle::Db(d) => d.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Handle::Txn(t) => t.query_one_raw(stmt).await,
+            Handle::Db(d) => d.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Handle::Txn(t) => t.query_all_raw(stmt).await,
+            Handle::Db(d) => d.query_all_raw(stmt).await,
+        }
     }
 }
 
@@ -161,103 +283,5 @@ impl Store {
         }
         txn.commit().await?;
         Ok(())
-    }
-}
-
-/// One PostgreSQL statement that runs `front` as data-modifying CTEs and then `main`
-/// (whose result it returns). Each part keeps its own parameters: its `$n` are shifted
-/// past the parts before it. Our statements are built with every value bound, so a `$`
-/// in their text is always a placeholder.
-pub(super) fn with_writes(front: Vec<Statement>, main: Statement) -> Statement {
-    if front.is_empty() {
-        return main;
-    }
-    let mut sql = String::new();
-    let mut values = Vec::new();
-    for (i, part) in front.into_iter().enumerate() {
-        sql.push_str(if i == 0 { "WITH " } else { ", " });
-        sql.push_str(&format!("w{i} AS ("));
-        sql.push_str(&shift_placeholders(&part.sql, values.len()));
-        sql.push(')');
-        values.extend(part.values.map(|v| v.0).unwrap_or_default());
-    }
-    sql.push(' ');
-    sql.push_str(&shift_placeholders(&main.sql, values.len()));
-    values.extend(main.values.map(|v| v.0).unwrap_or_default());
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-}
-
-/// `$1` → `$(1 + by)`, for every placeholder in `sql`.
-fn shift_placeholders(sql: &str, by: usize) -> String {
-    debug_assert!(
-        !sql.contains('\''),
-        "statements combined by with_writes bind every value: {sql}"
-    );
-    if by == 0 {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut chars = sql.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        out.push(c);
-        if c != '$' {
-            continue;
-        }
-        let start = i + 1;
-        let mut end = start;
-        while let Some(&(j, d)) = chars.peek() {
-            if !d.is_ascii_digit() {
-                break;
-            }
-            end = j + 1;
-            chars.next();
-        }
-        match sql[start..end].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&sql[start..end]),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn combined_writes_keep_each_part_s_own_parameters() {
-        let pg = |sql: &str, values: Vec<sea_orm::Value>| {
-            Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-        };
-        let combined = with_writes(
-            vec![
-                pg("INSERT INTO a VALUES ($1, $2)", vec![1.into(), 2.into()]),
-                pg("UPDATE b SET x = $1", vec![3.into()]),
-            ],
-            pg(
-                "INSERT INTO c VALUES ($1, $10) RETURNING y",
-                vec![4.into(), 5.into()],
-            ),
-        );
-        assert_eq!(
-            combined.sql,
-            "WITH w0 AS (INSERT INTO a VALUES ($1, $2)), w1 AS (UPDATE b SET x = $3) \
-             INSERT INTO c VALUES ($4, $13) RETURNING y"
-        );
-        let values: Vec<sea_orm::Value> = combined.values.unwrap().0;
-        assert_eq!(
-            values,
-            vec![1.into(), 2.into(), 3.into(), 4.into(), 5.into()]
-        );
-    }
-
-    #[test]
-    fn a_statement_alone_is_sent_as_it_is() {
-        let main = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT $1",
-            [sea_orm::Value::from(7)],
-        );
-        assert_eq!(with_writes(Vec::new(), main.clone()).sql, main.sql);
     }
 }

@@ -41,3 +41,26 @@ fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// A database's own error: its SQLSTATE, the constraint it names (or ""), its message.
+pub(super) struct DatabaseError {
+    pub code: String,
+    pub constraint: String,
+    pub message: String,
+}
+
+/// The database error inside `err`, if it is one.
+pub(super) fn database_error(err: &DbErr) -> Option<DatabaseError> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+        return None;
+    };
+    Some(DatabaseError {
+        code: db.code()?.into_owned(),
+        constraint: db.constraint().unwrap_or_default().to_owned(),
+        message: db.message().to_owned(),
+    })
+}

@@ -35,21 +35,26 @@ impl Tx {
     /// for an unknown user and for one with nothing pending: the same statement, in the
     /// same time, either way.
     pub async fn lock_user_pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+        self.locked_only()?;
         let backend = self.backend();
-        let lock = match backend {
-            DbBackend::Postgres => "FOR UPDATE OF u",
+        let sql = match backend {
+            // The lock is an update that bumps the version (`users.rs`).
+            DbBackend::Postgres => {
+                "WITH u AS (UPDATE users SET version = version + 1 WHERE user_id = $1 \
+                   RETURNING user_id) \
+                 SELECT f.* FROM u LEFT JOIN flows f ON f.user_id = u.user_id AND f.state = $2"
+            }
             // One writer at a time: the transaction's first write takes the lock.
-            _ => "",
+            _ => {
+                "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id \
+                 AND f.state = $2 WHERE u.user_id = $1"
+            }
         };
-        let sql = format!(
-            "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id AND f.state = $2 \
-             WHERE u.user_id = $1 {lock}"
-        );
         let values = [user_id.into(), FlowState::Pending.as_str().into()];
         let row = self
             .conn()
             .await?
-            .query_one_raw(raw(backend, &sql, values))
+            .query_one_raw(raw(backend, sql, values))
             .await?;
         let Some(row) = row else { return Ok(None) };
         let flow_id: Option<String> = row.try_get("", "flow_id")?;
@@ -131,8 +136,11 @@ impl Tx {
         self.queue(insert).await
     }
 
-    /// Moves a flow to a new step/state and records its current link's times.
+    /// Moves a flow to a new step/state and records its current link's times. Not in an
+    /// optimistic use-case: ending one pending flow and starting the next in ONE
+    /// statement would trip the one-pending-flow index, its parts running in no set order.
     pub async fn update_flow(&self, f: &flow::Model) -> CoreResult<()> {
+        self.locked_only()?;
         self.conn()
             .await?
             .execute_raw(flow_update(f, self.backend()))

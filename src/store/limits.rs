@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
-use super::batch::with_writes;
+use super::combine::with_writes;
 use super::entity::rate_limit;
 use super::{Store, Tx, raw};
 use crate::domain::Rate;

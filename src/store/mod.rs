@@ -14,14 +14,18 @@
 //! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
-//! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched.
+//! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched;
+//! - `combine.rs` — several statements sent as one (`with_writes`);
+//! - `optimistic.rs` — a use-case without a lock: its reads, then ONE guarded statement.
 //!
-//! Concurrency: every use-case that changes a user's state first locks that user's row
-//! (`SELECT … FOR UPDATE` on Postgres; SQLite runs one writer at a time, and the embedded
-//! pool holds a single connection). Locks are always taken user → flow → token, so use-cases
-//! cannot deadlock each other.
+//! Concurrency: every use-case that changes a user's state either locks that user's row
+//! first (on Postgres with an update that bumps `users.version`; SQLite runs one writer
+//! at a time, and the embedded pool holds a single connection), or runs optimistically
+//! and writes only if that version is still the one it read (`optimistic.rs`). Locks are
+//! always taken user → flow → token, so use-cases cannot deadlock each other.
 
 mod batch;
+mod combine;
 mod delivery;
 pub mod entity;
 mod erase;
@@ -30,6 +34,7 @@ mod events;
 mod feed;
 mod flows;
 mod limits;
+mod optimistic;
 mod outbox;
 mod retention;
 mod suppressions;
@@ -165,12 +170,26 @@ impl Store {
         self.db.ping().await.is_ok()
     }
 
+    /// Whether this store is PostgreSQL (where use-cases may run optimistically).
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
 
     /// Starts a use-case's transaction (see `Tx`).
     pub async fn begin(&self) -> CoreResult<Tx> {
+        Tx::begin(&self.db).await
+    }
+
+    /// Starts a use-case optimistically on PostgreSQL (see `optimistic.rs`), or (`false`,
+    /// and on SQLite) in a transaction.
+    pub async fn begin_as(&self, optimistic: bool) -> CoreResult<Tx> {
+        if optimistic {
+            return Tx::optimistic(&self.db).await;
+        }
         Tx::begin(&self.db).await
     }
 }

@@ -3,12 +3,13 @@
 
 use sea_orm::sea_query::{Expr, UpdateStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, RelationDef,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    IdenStatic, Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
+    Statement,
 };
 
 use super::Tx;
-use super::entity::{flow, token};
+use super::entity::{flow, token, user};
 use crate::domain::{FlowStep, TokenState};
 use crate::error::CoreResult;
 
@@ -24,6 +25,7 @@ pub struct NewToken<'a> {
 impl Tx {
     /// Every live token of the flow stops working.
     pub async fn supersede_tokens(&self, flow_id: &str) -> CoreResult<()> {
+        self.locked_only()?;
         token::Entity::update_many()
             .col_expr(token::Column::State, Expr::value(TokenState::Superseded))
             .filter(token::Column::FlowId.eq(flow_id))
@@ -59,18 +61,52 @@ impl Tx {
             .from(token::Column::FlowId)
             .to(flow::Column::FlowId)
             .into();
-        let found = token::Entity::find()
+        let select = token::Entity::find()
             .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
             .join(JoinType::InnerJoin, to_flow)
-            .select_also(flow::Entity)
-            .one(self.conn().await?)
-            .await?;
+            .select_also(flow::Entity);
+        if self.is_optimistic() {
+            return self
+                .token_with_flow_and_user(select.build(DbBackend::Postgres))
+                .await;
+        }
+        let found = select.one(self.conn().await?).await?;
         Ok(found.and_then(|(t, f)| Some((t, f?))))
+    }
+
+    /// Optimistic `token_with_flow`: the same read, with the flow's user and its version
+    /// beside it (kept in the plan for `lock_user_consuming`): still one round trip.
+    async fn token_with_flow_and_user(
+        &self,
+        select: Statement,
+    ) -> CoreResult<Option<(token::Model, flow::Model)>> {
+        let user_columns: Vec<String> = user::Column::iter()
+            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
+            .collect();
+        let sql = format!(
+            "SELECT q.*, {}, u.version AS user_version FROM ({}) q \
+             LEFT JOIN users u ON u.user_id = q.\"B_user_id\"",
+            user_columns.join(", "),
+            select.sql
+        );
+        let read = Statement { sql, ..select };
+        let Some(row) = self.conn().await?.query_one_raw(read).await? else {
+            return Ok(None);
+        };
+        let tok = token::Model::from_query_result(&row, "A_")?;
+        let f = flow::Model::from_query_result(&row, "B_")?;
+        let version: Option<i64> = row.try_get("", "user_version")?;
+        if let Some(version) = version {
+            let user = user::Model::from_query_result(&row, "C_")?;
+            self.plan().expect("optimistic").read_user = Some((user, version));
+        }
+        Ok(Some((tok, f)))
     }
 
     /// Consumes a live, unexpired token: one conditional update, so of any number of
     /// concurrent confirmations exactly one sees `true`.
     pub async fn consume_token(&self, digest: &str, now: i64) -> CoreResult<bool> {
+        self.locked_only()?;
         let consume = self.backend().build(&consume_update(digest, now));
         let res = self.conn().await?.execute_raw(consume).await?;
         Ok(res.rows_affected() == 1)

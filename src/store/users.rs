@@ -6,13 +6,14 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QuerySelect, QueryTrait, SqlErr, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
+    SqlErr, Statement,
 };
 
-use super::batch::with_writes;
+use super::combine::with_writes;
 use super::entity::user;
 use super::limits::{Step, refused_step, step_statement};
+use super::optimistic::UserSet;
 use super::tokens::consume_update;
 use super::{Store, Tx, raw};
 use crate::domain::Rate;
@@ -33,9 +34,20 @@ fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
         backend,
         "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
          VALUES ($1, NULL, false, NULL, $2, $2) \
-         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
+         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at, \
+           version = users.version + 1 \
          RETURNING user_id, email, email_key, email_verified, verified_at, created_at, updated_at, change_frozen_until",
         [user_id.into(), now.into()],
+    )
+}
+
+/// The lock of a user's row on PostgreSQL: an update that bumps its version, so an
+/// optimistic use-case that read the row before knows it changed (`optimistic.rs`).
+fn lock_statement(user_id: &str) -> Statement {
+    raw(
+        DbBackend::Postgres,
+        "UPDATE users SET version = version + 1 WHERE user_id = $1 RETURNING *",
+        [user_id.into()],
     )
 }
 
@@ -66,6 +78,7 @@ impl Tx {
     /// Creates the user's row if it does not exist, and locks it: one statement (the
     /// upsert's update takes the row lock and RETURNING hands back the row).
     pub async fn create_or_lock_user(&self, user_id: &str, now: i64) -> CoreResult<user::Model> {
+        self.locked_only()?;
         let row = self
             .conn()
             .await?
@@ -86,6 +99,9 @@ impl Tx {
         bucket: &str,
         rate: Rate,
     ) -> CoreResult<(user::Model, Step)> {
+        if self.is_optimistic() {
+            return self.read_user_taking(user_id, now, bucket, rate).await;
+        }
         if self.backend() != DbBackend::Postgres {
             let row = self.create_or_lock_user(user_id, now).await?;
             return Ok((row, self.take(bucket, rate, now).await?));
@@ -117,24 +133,92 @@ impl Tx {
             let row = self.lock_user(user_id).await?;
             return Ok((row, self.consume_token(digest, now).await?));
         }
-        let lock = user::Entity::find_by_id(user_id.to_owned())
-            .lock_exclusive()
-            .build(DbBackend::Postgres);
         let mut consume = consume_update(digest, now);
         consume.returning_col(super::entity::token::Column::Digest);
         let consume = DbBackend::Postgres.build(&consume);
-        Ok(match user_then(self.conn().await?, lock, consume).await? {
-            Some((user, consumed)) => (Some(user), consumed == 1),
-            None => (None, false),
-        })
+        if self.is_optimistic() {
+            // The user as read with the token, and the token's consumption as a guard:
+            // the statement at commit holds only if both still are as read.
+            let read = match self.plan().and_then(|mut p| p.read_user.take()) {
+                Some(read) => Some(read),
+                None => self.read_user(user_id).await?,
+            };
+            let Some((row, version)) = read else {
+                return Ok((None, false));
+            };
+            let mut plan = self.plan().expect("optimistic");
+            plan.expect_user(user_id, Some(version), now)?;
+            plan.guard(consume);
+            return Ok((Some(row), true));
+        }
+        Ok(
+            match user_then(self.conn().await?, lock_statement(user_id), consume).await? {
+                Some((user, consumed)) => (Some(user), consumed == 1),
+                None => (None, false),
+            },
+        )
     }
 
     /// Locks the user's row, if the user exists.
     pub async fn lock_user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+        self.locked_only()?;
+        if self.backend() == DbBackend::Postgres {
+            let row = self
+                .conn()
+                .await?
+                .query_one_raw(lock_statement(user_id))
+                .await?;
+            return Ok(row
+                .map(|r| user::Model::from_query_result(&r, ""))
+                .transpose()?);
+        }
         Ok(user::Entity::find_by_id(user_id.to_owned())
-            .lock_exclusive()
             .one(self.conn().await?)
             .await?)
+    }
+
+    /// Optimistic: the user's row and its version, read without a lock.
+    async fn read_user(&self, user_id: &str) -> CoreResult<Option<(user::Model, i64)>> {
+        let read = raw(
+            DbBackend::Postgres,
+            "SELECT * FROM users WHERE user_id = $1",
+            [user_id.into()],
+        );
+        let Some(row) = self.conn().await?.query_one_raw(read).await? else {
+            return Ok(None);
+        };
+        let version: i64 = row.try_get("", "version")?;
+        Ok(Some((user::Model::from_query_result(&row, "")?, version)))
+    }
+
+    /// Optimistic `create_or_lock_user_taking`: the user's row as it is (or, if there is
+    /// none, as the statement at commit will insert it), with the expectation that it
+    /// stays so and the limit's step in the plan. The step's answer comes with commit.
+    async fn read_user_taking(
+        &self,
+        user_id: &str,
+        now: i64,
+        bucket: &str,
+        rate: Rate,
+    ) -> CoreResult<(user::Model, Step)> {
+        let read = self.read_user(user_id).await?;
+        let version = read.as_ref().map(|(_, v)| *v);
+        let row = read.map(|(row, _)| row).unwrap_or(user::Model {
+            user_id: user_id.to_owned(),
+            email: None,
+            email_key: None,
+            email_verified: false,
+            verified_at: None,
+            created_at: now,
+            updated_at: now,
+            change_frozen_until: None,
+        });
+        self.plan()
+            .expect("optimistic")
+            .expect_user(user_id, version, now)?;
+        self.defer_take(bucket.to_owned(), rate, now, "user")
+            .await?;
+        Ok((row, Ok(())))
     }
 
     /// The user's row (already locked by this transaction, or read as it is).
@@ -164,6 +248,15 @@ impl Tx {
         email: &str,
         now: i64,
     ) -> CoreResult<()> {
+        if let Some(mut plan) = self.plan() {
+            return plan.set_user(UserSet {
+                email: email.to_owned(),
+                key: key_of(email),
+                verified: false,
+                verified_at: None,
+                updated_at: now,
+            });
+        }
         let update = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(email.to_owned()))
             .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
@@ -178,6 +271,16 @@ impl Tx {
     /// unique index on verified keys if another user won a race for the same inbox: that,
     /// and only that, is `EmailTaken`.
     pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
+        if let Some(mut plan) = self.plan() {
+            // The index's verdict comes with the statement at commit (`optimistic.rs`).
+            return plan.set_user(UserSet {
+                email: email.to_owned(),
+                key: key_of(email),
+                verified: true,
+                verified_at: Some(now),
+                updated_at: now,
+            });
+        }
         let update = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(email.to_owned()))
             .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
@@ -209,6 +312,7 @@ impl Tx {
         email: &str,
         now: i64,
     ) -> CoreResult<()> {
+        self.locked_only()?;
         user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(Option::<String>::None))
             .col_expr(user::Column::EmailKey, Expr::value(Option::<String>::None))
@@ -222,6 +326,7 @@ impl Tx {
     }
 
     pub async fn freeze_changes(&self, user_id: &str, until: i64) -> CoreResult<()> {
+        self.locked_only()?;
         user::Entity::update_many()
             .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))
             .filter(user::Column::UserId.eq(user_id))

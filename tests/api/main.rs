@@ -24,6 +24,7 @@ mod limits;
 mod links;
 mod nats;
 mod ops;
+mod optimistic;
 mod people;
 mod process;
 mod relay;
