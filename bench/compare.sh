@@ -4,6 +4,9 @@
 #   bash bench/compare.sh BEFORE_BINARY AFTER_BINARY
 # e.g. build the older commit with `git worktree add`, `cargo build --release`, and pass its
 # target/release/emailverify. Needs a local PostgreSQL (as in .ci/run).
+# BENCH_ARGS adds options to every service run, e.g. BENCH_ARGS="--db-delay 1ms" (each round
+# trip to the database 1 ms longer, as across zones; the ceilings are then left out: pgbench
+# would need the same relay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=$1 after=$2
@@ -27,9 +30,11 @@ for run in 1 2; do
       fresh_pg ev_bench
       bin=$before
       [ "$which" = after ] && bin=$after
+      # shellcheck disable=SC2086 # BENCH_ARGS: several words
       target/release/emailverify-bench --service "$bin" --database-url "$PG/ev_bench" --concurrency "$c" \
-        --requests "${REQUESTS:-4000}" | grep -E "RequestVerification|ConfirmLink|RSS" | sed "s/^/$which run $run /"
+        --requests "${REQUESTS:-4000}" ${BENCH_ARGS:-} | grep -E "RequestVerification|ConfirmLink|RSS" | sed "s/^/$which run $run /"
     done
+    [ -n "${BENCH_ARGS:-}" ] && continue
     pgbench_run signup-one bench/pgbench-signup-one.sql "$c"
     pgbench_run confirm-one bench/pgbench-confirm-one.sql "$c"
   done

@@ -56,8 +56,13 @@ struct Args {
     /// The service binary.
     #[arg(long, default_value = "target/release/emailverify")]
     service: String,
+    /// Each round trip to the database takes this much longer (a relay holds the
+    /// database's answers: `delay.rs`), as with a database in another zone; e.g. `1ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    db_delay: Option<Duration>,
 }
 
+mod delay;
 mod sink;
 mod soak;
 mod timing;
@@ -71,11 +76,15 @@ async fn main() -> anyhow::Result<()> {
     let inbox = Arc::new(Mutex::new(Inbox::default()));
     let smtp = start_sink(inbox.clone()).await?;
 
+    let database_url = match args.db_delay {
+        Some(delay) => delay::delayed_database(&args.database_url, delay).await?,
+        None => args.database_url.clone(),
+    };
     let grpc_port = free_port()?;
     let http_port = free_port()?;
     let mut child = tokio::process::Command::new(&args.service)
         .arg("serve")
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", &database_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("EMAILVERIFY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env(
