@@ -62,7 +62,7 @@ impl Core {
         // The user's lock and the per-user limit's step: one statement.
         let (bucket, rate) = self.user_limit(user);
         let (row, step) = tx
-            .create_or_lock_user_taking(user.as_str(), now, &bucket, rate)
+            .create_or_lock_user_taking(user.as_str(), email.as_str(), now, &bucket, rate)
             .await?;
         let result = async {
             super::limits::refused_if_over(step, "user")?;

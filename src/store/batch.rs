@@ -31,17 +31,26 @@
 //! BEGIN; the token with its flow; the user's lock with the token's consumption; every
 //! write with the address's; COMMIT.
 //!
-//! The hot use-cases first run OPTIMISTICALLY (`Store::begin_optimistic`, PostgreSQL
-//! only; see `optimistic.rs`): no BEGIN, no lock; the reads are plain statements, and
-//! every write, guard and limit step goes in ONE statement at `commit`. Then a sign-up
-//! is three round trips and a confirmation two, with one commit each.
+//! The hot use-cases first run OPTIMISTICALLY (`Store::begin_as(true)`, PostgreSQL only;
+//! see `optimistic.rs`): no BEGIN, no lock, one pooled connection held for the use-case;
+//! the reads are plain statements, and every write, guard and limit step goes in ONE
+//! statement at `commit`. Then a sign-up is two statements (the user's row with what the
+//! request must know; everything it writes) and so is a confirmation (the token with its
+//! flow and user; everything it writes), with one commit each. Every checkout of a pooled
+//! connection costs one round trip more: sqlx tests the connection first (a sync), which
+//! is what keeps a connection the database dropped from failing a request.
 
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{AssertSqlSafe, Postgres};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
-    QueryResult, Statement, TransactionTrait,
+    QueryResult, RuntimeErr, Statement, TransactionTrait,
 };
+use sea_query_sqlx::SqlxValues;
 
 use super::Store;
 use super::combine::with_writes;
@@ -58,11 +67,12 @@ pub struct Tx {
     plan: Option<Mutex<Plan>>,
 }
 
-/// What a use-case's statements run on: its transaction, or (optimistic) the pool, each
-/// statement on its own.
+/// What a use-case's statements run on: its transaction, or (optimistic) one pooled
+/// PostgreSQL connection held for the use-case, each statement on its own (autocommit):
+/// one checkout for all of them (sqlx tests a connection at each checkout, a round trip).
 pub(super) enum Handle {
     Txn(DatabaseTransaction),
-    Db(DatabaseConnection),
+    Conn(tokio::sync::Mutex<PoolConnection<Postgres>>),
 }
 
 /// A rate-limit step that rides with the queued writes as their statement's main part.
@@ -88,8 +98,13 @@ impl Tx {
         if db.get_database_backend() != DbBackend::Postgres {
             return Self::begin(db).await;
         }
+        let conn = db
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
         Ok(Tx {
-            handle: Handle::Db(db.clone()),
+            handle: Handle::Conn(tokio::sync::Mutex::new(conn)),
             unsent: Mutex::new(Vec::new()),
             deferred_take: Mutex::new(None),
             plan: Some(Mutex::new(Plan::default())),
@@ -154,9 +169,9 @@ impl Tx {
                 .await?;
                 Ok(txn.commit().await?)
             }
-            Handle::Db(db) => {
+            conn @ Handle::Conn(_) => {
                 let plan = self.plan.expect("an optimistic Tx has a plan");
-                super::optimistic::commit(&db, plan.into_inner().expect("plan"), unsent).await
+                super::optimistic::commit(&conn, plan.into_inner().expect("plan"), unsent).await
             }
         }
     }
@@ -228,40 +243,74 @@ async fn send(
 }
 
 // sea-orm declares the trait with async-trait (re-exported by sea-orm-migration).
+/// A sea-orm statement as sqlx runs it (what sea-orm's own PostgreSQL driver does).
+fn sqlx_query(stmt: &Statement) -> sea_orm::sqlx::query::Query<'_, Postgres, SqlxValues> {
+    let values = stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new()));
+    sea_orm::sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
+}
+
+fn query_err(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+fn exec_err(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+// sea-orm declares the trait with async-trait (re-exported by sea-orm-migration).
 #[sea_orm_migration::async_trait::async_trait]
 impl ConnectionTrait for Handle {
     fn get_database_backend(&self) -> DbBackend {
         match self {
             Handle::Txn(t) => t.get_database_backend(),
-            Handle::Db(d) => d.get_database_backend(),
+            Handle::Conn(_) => DbBackend::Postgres,
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match self {
             Handle::Txn(t) => t.execute_raw(stmt).await,
-            Handle::Db(d) => d.execute_raw(stmt).await,
+            Handle::Conn(c) => {
+                let mut c = c.lock().await;
+                let done = sqlx_query(&stmt).execute(&mut **c).await;
+                done.map(Into::into).map_err(exec_err)
+            }
         }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match self {
             Handle::Txn(t) => t.execute_unprepared(sql).await,
-            Handle::Db(d) => d.execute_unprepared(sql).await,
+            Handle::Conn(c) => {
+                let mut c = c.lock().await;
+                let done = sea_orm::sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut **c)
+                    .await;
+                done.map(Into::into).map_err(exec_err)
+            }
         }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
             Handle::Txn(t) => t.query_one_raw(stmt).await,
-            Handle::Db(d) => d.query_one_raw(stmt).await,
+            Handle::Conn(c) => {
+                let mut c = c.lock().await;
+                let row = sqlx_query(&stmt).fetch_optional(&mut **c).await;
+                row.map(|r| r.map(Into::into)).map_err(query_err)
+            }
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
             Handle::Txn(t) => t.query_all_raw(stmt).await,
-            Handle::Db(d) => d.query_all_raw(stmt).await,
+            Handle::Conn(c) => {
+                let mut c = c.lock().await;
+                let rows = sqlx_query(&stmt).fetch_all(&mut **c).await;
+                rows.map(|r| r.into_iter().map(Into::into).collect())
+                    .map_err(query_err)
+            }
         }
     }
 }

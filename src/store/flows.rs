@@ -3,11 +3,11 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
-    Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable,
+    QueryFilter, QueryTrait, Statement,
 };
 
-use super::entity::flow;
+use super::entity::{flow, user};
 use super::suppressions::{Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
 use crate::domain::FlowState;
@@ -75,24 +75,15 @@ impl Tx {
         also_mailed: Option<&str>,
         now: i64,
     ) -> CoreResult<RequestRead> {
+        let read_ahead = self
+            .plan()
+            .and_then(|mut p| p.read_ahead(email, also_mailed));
+        if let Some(read) = read_ahead {
+            return Ok(read);
+        }
         let key = super::users::key_of(email);
         let other = also_mailed.map_or_else(|| key.clone(), super::users::key_of);
-        // The two suppression columns come from the same row: the same filter and order.
-        let suppressed = |column: &str| {
-            format!(
-                "(SELECT {column} FROM suppressions \
-                  WHERE (\"until\" IS NULL OR \"until\" > $4) AND email_key IN ($1, $5) \
-                  ORDER BY cause DESC, \"until\" DESC LIMIT 1)"
-            )
-        };
-        let sql = format!(
-            "SELECT (SELECT user_id FROM users WHERE email_key = $1 AND email_verified LIMIT 1) \
-               AS verified_owner, {} AS suppressed_cause, {} AS suppressed_until, f.* \
-             FROM (SELECT 1 AS one) AS one \
-             LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
-            suppressed("cause"),
-            suppressed("\"until\""),
-        );
+        let sql = request_read_sql("$5", "", "");
         let values = [
             key.into(),
             user_id.into(),
@@ -106,22 +97,44 @@ impl Tx {
             .query_one_raw(raw(self.backend(), &sql, values))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
-        let flow_id: Option<String> = row.try_get("", "flow_id")?;
-        let cause: Option<String> = row.try_get("", "suppressed_cause")?;
-        Ok(RequestRead {
-            verified_owner: row.try_get("", "verified_owner")?,
-            pending: match flow_id {
-                Some(_) => Some(flow::Model::from_query_result(&row, "")?),
-                None => None,
-            },
-            suppression: match cause {
-                Some(cause) => Some(Suppression {
-                    cause: SuppressionCause::parse(&cause),
-                    until: row.try_get("", "suppressed_until")?,
-                }),
-                None => None,
-            },
-        })
+        request_read_of(&row)
+    }
+
+    /// Optimistic: the user's row and its version (if any) and `request_read` for `email`,
+    /// in ONE read. The second key suppressions are looked up for is the user's verified
+    /// address, the one a change's first link goes to (`also_mailed`).
+    pub(super) async fn user_and_request_read(
+        &self,
+        user_id: &str,
+        email: &str,
+        now: i64,
+    ) -> CoreResult<(Option<(user::Model, i64)>, RequestRead)> {
+        let user_columns: Vec<String> = user::Column::iter()
+            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
+            .collect();
+        let sql = request_read_sql(
+            "COALESCE(CASE WHEN u.email_verified THEN u.email_key END, $1)",
+            &format!(", {}, u.version AS user_version", user_columns.join(", ")),
+            "LEFT JOIN users u ON u.user_id = $2",
+        );
+        let values = [
+            super::users::key_of(email).into(),
+            user_id.into(),
+            FlowState::Pending.as_str().into(),
+            now.into(),
+        ];
+        let row = self
+            .conn()
+            .await?
+            .query_one_raw(raw(DbBackend::Postgres, &sql, values))
+            .await?
+            .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
+        let version: Option<i64> = row.try_get("", "user_version")?;
+        let user = match version {
+            Some(v) => Some((user::Model::from_query_result(&row, "C_")?, v)),
+            None => None,
+        };
+        Ok((user, request_read_of(&row)?))
     }
 
     pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {
@@ -182,4 +195,46 @@ async fn pending_flow<C: ConnectionTrait>(
         .filter(flow::Column::State.eq(FlowState::Pending))
         .one(db)
         .await?)
+}
+
+/// The request read: `other` is the second key suppressions are looked up for, `columns`
+/// and `join` what a caller reads beside it. `$1` the address's key, `$2` the user, `$3`
+/// the pending state, `$4` now.
+fn request_read_sql(other: &str, columns: &str, join: &str) -> String {
+    // The two suppression columns come from the same row: the same filter and order.
+    let suppressed = |column: &str| {
+        format!(
+            "(SELECT {column} FROM suppressions \
+              WHERE (\"until\" IS NULL OR \"until\" > $4) AND email_key IN ($1, {other}) \
+              ORDER BY cause DESC, \"until\" DESC LIMIT 1)"
+        )
+    };
+    format!(
+        "SELECT (SELECT user_id FROM users WHERE email_key = $1 AND email_verified LIMIT 1) \
+           AS verified_owner, {} AS suppressed_cause, {} AS suppressed_until, f.*{columns} \
+         FROM (SELECT 1 AS one) AS one {join} \
+         LEFT JOIN flows f ON f.user_id = $2 AND f.state = $3",
+        suppressed("cause"),
+        suppressed("\"until\""),
+    )
+}
+
+/// A `RequestRead` from a row of `request_read_sql`.
+fn request_read_of(row: &sea_orm::QueryResult) -> CoreResult<RequestRead> {
+    let flow_id: Option<String> = row.try_get("", "flow_id")?;
+    let cause: Option<String> = row.try_get("", "suppressed_cause")?;
+    Ok(RequestRead {
+        verified_owner: row.try_get("", "verified_owner")?,
+        pending: match flow_id {
+            Some(_) => Some(flow::Model::from_query_result(row, "")?),
+            None => None,
+        },
+        suppression: match cause {
+            Some(cause) => Some(Suppression {
+                cause: SuppressionCause::parse(&cause),
+                until: row.try_get("", "suppressed_until")?,
+            }),
+            None => None,
+        },
+    })
 }

@@ -54,9 +54,6 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::CoreResult;
 use crate::migrations::Migrator;
 
-/// How long a pooled PostgreSQL connection may sit idle before it is pinged on checkout.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
 pub use batch::Tx;
 pub use events::NewEvent;
 pub use feed::FeedPos;
@@ -88,11 +85,7 @@ impl Store {
             opts.max_connections(1).min_connections(1);
         } else {
             opts.max_connections(std::cmp::max(pool, 2))
-                .min_connections(2)
-                // A connection is pinged before use only after a second idle (one that
-                // may have been dropped meanwhile): pinging on EVERY checkout costs each
-                // statement of an optimistic use-case a round trip of its own.
-                .test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
+                .min_connections(2);
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == DbBackend::Sqlite {

@@ -23,9 +23,9 @@
 //! end and the next flow's start cannot share one statement) goes straight to the locked
 //! try (`CoreError::needs_lock`).
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::batch::DeferredTake;
+use super::batch::{DeferredTake, Handle};
 use super::combine::with_writes;
 use super::error::database_error;
 use super::limits::{refused_step, step_statement};
@@ -40,6 +40,8 @@ pub(super) struct Plan {
     takes: Vec<DeferredTake>,
     /// A user's row read ahead with a token (`token_with_flow`), and its version.
     pub read_user: Option<(super::entity::user::Model, i64)>,
+    /// `request_read` done ahead with the user's row, for (address, `also_mailed`).
+    request_read: Option<(String, Option<String>, super::RequestRead)>,
 }
 
 /// The user's row as the use-case read it, and what it sets on it.
@@ -84,6 +86,31 @@ impl Plan {
                 Ok(())
             }
             None => Err(CoreError::contended()),
+        }
+    }
+
+    /// Keeps `read`, the request read for `email` done ahead with the user's row, whose
+    /// `also_mailed` is then the user's verified address (see `Tx::request_read`).
+    pub fn keep_request_read(
+        &mut self,
+        email: &str,
+        also_mailed: Option<String>,
+        read: super::RequestRead,
+    ) {
+        self.request_read = Some((email.to_owned(), also_mailed, read));
+    }
+
+    /// The request read done ahead, if it was for these arguments.
+    pub fn read_ahead(
+        &mut self,
+        email: &str,
+        also_mailed: Option<&str>,
+    ) -> Option<super::RequestRead> {
+        match &self.request_read {
+            Some((e, also, _)) if e == email && also.as_deref() == also_mailed => {
+                self.request_read.take().map(|(_, _, read)| read)
+            }
+            _ => None,
         }
     }
 
@@ -153,11 +180,7 @@ impl UserWrite {
 }
 
 /// Sends the plan and the queued `writes` as ONE statement (see the module doc).
-pub(super) async fn commit(
-    db: &DatabaseConnection,
-    plan: Plan,
-    writes: Vec<Statement>,
-) -> CoreResult<()> {
+pub(super) async fn commit(db: &Handle, plan: Plan, writes: Vec<Statement>) -> CoreResult<()> {
     let verifies = plan
         .user
         .as_ref()
@@ -215,12 +238,7 @@ pub(super) async fn commit(
 }
 
 /// What an error of the statement means for the use-case.
-async fn refusal(
-    db: &DatabaseConnection,
-    takes: &[DeferredTake],
-    verifies: bool,
-    e: DbErr,
-) -> CoreError {
+async fn refusal(db: &Handle, takes: &[DeferredTake], verifies: bool, e: DbErr) -> CoreError {
     let Some(found) = database_error(&e) else {
         return e.into();
     };

@@ -91,16 +91,20 @@ impl Tx {
     /// `create_or_lock_user`, and one step of the rate-limit `bucket` under that lock: on
     /// PostgreSQL in ONE statement (the user's upsert, then the bucket's; every statement
     /// of this shape locks in that order, so two cannot deadlock), on SQLite one after
-    /// the other.
+    /// the other. `request_email`: the address the request is for; an optimistic
+    /// use-case reads what `request_read` will need for it with the user's row.
     pub async fn create_or_lock_user_taking(
         &self,
         user_id: &str,
+        request_email: &str,
         now: i64,
         bucket: &str,
         rate: Rate,
     ) -> CoreResult<(user::Model, Step)> {
         if self.is_optimistic() {
-            return self.read_user_taking(user_id, now, bucket, rate).await;
+            return self
+                .read_user_taking(user_id, request_email, now, bucket, rate)
+                .await;
         }
         if self.backend() != DbBackend::Postgres {
             let row = self.create_or_lock_user(user_id, now).await?;
@@ -197,11 +201,23 @@ impl Tx {
     async fn read_user_taking(
         &self,
         user_id: &str,
+        request_email: &str,
         now: i64,
         bucket: &str,
         rate: Rate,
     ) -> CoreResult<(user::Model, Step)> {
-        let read = self.read_user(user_id).await?;
+        let (read, request_read) = self
+            .user_and_request_read(user_id, request_email, now)
+            .await?;
+        let also_mailed = read
+            .as_ref()
+            .filter(|(u, _)| u.email_verified)
+            .and_then(|(u, _)| u.email.clone());
+        self.plan().expect("optimistic").keep_request_read(
+            request_email,
+            also_mailed,
+            request_read,
+        );
         let version = read.as_ref().map(|(_, v)| *v);
         let row = read.map(|(row, _)| row).unwrap_or(user::Model {
             user_id: user_id.to_owned(),

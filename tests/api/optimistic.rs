@@ -36,7 +36,7 @@ async fn optimistic_sign_up(
     let tx = store.begin_as(true).await.unwrap();
     assert!(tx.is_optimistic());
     let (_, step) = tx
-        .create_or_lock_user_taking(user, now, &format!("user:{user}"), rate("100/1h"))
+        .create_or_lock_user_taking(user, email, now, &format!("user:{user}"), rate("100/1h"))
         .await
         .unwrap();
     assert_eq!(step, Ok(()), "an optimistic step answers at commit");
@@ -115,7 +115,7 @@ async fn a_limit_that_refuses_at_commit_is_rate_limited_and_nothing_is_written()
         async move {
             let tx = store.begin_as(true).await.unwrap();
             let (_, step) = tx
-                .create_or_lock_user_taking(user, 1_000, "shared-bucket", one_an_hour)
+                .create_or_lock_user_taking(user, email, 1_000, "shared-bucket", one_an_hour)
                 .await
                 .unwrap();
             assert_eq!(step, Ok(()), "an optimistic step answers at commit");
@@ -154,7 +154,13 @@ async fn a_verified_address_taken_meanwhile_is_email_taken_at_commit() {
         async move {
             let tx = store.begin_as(true).await.unwrap();
             let (row, _) = tx
-                .create_or_lock_user_taking(user, 2_000, &format!("user:{user}"), rate("100/1h"))
+                .create_or_lock_user_taking(
+                    user,
+                    "shared@example.com",
+                    2_000,
+                    &format!("user:{user}"),
+                    rate("100/1h"),
+                )
                 .await
                 .unwrap();
             assert!(!row.email_verified);
