@@ -3,8 +3,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable,
-    QueryFilter, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
+    Statement,
 };
 
 use super::entity::{flow, user};
@@ -109,12 +109,9 @@ impl Tx {
         email: &str,
         now: i64,
     ) -> CoreResult<(Option<(user::Model, i64)>, RequestRead)> {
-        let user_columns: Vec<String> = user::Column::iter()
-            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
-            .collect();
         let sql = request_read_sql(
             "COALESCE(CASE WHEN u.email_verified THEN u.email_key END, $1)",
-            &format!(", {}, u.version AS user_version", user_columns.join(", ")),
+            &format!(", {}", super::users::user_columns_beside()),
             "LEFT JOIN users u ON u.user_id = $2",
         );
         let values = [

@@ -35,6 +35,8 @@ impl Tx {
     /// Takes one event from a bucket inside this transaction. No queued write touches
     /// `rate_limits`, so the queue rides along in the same statement (see `batch.rs`).
     pub async fn take(&self, bucket: &str, rate: Rate, now: i64) -> CoreResult<Step> {
+        // Optimistic: its statements commit one by one; the step must wait (`take_with_writes`).
+        self.locked_only()?;
         let front = self.take_unsent();
         take(self.raw_conn(), front, bucket, rate, now).await
     }

@@ -4,8 +4,7 @@
 use sea_orm::sea_query::{Expr, UpdateStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    IdenStatic, Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef,
-    Statement,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef, Statement,
 };
 
 use super::Tx;
@@ -80,13 +79,9 @@ impl Tx {
         &self,
         select: Statement,
     ) -> CoreResult<Option<(token::Model, flow::Model)>> {
-        let user_columns: Vec<String> = user::Column::iter()
-            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
-            .collect();
         let sql = format!(
-            "SELECT q.*, {}, u.version AS user_version FROM ({}) q \
-             LEFT JOIN users u ON u.user_id = q.\"B_user_id\"",
-            user_columns.join(", "),
+            "SELECT q.*, {} FROM ({}) q LEFT JOIN users u ON u.user_id = q.\"B_user_id\"",
+            super::users::user_columns_beside(),
             select.sql
         );
         let read = Statement { sql, ..select };

@@ -352,6 +352,16 @@ impl Tx {
     }
 }
 
+/// Every column of `users` (aliased `u` in the query) as `"C_<column>"`, with the row's
+/// version as `user_version`: the user beside another row (`from_query_result(.., "C_")`).
+pub(super) fn user_columns_beside() -> String {
+    use sea_orm::{IdenStatic, Iterable};
+    let columns: Vec<String> = user::Column::iter()
+        .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
+        .collect();
+    format!("{}, u.version AS user_version", columns.join(", "))
+}
+
 /// The key stored beside an address written to `users.email`, and looked up for it.
 pub(super) fn key_of(email: &str) -> String {
     MailboxKey::of(email).as_str().to_owned()
