@@ -31,30 +31,32 @@ impl Tx {
         pending_flow(self.conn().await?, user_id).await
     }
 
-    /// Locks the user's row and reads their pending flow, in one round trip. `None` both
-    /// for an unknown user and for one with nothing pending: the same statement, in the
-    /// same time, either way.
+    /// Locks the user's row, then reads their pending flow. `None` both for an unknown
+    /// user and for one with nothing pending: the same statements, in the same time,
+    /// either way. On PostgreSQL two statements: one statement's reads would see the
+    /// snapshot taken before it waited for the lock (READ COMMITTED), so a flow changed by
+    /// the use-case that held the lock would be read as it was (a wrong code counted twice
+    /// as one, a finished flow taken for pending).
     pub async fn lock_user_pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
         self.locked_only()?;
-        let backend = self.backend();
-        let sql = match backend {
+        let conn = self.conn().await?;
+        if self.backend() == DbBackend::Postgres {
             // The lock is an update that bumps the version (`users.rs`).
-            DbBackend::Postgres => {
-                "WITH u AS (UPDATE users SET version = version + 1 WHERE user_id = $1 \
-                   RETURNING user_id) \
-                 SELECT f.* FROM u LEFT JOIN flows f ON f.user_id = u.user_id AND f.state = $2"
-            }
-            // One writer at a time: the transaction's first write takes the lock.
-            _ => {
-                "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id \
-                 AND f.state = $2 WHERE u.user_id = $1"
-            }
-        };
+            let lock = raw(
+                DbBackend::Postgres,
+                "UPDATE users SET version = version + 1 WHERE user_id = $1 RETURNING user_id",
+                [user_id.into()],
+            );
+            let known = conn.query_one_raw(lock).await?.is_some();
+            let pending = pending_flow(conn, user_id).await?;
+            return Ok(pending.filter(|_| known));
+        }
+        // One writer at a time: the transaction's first write takes the lock.
+        let sql = "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id \
+                   AND f.state = $2 WHERE u.user_id = $1";
         let values = [user_id.into(), FlowState::Pending.as_str().into()];
-        let row = self
-            .conn()
-            .await?
-            .query_one_raw(raw(backend, sql, values))
+        let row = conn
+            .query_one_raw(raw(DbBackend::Sqlite, sql, values))
             .await?;
         let Some(row) = row else { return Ok(None) };
         let flow_id: Option<String> = row.try_get("", "flow_id")?;

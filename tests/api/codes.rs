@@ -93,6 +93,39 @@ async fn four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes(bac
     );
 }
 
+/// Wrong codes sent all at once are each counted: every CODE_MISMATCH tells a different
+/// number of attempts left, and no more than four are answered so. (Each use-case reads
+/// the flow after the user's lock, not from a snapshot taken before it waited.)
+async fn concurrent_wrong_codes_are_each_counted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let code = app.next_mail().await.code();
+    let guess = wrong(&code);
+    let guesses = (0..12).map(|_| app.confirm_code("user-1", &guess));
+    let answers = futures::future::join_all(guesses).await;
+    let mut left: Vec<String> = Vec::new();
+    for answer in answers {
+        let err = expect_err(answer);
+        let info = err.get_details_error_info().unwrap();
+        match info.reason.as_str() {
+            "CODE_MISMATCH" => left.push(info.metadata["attempts_left"].clone()),
+            "LOCKED_OUT" | "RATE_LIMITED" => {}
+            other => panic!("unexpected {other}: {err:?}"),
+        }
+    }
+    let mut distinct = left.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        left.len(),
+        "a wrong code went uncounted: {left:?}"
+    );
+    assert!(left.len() <= 4, "{left:?}");
+}
+
 async fn the_lock_and_the_count_survive_a_restart(backend: Backend) {
     let db = fresh_database(backend).await;
     let smtp = SmtpSink::start().await;
@@ -194,6 +227,7 @@ crate::on_both_backends!(
     the_code_in_the_mail_confirms_the_step_like_the_link,
     codes_work_for_both_steps_of_a_change,
     four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes,
+    concurrent_wrong_codes_are_each_counted,
     the_lock_and_the_count_survive_a_restart,
     resend_issues_a_new_code_and_kills_the_old_one,
     malformed_codes_and_nothing_pending_are_refused,
