@@ -9,7 +9,7 @@
 //! | `emailverify_confirmations_total` | outcome, via | successful confirmations (`link`, `code`) |
 //! | `emailverify_refusals_total` | reason | refused requests by contract reason |
 //! | `emailverify_rate_limited_total` | limit | refusals by `user`, `recipient`, `ip`, `code` limits |
-//! | `emailverify_optimistic_tries_total` | use_case, result | optimistic tries (`store::optimistic`): `ended`, or `ran_again` |
+//! | `emailverify_optimistic_tries_total` | use_case, result | optimistic tries (`store::optimistic`): `ended`, `ran_again` or `needs_lock` |
 //! | `emailverify_link_page_views_total` | result | `GET /verify`: `live` (a confirm page shown) or the refusal |
 //! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
 //! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
@@ -140,8 +140,8 @@ pub fn refused(reason: &'static str) {
     metrics::counter!("emailverify_refusals_total", "reason" => reason).increment(1);
 }
 
-/// An optimistic try of a use-case: `ended` (answered: done or refused) or `ran_again` (a
-/// concurrent change beat it, or it needed a lock).
+/// An optimistic try of a use-case: `ended` (answered: done or refused), `ran_again` (a
+/// concurrent change beat it) or `needs_lock` (it went on to the locked try).
 pub fn optimistic(use_case: &'static str, result: &'static str) {
     metrics::counter!("emailverify_optimistic_tries_total", "use_case" => use_case, "result" => result)
         .increment(1);

@@ -144,7 +144,7 @@ impl Core {
         // The link first, so the flow row is written once, complete.
         self.send_link(tx, &mut f, kind.first_step(), now).await?;
         tx.insert_flow(f.clone()).await?;
-        crate::metrics::flow_requested(kind.as_str());
+        tx.on_commit(move || crate::metrics::flow_requested(kind.as_str()));
         self.flow_event(tx, &f, event, &masked, "", now).await?;
         Ok(self.view(&f))
     }

@@ -65,6 +65,8 @@ pub struct Tx {
     deferred_take: Mutex<Option<DeferredTake>>,
     /// Optimistic only: what the one statement at `commit` must check and write.
     plan: Option<Mutex<Plan>>,
+    /// What to count once the use-case has committed (`Tx::on_commit`).
+    on_commit: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 /// What a use-case's statements run on: its transaction, or (optimistic) one pooled
@@ -90,6 +92,7 @@ impl Tx {
             unsent: Mutex::new(Vec::new()),
             deferred_take: Mutex::new(None),
             plan: None,
+            on_commit: Mutex::new(Vec::new()),
         })
     }
 
@@ -108,6 +111,7 @@ impl Tx {
             unsent: Mutex::new(Vec::new()),
             deferred_take: Mutex::new(None),
             plan: Some(Mutex::new(Plan::default())),
+            on_commit: Mutex::new(Vec::new()),
         })
     }
 
@@ -157,7 +161,23 @@ impl Tx {
         Ok(())
     }
 
+    /// Runs `counted` once this use-case has committed, never if it does not (e.g. a
+    /// metric: an optimistic try that loses must not count what it did not write).
+    pub fn on_commit(&self, counted: impl FnOnce() + Send + 'static) {
+        self.on_commit
+            .lock()
+            .expect("on commit")
+            .push(Box::new(counted));
+    }
+
     pub async fn commit(self) -> CoreResult<()> {
+        let on_commit = std::mem::take(&mut *self.on_commit.lock().expect("on commit"));
+        self.send_and_commit().await?;
+        on_commit.into_iter().for_each(|counted| counted());
+        Ok(())
+    }
+
+    async fn send_and_commit(self) -> CoreResult<()> {
         let unsent = self.take_unsent();
         match self.handle {
             Handle::Txn(txn) => {

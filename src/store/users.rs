@@ -209,10 +209,16 @@ impl Tx {
         let (read, request_read) = self
             .user_and_request_read(user_id, request_email, now)
             .await?;
+        // The read looked suppressions up for the stored key of the user's verified
+        // address; it stands for `request_read(.., Some(address))` only if that key is the
+        // address's (a row from before mailbox keys may lack it: then a real read follows).
         let also_mailed = read
             .as_ref()
             .filter(|(u, _)| u.email_verified)
-            .and_then(|(u, _)| u.email.clone());
+            .and_then(|(u, _)| u.email.clone())
+            .filter(|email| {
+                read.as_ref().and_then(|(u, _)| u.email_key.clone()) == Some(key_of(email))
+            });
         self.plan().expect("optimistic").keep_request_read(
             request_email,
             also_mailed,
