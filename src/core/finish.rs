@@ -41,19 +41,39 @@ impl Core {
     }
 
     /// `finish` for the requests that cost quota (RequestVerification, RequestChange,
-    /// Resend): a refused request rolled back its use of the per-user limit, so it is
-    /// counted again on its own — probing for taken addresses costs quota too.
+    /// Resend): a refused request wrote nothing, its use of the per-user limit included
+    /// (rolled back, or, optimistic, never sent), so it is counted again on its own —
+    /// probing for taken addresses costs quota too. A user the count finds over the limit
+    /// is answered RATE_LIMITED whatever the rules said, as when the limit's step came
+    /// first.
     pub(super) async fn finish_request<T>(
         &self,
         tx: Tx,
         user: &UserId,
         result: CoreResult<T>,
     ) -> CoreResult<T> {
-        let result = self.finish(tx, user, result).await;
-        if matches!(&result, Err(e) if !e.reason().is_empty()) {
-            self.count_refused_request(user).await;
+        match result {
+            Err(refused) if !refused.reason().is_empty() => {
+                drop(tx);
+                let over = self.count_refused_request(user).await;
+                let refused = match (over, refused) {
+                    (Some(retry_after), e) if !matches!(e, CoreError::RateLimited { .. }) => {
+                        crate::metrics::rate_limited("user");
+                        CoreError::RateLimited { retry_after }
+                    }
+                    (_, e) => e,
+                };
+                Err(self.refuse(user, None, refused).await)
+            }
+            result => {
+                let result = self.finish(tx, user, result).await;
+                // Refused at commit (a limit taken with the writes): counted too.
+                if matches!(&result, Err(e) if !e.reason().is_empty()) {
+                    self.count_refused_request(user).await;
+                }
+                result
+            }
         }
-        result
     }
 
     /// Records a refusal of `user` (type after its reason) and hands it back.

@@ -72,16 +72,7 @@ impl Core {
             }
         }
         .await;
-        match result {
-            // Optimistic, refused by the rules: nothing was sent, the per-user step
-            // included (it waits for the commit), so it is taken now, on its own.
-            Err(refused) if tx.is_optimistic() && !refused.reason().is_empty() => {
-                drop(tx);
-                let refused = self.user_limit_first(user, refused).await;
-                Err(self.refuse(user, None, refused).await)
-            }
-            result => self.finish_request(tx, user, result).await,
-        }
+        self.finish_request(tx, user, result).await
     }
 
     /// The start of every flow (RequestVerification, RequestChange), after the caller's

@@ -53,30 +53,15 @@ impl Core {
         (bucket("user", user.as_str()), self.policy.user_rate)
     }
 
-    /// A refused request, counted against its user on its own (its transaction, and the
-    /// limit it took there, were rolled back).
-    pub(super) async fn count_refused_request(&self, user: &UserId) {
-        let bucket = bucket("user", user.as_str());
-        let counted = self
-            .store
-            .take(&bucket, self.policy.user_rate, self.now_ms())
-            .await;
-        if let Err(e) = counted {
-            tracing::warn!(error = %e, "could not count a refused request against its user");
-        }
-    }
-
-    /// An optimistic request its rules refused (its own step of the per-user limit was
-    /// never sent): the request is counted against its user now, on its own, and a user
-    /// over the limit is answered RATE_LIMITED whatever else was wrong, as on the locked
-    /// path, where the step comes first.
-    pub(super) async fn user_limit_first(&self, user: &UserId, refused: CoreError) -> CoreError {
+    /// A refused request, counted against its user on its own (what its use-case wrote,
+    /// the limit's step included, is gone): `Some(wait)` when the user is over the limit.
+    pub(super) async fn count_refused_request(&self, user: &UserId) -> Option<Duration> {
         let (bucket, rate) = self.user_limit(user);
         match self.store.take(&bucket, rate, self.now_ms()).await {
-            Ok(step) => refused_if_over(step, "user").err().unwrap_or(refused),
+            Ok(step) => step.err(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not count a refused request against its user");
-                refused
+                None
             }
         }
     }

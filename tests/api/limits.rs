@@ -83,6 +83,31 @@ async fn an_inbox_cannot_be_bombed_through_many_accounts(backend: Backend) {
         .unwrap();
 }
 
+/// Probing for taken addresses costs quota: each EMAIL_TAKEN counts against the user, and
+/// past the limit the answer is RATE_LIMITED, for a taken address as for a free one (it
+/// no longer tells which addresses are taken).
+async fn probing_for_taken_addresses_costs_quota(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.limit_per_user = "3/1h".into()).await;
+    app.verified_user("owner", "taken@example.com").await;
+    for _ in 0..3 {
+        assert_reason(
+            &expect_err(
+                app.request_verification("prober", "taken@example.com")
+                    .await,
+            ),
+            Code::AlreadyExists,
+            "EMAIL_TAKEN",
+        );
+    }
+    for email in ["taken@example.com", "free@example.com"] {
+        assert_reason(
+            &expect_err(app.request_verification("prober", email).await),
+            Code::ResourceExhausted,
+            "RATE_LIMITED",
+        );
+    }
+}
+
 async fn a_resend_with_nothing_pending_costs_no_quota(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.limit_per_user = "2/1h".into()).await;
     app.verified_user("user-1", "jane@example.com").await;
@@ -162,6 +187,7 @@ async fn a_trusted_proxy_header_names_the_client(backend: Backend) {
 crate::on_both_backends!(
     a_user_gets_a_bounded_number_of_requests_and_resends,
     an_inbox_cannot_be_bombed_through_many_accounts,
+    probing_for_taken_addresses_costs_quota,
     a_resend_with_nothing_pending_costs_no_quota,
     a_client_that_keeps_failing_on_the_link_pages_is_locked_out,
     a_trusted_proxy_header_names_the_client,
