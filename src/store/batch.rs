@@ -40,9 +40,7 @@
 //! connection costs one round trip more: sqlx tests the connection first (a sync), which
 //! is what keeps a connection the database dropped from failing a request.
 
-use std::sync::Mutex;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{AssertSqlSafe, Postgres};

@@ -140,17 +140,13 @@ impl Tx {
         let mut consume = consume_update(digest, now);
         consume.returning_col(super::entity::token::Column::Digest);
         let consume = DbBackend::Postgres.build(&consume);
-        if self.is_optimistic() {
-            // The user as read with the token, and the token's consumption as a guard:
-            // the statement at commit holds only if both still are as read.
-            let read = match self.plan().and_then(|mut p| p.read_user.take()) {
-                Some(read) => Some(read),
-                None => self.read_user(user_id).await?,
-            };
-            let Some((row, version)) = read else {
+        if let Some(mut plan) = self.plan() {
+            // The user as read with the token (`token_with_flow`), and the token's
+            // consumption as a guard: the statement at commit holds only if both still
+            // are as read.
+            let Some((row, version)) = plan.read_user.take() else {
                 return Ok((None, false));
             };
-            let mut plan = self.plan().expect("optimistic");
             plan.expect_user(user_id, Some(version), now)?;
             plan.guard(consume);
             return Ok((Some(row), true));
@@ -179,20 +175,6 @@ impl Tx {
         Ok(user::Entity::find_by_id(user_id.to_owned())
             .one(self.conn().await?)
             .await?)
-    }
-
-    /// Optimistic: the user's row and its version, read without a lock.
-    async fn read_user(&self, user_id: &str) -> CoreResult<Option<(user::Model, i64)>> {
-        let read = raw(
-            DbBackend::Postgres,
-            "SELECT * FROM users WHERE user_id = $1",
-            [user_id.into()],
-        );
-        let Some(row) = self.conn().await?.query_one_raw(read).await? else {
-            return Ok(None);
-        };
-        let version: i64 = row.try_get("", "version")?;
-        Ok(Some((user::Model::from_query_result(&row, "")?, version)))
     }
 
     /// Optimistic `create_or_lock_user_taking`: the user's row as it is (or, if there is
@@ -270,47 +252,24 @@ impl Tx {
         email: &str,
         now: i64,
     ) -> CoreResult<()> {
+        let set = address(email, false, now);
         if let Some(mut plan) = self.plan() {
-            return plan.set_user(UserSet {
-                email: email.to_owned(),
-                key: key_of(email),
-                verified: false,
-                verified_at: None,
-                updated_at: now,
-            });
+            return plan.set_user(set);
         }
-        let update = user::Entity::update_many()
-            .col_expr(user::Column::Email, Expr::value(email.to_owned()))
-            .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
-            .col_expr(user::Column::EmailVerified, Expr::value(false))
-            .col_expr(user::Column::VerifiedAt, Expr::value(Option::<i64>::None))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::UserId.eq(user_id));
-        self.queue(update.build(self.backend())).await
+        self.queue(address_update(user_id, &set, self.backend()))
+            .await
     }
 
     /// Makes `email` (a normalised address) the user's verified address. It may trip the
     /// unique index on verified keys if another user won a race for the same inbox: that,
     /// and only that, is `EmailTaken`.
     pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
+        let set = address(email, true, now);
         if let Some(mut plan) = self.plan() {
             // The index's verdict comes with the statement at commit (`optimistic.rs`).
-            return plan.set_user(UserSet {
-                email: email.to_owned(),
-                key: key_of(email),
-                verified: true,
-                verified_at: Some(now),
-                updated_at: now,
-            });
+            return plan.set_user(set);
         }
-        let update = user::Entity::update_many()
-            .col_expr(user::Column::Email, Expr::value(email.to_owned()))
-            .col_expr(user::Column::EmailKey, Expr::value(key_of(email)))
-            .col_expr(user::Column::EmailVerified, Expr::value(true))
-            .col_expr(user::Column::VerifiedAt, Expr::value(now))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::UserId.eq(user_id))
-            .build(self.backend());
+        let update = address_update(user_id, &set, self.backend());
         // The queued writes ride along: none of them touches `users` (see `batch.rs`).
         let front = self.take_unsent();
         match self
@@ -360,12 +319,39 @@ impl Tx {
 
 /// Every column of `users` (aliased `u` in the query) as `"C_<column>"`, with the row's
 /// version as `user_version`: the user beside another row (`from_query_result(.., "C_")`).
-pub(super) fn user_columns_beside() -> String {
+pub(super) fn user_columns_beside() -> &'static str {
     use sea_orm::{IdenStatic, Iterable};
-    let columns: Vec<String> = user::Column::iter()
-        .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
-        .collect();
-    format!("{}, u.version AS user_version", columns.join(", "))
+    static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns: Vec<String> = user::Column::iter()
+            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
+            .collect();
+        format!("{}, u.version AS user_version", columns.join(", "))
+    });
+    &COLUMNS
+}
+
+/// `email` (a normalised address) as a user's address of record, verified or not, with
+/// its key.
+fn address(email: &str, verified: bool, now: i64) -> UserSet {
+    UserSet {
+        email: email.to_owned(),
+        key: key_of(email),
+        verified,
+        verified_at: verified.then_some(now),
+        updated_at: now,
+    }
+}
+
+/// The update that writes `set` on a user's row (a locked use-case's).
+fn address_update(user_id: &str, set: &UserSet, backend: DbBackend) -> Statement {
+    user::Entity::update_many()
+        .col_expr(user::Column::Email, Expr::value(set.email.clone()))
+        .col_expr(user::Column::EmailKey, Expr::value(set.key.clone()))
+        .col_expr(user::Column::EmailVerified, Expr::value(set.verified))
+        .col_expr(user::Column::VerifiedAt, Expr::value(set.verified_at))
+        .col_expr(user::Column::UpdatedAt, Expr::value(set.updated_at))
+        .filter(user::Column::UserId.eq(user_id))
+        .build(backend)
 }
 
 /// The key stored beside an address written to `users.email`, and looked up for it.
