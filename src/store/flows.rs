@@ -44,7 +44,8 @@ impl Tx {
             // The lock is an update that bumps the version (`users.rs`).
             let lock = raw(
                 DbBackend::Postgres,
-                "UPDATE users SET version = version + 1 WHERE user_id = $1 RETURNING user_id",
+                "UPDATE users SET version = emailverify_next_version() WHERE user_id = $1 \
+                 RETURNING user_id",
                 [user_id.into()],
             );
             let known = conn.query_one_raw(lock).await?.is_some();

@@ -152,13 +152,13 @@ impl UserWrite {
                     updated_at.into(),
                     version.into(),
                 ]);
-                "UPDATE users SET version = version + 1, email = $2, email_key = $3, \
+                "UPDATE users SET version = emailverify_next_version(), email = $2, email_key = $3, \
                    email_verified = $4, verified_at = $5, updated_at = $6 \
                  WHERE user_id = $1 AND version = $7 RETURNING user_id"
             }
             (Some(version), None) => {
                 values.push(version.into());
-                "UPDATE users SET version = version + 1 \
+                "UPDATE users SET version = emailverify_next_version() \
                  WHERE user_id = $1 AND version = $2 RETURNING user_id"
             }
             (None, _) => {

@@ -30,15 +30,25 @@ impl Store {
 
 /// The user's row, created if missing and locked (the upsert's update takes the lock).
 fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
-    raw(
-        backend,
+    let sql = format!(
         "INSERT INTO users (user_id, email, email_verified, verified_at, created_at, updated_at) \
          VALUES ($1, NULL, false, NULL, $2, $2) \
          ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at, \
-           version = users.version + 1 \
+           version = {} \
          RETURNING user_id, email, email_key, email_verified, verified_at, created_at, updated_at, change_frozen_until",
-        [user_id.into(), now.into()],
-    )
+        next_version(backend)
+    );
+    raw(backend, &sql, [user_id.into(), now.into()])
+}
+
+/// A user's next version: on PostgreSQL the sequence's next value, never given before
+/// (the migration `m20261201_000001_user_version` says why); SQLite runs no optimistic
+/// use-case, so it only counts.
+fn next_version(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => "emailverify_next_version()",
+        _ => "users.version + 1",
+    }
 }
 
 /// The lock of a user's row on PostgreSQL: an update that bumps its version, so an
@@ -46,7 +56,7 @@ fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
 fn lock_statement(user_id: &str) -> Statement {
     raw(
         DbBackend::Postgres,
-        "UPDATE users SET version = version + 1 WHERE user_id = $1 RETURNING *",
+        "UPDATE users SET version = emailverify_next_version() WHERE user_id = $1 RETURNING *",
         [user_id.into()],
     )
 }

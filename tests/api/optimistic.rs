@@ -88,6 +88,40 @@ async fn a_try_whose_user_was_locked_meanwhile_writes_nothing_and_runs_again() {
     );
 }
 
+/// A user erased and created again is another user: a try that read the first never
+/// writes over the second, however often the second has been locked since (versions come
+/// from a sequence; counting from 0 again, the new row's version matched the stale one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_that_read_an_erased_user_never_writes_over_the_user_created_again() {
+    let Some((store, _db)) = store().await else {
+        return;
+    };
+    optimistic_sign_up(&store, "u1", "first@example.com", 1_000)
+        .await
+        .commit()
+        .await
+        .unwrap();
+    let stale = optimistic_sign_up(&store, "u1", "stale@example.com", 2_000).await;
+
+    // Meanwhile the user is erased and signs up again.
+    let erase = store.begin().await.unwrap();
+    assert!(erase.lock_user("u1").await.unwrap().is_some());
+    erase.erase_user("u1", vec![]).await.unwrap();
+    erase.commit().await.unwrap();
+    optimistic_sign_up(&store, "u1", "again@example.com", 3_000)
+        .await
+        .commit()
+        .await
+        .unwrap();
+
+    let e = stale.commit().await.unwrap_err();
+    assert_eq!(e.contended_needs_lock(), Some(false), "{e:?}");
+    assert_eq!(
+        email_of(&store, "u1").await.as_deref(),
+        Some("again@example.com")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_tries_that_both_saw_no_user_one_creates_it_and_the_other_runs_again() {
     let Some((store, _db)) = store().await else {
