@@ -89,6 +89,8 @@ pub struct Policy {
     pub change_freeze: Duration,
     /// Named in the change notice as whom to contact.
     pub support_contact: String,
+    /// PostgreSQL: the hot use-cases try optimistically first (`Core::attempts`).
+    pub optimistic: bool,
 }
 
 /// Wrong codes allowed per flow; the next one locks it.
@@ -213,7 +215,7 @@ impl Core {
         Fut: std::future::Future<Output = CoreResult<T>>,
     {
         const OPTIMISTIC_TRIES: usize = 2;
-        if self.store.is_postgres() {
+        if self.store.is_postgres() && self.policy.optimistic {
             for _ in 0..OPTIMISTIC_TRIES {
                 let done = run(true).await;
                 match done

@@ -248,6 +248,11 @@ impl Settings {
                 )?,
                 change_freeze: duration(&self.change_freeze, "EMAILVERIFY_CHANGE_FREEZE")?,
                 support_contact: self.support_contact.trim().to_owned(),
+                optimistic: match self.optimistic.trim() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("EMAILVERIFY_OPTIMISTIC", "on or off")),
+                },
             },
             transport,
             mail_from,

@@ -161,6 +161,12 @@ pub struct Settings {
     /// How often each replica prunes (also once at start).
     #[arg(long, env = "EMAILVERIFY_RETENTION_EVERY", default_value = "10m")]
     pub retention_every: String,
+    /// PostgreSQL: `on` runs sign-ups, changes and link confirmations optimistically
+    /// first (a read, then one guarded statement; `store/optimistic.rs`); `off` runs them
+    /// under the user's lock only. `off` during a rolling upgrade from a release without
+    /// `users.version` (docs/deploy.md), whose locks the optimistic guard cannot see.
+    #[arg(long, env = "EMAILVERIFY_OPTIMISTIC", default_value = "on")]
+    pub optimistic: String,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -227,6 +233,7 @@ impl std::fmt::Debug for Settings {
             .field("mail_retry_base", &self.mail_retry_base)
             .field("mail_max_attempts", &self.mail_max_attempts)
             .field("db_pool", &self.db_pool)
+            .field("optimistic", &self.optimistic)
             .field("mail_lease", &self.mail_lease)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)

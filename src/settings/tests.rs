@@ -92,7 +92,7 @@ fn a_generated_key_is_kept_and_reused() {
 #[test]
 fn each_bad_setting_is_named() {
     type Tweak = fn(&mut Settings);
-    let cases: [(Tweak, &str); 24] = [
+    let cases: [(Tweak, &str); 25] = [
         (
             |s| s.limit_per_user = "ten".into(),
             "EMAILVERIFY_LIMIT_PER_USER",
@@ -174,6 +174,7 @@ fn each_bad_setting_is_named() {
             |s| s.grpc_max_streams = "lots".into(),
             "EMAILVERIFY_GRPC_MAX_STREAMS",
         ),
+        (|s| s.optimistic = "yes".into(), "EMAILVERIFY_OPTIMISTIC"),
     ];
     for (tweak, name) in cases {
         let mut s = defaults();
