@@ -44,14 +44,27 @@ impl Core {
             .await?;
         let user_row =
             user_row.ok_or_else(|| CoreError::Internal(anyhow::anyhow!("flow without user")))?;
-        let result = async {
-            if !consumed {
-                // Someone else consumed it between our read and our update.
-                return Err(CoreError::TokenUsed);
+        // Locked, the token and its flow were read before the lock was waited for, and may
+        // have changed meanwhile: read again under it, the refusal says what happened (a
+        // link superseded meanwhile is TOKEN_SUPERSEDED, not TOKEN_USED) and the flow
+        // written back is the newest (a wrong code counted meanwhile stays counted).
+        // Optimistic, the statement's guards stand for this: it commits only if neither
+        // the token nor the user changed.
+        let f = match (tx.is_optimistic(), consumed) {
+            (true, _) => f,
+            (false, true) => tx.flow(&f.flow_id).await?.ok_or_else(|| {
+                CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
+            })?,
+            (false, false) => {
+                let refused = match self.live_token(&tx, token, now).await {
+                    Err(refused) => refused,
+                    Ok((_, f)) => (CoreError::TokenUsed, Some(f)),
+                };
+                drop(tx);
+                return Err(self.refuse_token(refused).await);
             }
-            self.advance(&tx, &user, user_row.email, f, now).await
-        }
-        .await;
+        };
+        let result = self.advance(&tx, &user, user_row.email, f, now).await;
         self.finish(tx, &user, result).await
     }
 

@@ -6,6 +6,7 @@
 use crate::domain::email::mask;
 use crate::domain::{EventType, FlowState, Template};
 use crate::error::CoreResult;
+use crate::store::entity::flow;
 
 use super::Core;
 
@@ -34,11 +35,18 @@ impl Core {
                     Some(id) => tx.flow(id).await?,
                     None => None,
                 };
-                let Some(mut f) = flow.filter(|f| f.state == FlowState::Pending) else {
+                let pending = |f: &flow::Model| f.state == FlowState::Pending;
+                let Some(seen) = flow.filter(pending) else {
                     report.left_dead += 1;
                     continue;
                 };
-                tx.lock_user(&f.user_id).await?;
+                // Read again under the user's lock: the flow may have ended while the
+                // lock was waited for, and writing back what was read would revive it.
+                tx.lock_user(&seen.user_id).await?;
+                let Some(mut f) = tx.flow(&seen.flow_id).await?.filter(pending) else {
+                    report.left_dead += 1;
+                    continue;
+                };
                 self.relink(&tx, &mut f, now).await?;
                 tx.mark_mail_retried(&mail.mail_id).await?;
                 let masked = mask(&mail.recipient);

@@ -22,6 +22,7 @@ mod feed;
 mod keys;
 mod limits;
 mod links;
+mod locked;
 mod nats;
 mod ops;
 mod optimistic;
