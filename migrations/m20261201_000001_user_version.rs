@@ -2,11 +2,8 @@
 //!
 //! - `users.version`: bumped by every statement that takes a user's lock, so a use-case
 //!   that read a user's state WITHOUT the lock can commit only if no locking use-case
-//!   committed in between (its one statement updates the row `WHERE version = read`).
-//!   On PostgreSQL every version, a new row's and each bump, is the next value of the
-//!   sequence `users_version_seq`, so no value ever comes back: a user erased and
-//!   created again can never match what a try read of the user before (counting up from
-//!   0 again, it could). Existing rows keep 0, which the sequence never gives;
+//!   committed in between (its one statement updates the row `WHERE version = read`;
+//!   `m20261201_000002` makes every version unique);
 //! - on PostgreSQL, `emailverify_verdict(ok, refused)`: what that one statement ends
 //!   with. It raises SQLSTATE 40001 (serialization failure: run again) when a guard did
 //!   not hold, `EV429` with the name of the limit when a rate limit refused, and
@@ -20,17 +17,6 @@ use sea_orm_migration::schema::*;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// On PostgreSQL, where the optimistic use-cases run: new rows, and every bump, take
-/// their version from the sequence (the column's old default, 0, stays on the rows
-/// already there). The statements call `emailverify_next_version()`, which names the
-/// sequence for them: they bind every value and carry no quoted text (`combine.rs`).
-const SEQUENCE: [&str; 3] = [
-    "CREATE SEQUENCE users_version_seq MINVALUE 1 OWNED BY users.version",
-    "CREATE OR REPLACE FUNCTION emailverify_next_version() RETURNS bigint \
-     LANGUAGE sql VOLATILE AS $$ SELECT nextval('users_version_seq') $$",
-    "ALTER TABLE users ALTER COLUMN version SET DEFAULT emailverify_next_version()",
-];
 
 const VERDICT: &str = "CREATE OR REPLACE FUNCTION emailverify_verdict(ok boolean, refused text) \
      RETURNS boolean LANGUAGE plpgsql AS $$ \
@@ -56,11 +42,7 @@ impl MigrationTrait for Migration {
             )
             .await?;
         if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
-            let db = manager.get_connection();
-            for sql in SEQUENCE {
-                db.execute_unprepared(sql).await?;
-            }
-            db.execute_unprepared(VERDICT).await?;
+            manager.get_connection().execute_unprepared(VERDICT).await?;
         }
         Ok(())
     }
@@ -79,13 +61,6 @@ impl MigrationTrait for Migration {
                     .drop_column("version")
                     .to_owned(),
             )
-            .await?;
-        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared("DROP FUNCTION IF EXISTS emailverify_next_version()")
-                .await?;
-        }
-        Ok(())
+            .await
     }
 }

@@ -18,6 +18,7 @@ mod m20261130_000002_event_repeats;
 mod m20261130_000003_suppression;
 mod m20261130_000004_feed_position;
 mod m20261201_000001_user_version;
+mod m20261201_000002_version_sequence;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_suppression::Migration),
             Box::new(m20261130_000004_feed_position::Migration),
             Box::new(m20261201_000001_user_version::Migration),
+            Box::new(m20261201_000002_version_sequence::Migration),
         ]
     }
 }

@@ -42,7 +42,7 @@ fn upsert(backend: DbBackend, user_id: &str, now: i64) -> Statement {
 }
 
 /// A user's next version: on PostgreSQL the sequence's next value, never given before
-/// (the migration `m20261201_000001_user_version` says why); SQLite runs no optimistic
+/// (the migration `m20261201_000002_version_sequence` says why); SQLite runs no optimistic
 /// use-case, so it only counts.
 fn next_version(backend: DbBackend) -> &'static str {
     match backend {
