@@ -42,26 +42,30 @@ impl Core {
         let (user_row, consumed) = tx
             .lock_user_consuming(user.as_str(), &tok.digest, now)
             .await?;
-        let user_row =
-            user_row.ok_or_else(|| CoreError::Internal(anyhow::anyhow!("flow without user")))?;
         // Locked, the token and its flow were read before the lock was waited for, and may
         // have changed meanwhile: read again under it, the refusal says what happened (a
-        // link superseded meanwhile is TOKEN_SUPERSEDED, not TOKEN_USED) and the flow
-        // written back is the newest (a wrong code counted meanwhile stays counted).
-        // Optimistic, the statement's guards stand for this: it commits only if neither
-        // the token nor the user changed.
-        let f = match (tx.is_optimistic(), consumed) {
-            (true, _) => f,
-            (false, true) => tx.flow(&f.flow_id).await?.ok_or_else(|| {
-                CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
-            })?,
-            (false, false) => {
+        // link superseded meanwhile is TOKEN_SUPERSEDED, not TOKEN_USED; of a user erased
+        // meanwhile, TOKEN_NOT_FOUND) and the flow written back is the newest (a wrong
+        // code counted meanwhile stays counted). Optimistic, the statement's guards stand
+        // for this: it commits only if neither the token nor the user changed.
+        let (user_row, f) = match (tx.is_optimistic(), user_row, consumed) {
+            (true, Some(row), _) => (row, f),
+            (false, Some(row), true) => {
+                let fresh = tx.flow(&f.flow_id).await?.ok_or_else(|| {
+                    CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
+                })?;
+                (row, fresh)
+            }
+            (false, _, _) => {
                 let refused = match self.live_token(&tx, token, now).await {
                     Err(refused) => refused,
                     Ok((_, f)) => (CoreError::TokenUsed, Some(f)),
                 };
                 drop(tx);
                 return Err(self.refuse_token(refused).await);
+            }
+            (true, None, _) => {
+                return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
             }
         };
         let result = self.advance(&tx, &user, user_row.email, f, now).await;

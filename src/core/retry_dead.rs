@@ -47,8 +47,10 @@ impl Core {
                     report.left_dead += 1;
                     continue;
                 };
+                if !tx.mark_mail_retried(&mail.mail_id).await? {
+                    continue; // another run of the command gave it its fresh link
+                }
                 self.relink(&tx, &mut f, now).await?;
-                tx.mark_mail_retried(&mail.mail_id).await?;
                 let masked = mask(&mail.recipient);
                 self.flow_event(&tx, &f, EventType::MailRetried, &masked, "", now)
                     .await?;

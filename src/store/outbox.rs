@@ -98,13 +98,14 @@ impl Tx {
         Ok(())
     }
 
-    /// Marks a dead mail as replaced by a fresh one.
-    pub async fn mark_mail_retried(&self, mail_id: &str) -> CoreResult<()> {
-        update_if(mail_id, MailState::Dead)
+    /// Marks a dead mail as replaced by a fresh one: false if it is no longer dead (another
+    /// run of the command replaced it first).
+    pub async fn mark_mail_retried(&self, mail_id: &str) -> CoreResult<bool> {
+        let marked = update_if(mail_id, MailState::Dead)
             .col_expr(outbox::Column::State, Expr::value(MailState::Retried))
             .exec(self.conn().await?)
             .await?;
-        Ok(())
+        Ok(marked.rows_affected == 1)
     }
 }
 

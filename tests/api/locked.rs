@@ -5,10 +5,13 @@
 //! and lets go; the interleaving is exact (the confirmation is seen waiting first).
 //! PostgreSQL only: SQLite's one connection lets nothing in between.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::process::Command;
+
 use emailverify::grpc::pb;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 use tonic::Code;
 
 use crate::helpers::process::{command, run_ok};
@@ -24,29 +27,65 @@ async fn locked_app() -> Option<TestApp> {
     Some(spawn_app_with(Backend::Postgres, |s| s.optimistic = "off".into()).await)
 }
 
-/// Takes `user`'s lock the way every locking use-case does (bumping its version).
-async fn hold_lock(app: &TestApp, user: &str) -> DatabaseTransaction {
-    let holder = app.db.begin().await.unwrap();
-    let taken = holder
+/// A transaction of the test's own that holds `user`'s lock, taken the way every locking
+/// use-case takes it (bumping the version), and its backend's pid.
+struct Holder {
+    tx: DatabaseTransaction,
+    pid: i64,
+}
+
+async fn hold_lock(app: &TestApp, user: &str) -> Holder {
+    let tx = app.db.begin().await.unwrap();
+    let taken = tx
         .execute_unprepared(&format!(
             "UPDATE users SET version = emailverify_next_version() WHERE user_id = '{user}'"
         ))
         .await
         .unwrap();
     assert_eq!(taken.rows_affected(), 1);
-    holder
+    let pid = tx
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_backend_pid()::bigint AS pid",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "pid")
+        .unwrap();
+    Holder { tx, pid }
 }
 
-/// Waits (bounded) until a statement of the service waits for a lock.
-async fn until_someone_waits_for_a_lock(app: &TestApp) {
-    let sql = "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    for _ in 0..500 {
-        if app.count(sql).await > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+impl Holder {
+    /// Waits (bounded) until another backend waits for this one's locks: the service's
+    /// statement, queued behind the user's lock.
+    async fn until_someone_waits(&self, app: &TestApp) {
+        self.until_waiting(app, 1).await
     }
-    panic!("no statement came to wait for the user's lock within 5 s");
+
+    /// Waits (bounded) until `n` other backends wait, the first for this one's lock (a
+    /// later one waits for the one before it, queued on the same row).
+    async fn until_waiting(&self, app: &TestApp, n: i64) {
+        let direct = format!(
+            "pg_stat_activity WHERE {} = ANY(pg_blocking_pids(pid))",
+            self.pid
+        );
+        let all = "pg_stat_activity WHERE datname = current_database() \
+                   AND cardinality(pg_blocking_pids(pid)) > 0";
+        for _ in 0..2_000 {
+            if app.count(&direct).await > 0 && app.count(all).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} statement(s) did not come to wait for the user's lock within 20 s");
+    }
+
+    /// Runs `sql` in the holding transaction, then commits: the lock is let go.
+    async fn change_and_let_go(self, sql: &str) {
+        self.tx.execute_unprepared(sql).await.unwrap();
+        self.tx.commit().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,16 +100,14 @@ async fn a_link_superseded_while_its_confirmation_waited_for_the_lock_is_token_s
 
     let holder = hold_lock(&app, "user-1").await;
     let (answer, ()) = tokio::join!(app.confirm(&token), async {
-        until_someone_waits_for_a_lock(&app).await;
+        holder.until_someone_waits(&app).await;
         // What a resend does under the lock: the link is replaced.
         holder
-            .execute_unprepared(
+            .change_and_let_go(
                 "UPDATE tokens SET state = 'superseded' WHERE state = 'live' \
                  AND flow_id IN (SELECT flow_id FROM flows WHERE user_id = 'user-1')",
             )
-            .await
-            .unwrap();
-        holder.commit().await.unwrap();
+            .await;
     });
     // Not TOKEN_USED: the page would tell a person their address was confirmed.
     assert_reason(
@@ -79,6 +116,35 @@ async fn a_link_superseded_while_its_confirmation_waited_for_the_lock_is_token_s
         "TOKEN_SUPERSEDED",
     );
     assert!(!app.status("user-1").await.unwrap().email_verified);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_of_a_user_erased_while_its_confirmation_waited_is_token_not_found() {
+    let Some(app) = locked_app().await else {
+        return;
+    };
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let token = app.token_in(&app.next_mail().await);
+
+    let holder = hold_lock(&app, "user-1").await;
+    let (answer, ()) = tokio::join!(app.confirm(&token), async {
+        holder.until_someone_waits(&app).await;
+        // What EraseUser does under the lock (store/erase.rs), tokens first.
+        holder
+            .change_and_let_go(
+                "DELETE FROM tokens WHERE flow_id IN \
+                   (SELECT flow_id FROM flows WHERE user_id = 'user-1'); \
+                 DELETE FROM outbox WHERE user_id = 'user-1'; \
+                 DELETE FROM flows WHERE user_id = 'user-1'; \
+                 DELETE FROM events WHERE user_id = 'user-1'; \
+                 DELETE FROM users WHERE user_id = 'user-1'",
+            )
+            .await;
+    });
+    // Not INTERNAL: the link is gone with its user, as on the optimistic path.
+    assert_reason(&expect_err(answer), Code::NotFound, "TOKEN_NOT_FOUND");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,16 +160,14 @@ async fn wrong_codes_counted_while_a_link_confirmation_waited_stay_counted() {
 
     let holder = hold_lock(&app, "user-1").await;
     let (answer, ()) = tokio::join!(app.confirm(&token), async {
-        until_someone_waits_for_a_lock(&app).await;
+        holder.until_someone_waits(&app).await;
         // What four wrong codes do under the lock.
         holder
-            .execute_unprepared(
+            .change_and_let_go(
                 "UPDATE flows SET failed_codes = 4 WHERE user_id = 'user-1' \
                  AND state = 'pending'",
             )
-            .await
-            .unwrap();
-        holder.commit().await.unwrap();
+            .await;
     });
     assert_eq!(answer.unwrap().outcome(), pb::Outcome::CurrentConfirmed);
     // The flow written back is the one read under the lock: one wrong code is left.
@@ -126,12 +190,11 @@ async fn wrong_codes_counted_while_a_link_confirmation_waited_stay_counted() {
     );
 }
 
-/// `outbox retry-dead` checks that a dead link mail's flow is pending, then takes the
-/// user's lock to give it a fresh link: a flow cancelled meanwhile stays cancelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_dead_leaves_a_flow_cancelled_while_it_waited_for_the_lock_alone() {
+/// A running service whose one link mail (user-1's sign-up) died, and the command that
+/// gives dead mails another chance, for that service's database and keys.
+async fn a_dead_link_mail() -> Option<(TestApp, Arc<SmtpSink>, String)> {
     if !postgres_available().await {
-        return;
+        return None;
     }
     let db = fresh_database(Backend::Postgres).await;
     let smtp = SmtpSink::start().await;
@@ -143,24 +206,36 @@ async fn retry_dead_leaves_a_flow_cancelled_while_it_waited_for_the_lock_alone()
         .await
         .unwrap();
     app.eventually_count("outbox WHERE state = 'dead'", 1).await;
+    Some((app, smtp, key))
+}
 
-    let holder = hold_lock(&app, "user-1").await;
+fn retry_dead(app: &TestApp, key: &str) -> Command {
     let mut retry = command(&["outbox", "retry-dead"]);
     retry
         .env("DATABASE_URL", &app.db_url)
-        .env("EMAILVERIFY_TOKEN_KEYS", &key)
+        .env("EMAILVERIFY_TOKEN_KEYS", key)
         .env("EMAILVERIFY_PUBLIC_URL", &app.http_base);
+    retry
+}
+
+/// `outbox retry-dead` checks that a dead link mail's flow is pending, then takes the
+/// user's lock to give it a fresh link: a flow cancelled meanwhile stays cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_dead_leaves_a_flow_cancelled_while_it_waited_for_the_lock_alone() {
+    let Some((app, _smtp, key)) = a_dead_link_mail().await else {
+        return;
+    };
+    let holder = hold_lock(&app, "user-1").await;
+    let mut retry = retry_dead(&app, &key);
     let (ran, ()) = tokio::join!(run_ok(&mut retry), async {
-        until_someone_waits_for_a_lock(&app).await;
+        holder.until_someone_waits(&app).await;
         // What CancelChange / "this wasn't me" do under the lock.
         holder
-            .execute_unprepared(
+            .change_and_let_go(
                 "UPDATE flows SET state = 'cancelled' WHERE user_id = 'user-1' \
                  AND state = 'pending'",
             )
-            .await
-            .unwrap();
-        holder.commit().await.unwrap();
+            .await;
     });
     assert!(
         ran.stdout.contains("sent 0 fresh link(s), left 1 dead"),
@@ -169,4 +244,26 @@ async fn retry_dead_leaves_a_flow_cancelled_while_it_waited_for_the_lock_alone()
     );
     assert_eq!(app.count("flows WHERE state = 'pending'").await, 0);
     app.assert_no_mail().await;
+}
+
+/// Two runs of `outbox retry-dead` at once give a dead mail ONE fresh link: the second
+/// finds it replaced once it has the user's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_retry_dead_at_once_send_one_fresh_link() {
+    let Some((app, _smtp, key)) = a_dead_link_mail().await else {
+        return;
+    };
+    let holder = hold_lock(&app, "user-1").await;
+    let (mut one, mut two) = (retry_dead(&app, &key), retry_dead(&app, &key));
+    let (first, second, ()) = tokio::join!(run_ok(&mut one), run_ok(&mut two), async {
+        holder.until_waiting(&app, 2).await;
+        holder.change_and_let_go("SELECT 1").await;
+    });
+    let said = format!("{}{}", first.stdout, second.stdout);
+    assert_eq!(said.matches("sent 1 fresh link(s)").count(), 1, "{said}");
+    let mail = app.next_mail().await;
+    app.assert_no_mail().await;
+    app.confirm(&app.token_in(&mail))
+        .await
+        .expect("the one fresh link works");
 }
