@@ -27,9 +27,9 @@
 //!
 //! A locked sign-up is then five round trips on PostgreSQL: BEGIN; the user's lock with
 //! the per-user limit's step; the read (verified owner, pending flow, suppression); every
-//! write with the per-recipient limit's step; COMMIT. A link confirmation is five too:
-//! BEGIN; the token with its flow; the user's lock with the token's consumption; every
-//! write with the address's; COMMIT.
+//! write with the per-recipient limit's step; COMMIT. A locked link confirmation is six:
+//! BEGIN; the token with its flow; the user's lock with the token's consumption; the flow
+//! read again under the lock (`core/confirm.rs`); every write with the address's; COMMIT.
 //!
 //! The hot use-cases first run OPTIMISTICALLY (`Store::begin_as(true)`, PostgreSQL only;
 //! see `optimistic.rs`): no BEGIN, no lock, one pooled connection held for the use-case;
