@@ -55,13 +55,11 @@ impl Core {
         match result {
             Err(refused) if !refused.reason().is_empty() => {
                 drop(tx);
-                let over = self.count_refused_request(user).await;
-                let refused = match (over, refused) {
-                    (Some(retry_after), e) if !matches!(e, CoreError::RateLimited { .. }) => {
-                        crate::metrics::rate_limited("user");
-                        CoreError::RateLimited { retry_after }
+                let refused = match self.count_refused_request(user).await {
+                    Some(wait) if !matches!(refused, CoreError::RateLimited { .. }) => {
+                        super::limits::over_limit(wait, "user")
                     }
-                    (_, e) => e,
+                    _ => refused,
                 };
                 Err(self.refuse(user, None, refused).await)
             }

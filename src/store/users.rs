@@ -206,10 +206,11 @@ impl Tx {
         // address's (a row from before mailbox keys may lack it: then a real read follows).
         let also_mailed = read
             .as_ref()
-            .filter(|(u, _)| u.email_verified)
-            .and_then(|(u, _)| u.email.clone())
-            .filter(|email| {
-                read.as_ref().and_then(|(u, _)| u.email_key.clone()) == Some(key_of(email))
+            .map(|(u, _)| u)
+            .filter(|u| u.email_verified)
+            .and_then(|u| {
+                let email = u.email.as_ref()?;
+                (u.email_key.as_deref() == Some(key_of(email).as_str())).then(|| email.clone())
             });
         self.plan().expect("optimistic").keep_request_read(
             request_email,
