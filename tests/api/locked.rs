@@ -88,27 +88,46 @@ impl Holder {
     }
 }
 
+/// user-1's sign-up, and the token of the link it mailed.
+async fn sign_up_link(app: &TestApp) -> String {
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    app.token_in(&app.next_mail().await)
+}
+
+/// ConfirmLink of `token` while the test holds `user`'s lock: once the confirmation waits
+/// for it, `sql` runs under the lock and the lock is let go. The confirmation's answer.
+async fn confirm_while_held(
+    app: &TestApp,
+    user: &str,
+    token: &str,
+    sql: &str,
+) -> Result<pb::ConfirmLinkResponse, tonic::Status> {
+    let holder = hold_lock(app, user).await;
+    let (answer, ()) = tokio::join!(app.confirm(token), async {
+        holder.until_someone_waits(app).await;
+        holder.change_and_let_go(sql).await;
+    });
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_superseded_while_its_confirmation_waited_for_the_lock_is_token_superseded() {
     let Some(app) = locked_app().await else {
         return;
     };
-    app.request_verification("user-1", "jane@example.com")
-        .await
-        .unwrap();
-    let token = app.token_in(&app.next_mail().await);
+    let token = sign_up_link(&app).await;
 
-    let holder = hold_lock(&app, "user-1").await;
-    let (answer, ()) = tokio::join!(app.confirm(&token), async {
-        holder.until_someone_waits(&app).await;
-        // What a resend does under the lock: the link is replaced.
-        holder
-            .change_and_let_go(
-                "UPDATE tokens SET state = 'superseded' WHERE state = 'live' \
+    // What a resend does under the lock: the link is replaced.
+    let answer = confirm_while_held(
+        &app,
+        "user-1",
+        &token,
+        "UPDATE tokens SET state = 'superseded' WHERE state = 'live' \
                  AND flow_id IN (SELECT flow_id FROM flows WHERE user_id = 'user-1')",
-            )
-            .await;
-    });
+    )
+    .await;
     // Not TOKEN_USED: the page would tell a person their address was confirmed.
     assert_reason(
         &expect_err(answer),
@@ -123,26 +142,21 @@ async fn a_link_of_a_user_erased_while_its_confirmation_waited_is_token_not_foun
     let Some(app) = locked_app().await else {
         return;
     };
-    app.request_verification("user-1", "jane@example.com")
-        .await
-        .unwrap();
-    let token = app.token_in(&app.next_mail().await);
+    let token = sign_up_link(&app).await;
 
-    let holder = hold_lock(&app, "user-1").await;
-    let (answer, ()) = tokio::join!(app.confirm(&token), async {
-        holder.until_someone_waits(&app).await;
-        // What EraseUser does under the lock (store/erase.rs), tokens first.
-        holder
-            .change_and_let_go(
-                "DELETE FROM tokens WHERE flow_id IN \
+    // What EraseUser does under the lock (store/erase.rs), tokens first.
+    let answer = confirm_while_held(
+        &app,
+        "user-1",
+        &token,
+        "DELETE FROM tokens WHERE flow_id IN \
                    (SELECT flow_id FROM flows WHERE user_id = 'user-1'); \
                  DELETE FROM outbox WHERE user_id = 'user-1'; \
                  DELETE FROM flows WHERE user_id = 'user-1'; \
                  DELETE FROM events WHERE user_id = 'user-1'; \
                  DELETE FROM users WHERE user_id = 'user-1'",
-            )
-            .await;
-    });
+    )
+    .await;
     // Not INTERNAL: the link is gone with its user, as on the optimistic path.
     assert_reason(&expect_err(answer), Code::NotFound, "TOKEN_NOT_FOUND");
 }
@@ -158,17 +172,15 @@ async fn wrong_codes_counted_while_a_link_confirmation_waited_stay_counted() {
         .unwrap();
     let token = app.token_in(&app.next_mail().await);
 
-    let holder = hold_lock(&app, "user-1").await;
-    let (answer, ()) = tokio::join!(app.confirm(&token), async {
-        holder.until_someone_waits(&app).await;
-        // What four wrong codes do under the lock.
-        holder
-            .change_and_let_go(
-                "UPDATE flows SET failed_codes = 4 WHERE user_id = 'user-1' \
+    // What four wrong codes do under the lock.
+    let answer = confirm_while_held(
+        &app,
+        "user-1",
+        &token,
+        "UPDATE flows SET failed_codes = 4 WHERE user_id = 'user-1' \
                  AND state = 'pending'",
-            )
-            .await;
-    });
+    )
+    .await;
     assert_eq!(answer.unwrap().outcome(), pb::Outcome::CurrentConfirmed);
     // The flow written back is the one read under the lock: one wrong code is left.
     assert_eq!(

@@ -44,6 +44,15 @@ async fn optimistic_sign_up(
     tx
 }
 
+/// An optimistic sign-up with nothing in its way: committed.
+async fn signed_up(store: &Store, user: &str, email: &str, now: i64) {
+    optimistic_sign_up(store, user, email, now)
+        .await
+        .commit()
+        .await
+        .unwrap();
+}
+
 async fn email_of(store: &Store, user: &str) -> Option<String> {
     store.user(user).await.unwrap().and_then(|u| u.email)
 }
@@ -53,11 +62,7 @@ async fn a_try_whose_user_was_locked_meanwhile_writes_nothing_and_runs_again() {
     let Some((store, _db)) = store().await else {
         return;
     };
-    optimistic_sign_up(&store, "u1", "first@example.com", 1_000)
-        .await
-        .commit()
-        .await
-        .unwrap();
+    signed_up(&store, "u1", "first@example.com", 1_000).await;
     assert_eq!(
         email_of(&store, "u1").await.as_deref(),
         Some("first@example.com")
@@ -77,11 +82,7 @@ async fn a_try_whose_user_was_locked_meanwhile_writes_nothing_and_runs_again() {
     );
 
     // Run again, nothing in between: it commits.
-    optimistic_sign_up(&store, "u1", "second@example.com", 3_000)
-        .await
-        .commit()
-        .await
-        .unwrap();
+    signed_up(&store, "u1", "second@example.com", 3_000).await;
     assert_eq!(
         email_of(&store, "u1").await.as_deref(),
         Some("second@example.com")
@@ -96,11 +97,7 @@ async fn a_try_that_read_an_erased_user_never_writes_over_the_user_created_again
     let Some((store, _db)) = store().await else {
         return;
     };
-    optimistic_sign_up(&store, "u1", "first@example.com", 1_000)
-        .await
-        .commit()
-        .await
-        .unwrap();
+    signed_up(&store, "u1", "first@example.com", 1_000).await;
     let stale = optimistic_sign_up(&store, "u1", "stale@example.com", 2_000).await;
 
     // Meanwhile the user is erased and signs up again.
@@ -108,11 +105,7 @@ async fn a_try_that_read_an_erased_user_never_writes_over_the_user_created_again
     assert!(erase.lock_user("u1").await.unwrap().is_some());
     erase.erase_user("u1", vec![]).await.unwrap();
     erase.commit().await.unwrap();
-    optimistic_sign_up(&store, "u1", "again@example.com", 3_000)
-        .await
-        .commit()
-        .await
-        .unwrap();
+    signed_up(&store, "u1", "again@example.com", 3_000).await;
 
     let e = stale.commit().await.unwrap_err();
     assert_eq!(e.contended_needs_lock(), Some(false), "{e:?}");
@@ -254,18 +247,4 @@ async fn the_usual_paths_commit_on_their_first_optimistic_try(backend: Backend) 
     assert_eq!(tries("confirm_link", "ran_again"), None, "{page}");
 }
 
-mod service {
-    use crate::helpers::Backend;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_the_usual_paths_commit_on_their_first_optimistic_try() {
-        super::the_usual_paths_commit_on_their_first_optimistic_try(Backend::Sqlite).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_the_usual_paths_commit_on_their_first_optimistic_try() {
-        if crate::helpers::postgres_available().await {
-            super::the_usual_paths_commit_on_their_first_optimistic_try(Backend::Postgres).await
-        }
-    }
-}
+crate::on_both_backends!(the_usual_paths_commit_on_their_first_optimistic_try);
