@@ -84,6 +84,13 @@ pub struct Contended {
 }
 
 impl CoreError {
+    /// RATE_LIMITED by the limit `label` (counted in the metrics): try again after
+    /// `retry_after`.
+    pub fn rate_limited(retry_after: Duration, label: &'static str) -> Self {
+        crate::metrics::rate_limited(label);
+        CoreError::RateLimited { retry_after }
+    }
+
     /// See `Contended`: what it read changed.
     pub fn contended() -> Self {
         CoreError::Unavailable(Contended { needs_lock: false }.into())

@@ -61,8 +61,9 @@ impl Core {
         code: &str,
         now: i64,
     ) -> CoreResult<Presented> {
-        // Unknown user or nothing pending: one statement either way (same answer, same time).
-        let mut f = tx
+        // Unknown user or nothing pending: the same statements either way (same answer,
+        // same time).
+        let (row, mut f) = tx
             .lock_user_pending_flow(user.as_str())
             .await?
             .ok_or(CoreError::NoPendingFlow)?;
@@ -82,9 +83,8 @@ impl Core {
         };
         let stored = tok.code_digest.clone().unwrap_or_default();
         if self.keys.code_matches(&tok.digest, code, &stored) {
-            let email = tx.user(user.as_str()).await?.and_then(|row| row.email);
             Ok(Presented::Right {
-                email,
+                email: row.email,
                 flow: f,
                 digest: tok.digest,
             })

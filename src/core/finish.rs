@@ -57,7 +57,7 @@ impl Core {
                 drop(tx);
                 let refused = match self.count_refused_request(user).await {
                     Some(wait) if !matches!(refused, CoreError::RateLimited { .. }) => {
-                        super::limits::over_limit(wait, "user")
+                        CoreError::rate_limited(wait, "user")
                     }
                     _ => refused,
                 };

@@ -269,6 +269,7 @@ impl Core {
     pub(super) async fn lock_pending(&self, tx: &Tx, user: &UserId) -> CoreResult<flow::Model> {
         tx.lock_user_pending_flow(user.as_str())
             .await?
+            .map(|(_, pending)| pending)
             .ok_or(CoreError::NoPendingFlow)
     }
 

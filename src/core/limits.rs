@@ -85,14 +85,7 @@ impl Core {
 /// RATE_LIMITED for a limit's step that did not fit (`Err(wait)`); `label` names the
 /// limit in the metrics.
 pub(super) fn refused_if_over(step: Result<(), Duration>, label: &'static str) -> CoreResult<()> {
-    step.map_err(|retry_after| over_limit(retry_after, label))
-}
-
-/// RATE_LIMITED by the limit `label` (counted in the metrics), to be tried again after
-/// `retry_after`.
-pub(super) fn over_limit(retry_after: Duration, label: &'static str) -> CoreError {
-    crate::metrics::rate_limited(label);
-    CoreError::RateLimited { retry_after }
+    step.map_err(|retry_after| CoreError::rate_limited(retry_after, label))
 }
 
 /// The bucket of the per-user request limit (for erasure).

@@ -249,10 +249,7 @@ async fn send(
 ) -> CoreResult<()> {
     if let Some(d) = deferred {
         let step = super::limits::take(conn, writes, &d.bucket, d.rate, d.now).await?;
-        return step.map_err(|retry_after| {
-            crate::metrics::rate_limited(d.label);
-            CoreError::RateLimited { retry_after }
-        });
+        return step.map_err(|retry_after| CoreError::rate_limited(retry_after, d.label));
     }
     if let Some(last) = writes.pop() {
         conn.execute_raw(with_writes(writes, last)).await?;
@@ -260,7 +257,6 @@ async fn send(
     Ok(())
 }
 
-// sea-orm declares the trait with async-trait (re-exported by sea-orm-migration).
 /// A sea-orm statement as sqlx runs it (what sea-orm's own PostgreSQL driver does).
 fn sqlx_query(stmt: &Statement) -> sea_orm::sqlx::query::Query<'_, Postgres, SqlxValues> {
     let values = stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new()));

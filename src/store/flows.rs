@@ -7,6 +7,8 @@ use sea_orm::{
     Statement,
 };
 
+use std::sync::LazyLock;
+
 use super::entity::{flow, user};
 use super::suppressions::{Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
@@ -31,40 +33,19 @@ impl Tx {
         pending_flow(self.conn().await?, user_id).await
     }
 
-    /// Locks the user's row, then reads their pending flow. `None` both for an unknown
-    /// user and for one with nothing pending: the same statements, in the same time,
-    /// either way. On PostgreSQL two statements: one statement's reads would see the
-    /// snapshot taken before it waited for the lock (READ COMMITTED), so a flow changed by
-    /// the use-case that held the lock would be read as it was (a wrong code counted twice
-    /// as one, a finished flow taken for pending).
-    pub async fn lock_user_pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
-        self.locked_only()?;
-        let conn = self.conn().await?;
-        if self.backend() == DbBackend::Postgres {
-            // The lock is an update that bumps the version (`users.rs`).
-            let lock = raw(
-                DbBackend::Postgres,
-                "UPDATE users SET version = emailverify_next_version() WHERE user_id = $1 \
-                 RETURNING user_id",
-                [user_id.into()],
-            );
-            let known = conn.query_one_raw(lock).await?.is_some();
-            let pending = pending_flow(conn, user_id).await?;
-            return Ok(pending.filter(|_| known));
-        }
-        // One writer at a time: the transaction's first write takes the lock.
-        let sql = "SELECT f.* FROM users u LEFT JOIN flows f ON f.user_id = u.user_id \
-                   AND f.state = $2 WHERE u.user_id = $1";
-        let values = [user_id.into(), FlowState::Pending.as_str().into()];
-        let row = conn
-            .query_one_raw(raw(DbBackend::Sqlite, sql, values))
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let flow_id: Option<String> = row.try_get("", "flow_id")?;
-        match flow_id {
-            Some(_) => Ok(Some(flow::Model::from_query_result(&row, "")?)),
-            None => Ok(None),
-        }
+    /// Locks the user's row, then reads their pending flow: the user and the flow, or
+    /// `None` both for an unknown user and for one with nothing pending (the same two
+    /// statements, in the same time, either way). Two statements: one statement's reads
+    /// would see the snapshot taken before it waited for the lock (READ COMMITTED), so a
+    /// flow changed by the use-case that held the lock would be read as it was (a wrong
+    /// code counted twice as one, a finished flow taken for pending).
+    pub async fn lock_user_pending_flow(
+        &self,
+        user_id: &str,
+    ) -> CoreResult<Option<(user::Model, flow::Model)>> {
+        let user = self.lock_user(user_id).await?;
+        let pending = self.pending_flow(user_id).await?;
+        Ok(user.zip(pending))
     }
 
     /// What a new request must know, in one round trip: who has an address of `email`'s
@@ -86,7 +67,7 @@ impl Tx {
         }
         let key = super::users::key_of(email);
         let other = also_mailed.map_or_else(|| key.clone(), super::users::key_of);
-        let sql = request_read_sql("$5", "", "");
+        static SQL: LazyLock<String> = LazyLock::new(|| request_read_sql("$5", "", ""));
         let values = [
             key.into(),
             user_id.into(),
@@ -97,7 +78,7 @@ impl Tx {
         let row = self
             .conn()
             .await?
-            .query_one_raw(raw(self.backend(), &sql, values))
+            .query_one_raw(raw(self.backend(), &SQL, values))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
         request_read_of(&row)
@@ -112,11 +93,13 @@ impl Tx {
         email: &str,
         now: i64,
     ) -> CoreResult<(Option<(user::Model, i64)>, RequestRead)> {
-        let sql = request_read_sql(
-            "COALESCE(CASE WHEN u.email_verified THEN u.email_key END, $1)",
-            &format!(", {}", super::users::user_columns_beside()),
-            "LEFT JOIN users u ON u.user_id = $2",
-        );
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            request_read_sql(
+                "COALESCE(CASE WHEN u.email_verified THEN u.email_key END, $1)",
+                &format!(", {}", super::users::user_columns_beside()),
+                "LEFT JOIN users u ON u.user_id = $2",
+            )
+        });
         let values = [
             super::users::key_of(email).into(),
             user_id.into(),
@@ -126,15 +109,10 @@ impl Tx {
         let row = self
             .conn()
             .await?
-            .query_one_raw(raw(DbBackend::Postgres, &sql, values))
+            .query_one_raw(raw(DbBackend::Postgres, &SQL, values))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
-        let version: Option<i64> = row.try_get("", "user_version")?;
-        let user = match version {
-            Some(v) => Some((user::Model::from_query_result(&row, "C_")?, v)),
-            None => None,
-        };
-        Ok((user, request_read_of(&row)?))
+        Ok((super::users::user_beside(&row)?, request_read_of(&row)?))
     }
 
     pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {

@@ -255,10 +255,7 @@ async fn refusal(db: &Handle, takes: &[DeferredTake], verifies: bool, e: DbErr) 
                 return e.into();
             };
             match refused_step(db, &t.bucket, t.rate, t.now).await {
-                Ok(Err(retry_after)) => {
-                    crate::metrics::rate_limited(t.label);
-                    CoreError::RateLimited { retry_after }
-                }
+                Ok(Err(retry_after)) => CoreError::rate_limited(retry_after, t.label),
                 // It fits again already: try again.
                 Ok(Ok(())) => CoreError::contended(),
                 Err(read) => read,

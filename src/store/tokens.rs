@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::Tx;
-use super::entity::{flow, token, user};
+use super::entity::{flow, token};
 use crate::domain::{FlowStep, TokenState};
 use crate::error::CoreResult;
 
@@ -90,10 +90,8 @@ impl Tx {
         };
         let tok = token::Model::from_query_result(&row, "A_")?;
         let f = flow::Model::from_query_result(&row, "B_")?;
-        let version: Option<i64> = row.try_get("", "user_version")?;
-        if let Some(version) = version {
-            let user = user::Model::from_query_result(&row, "C_")?;
-            self.plan().expect("optimistic").read_user = Some((user, version));
+        if let Some(read) = super::users::user_beside(&row)? {
+            self.plan().expect("optimistic").read_user = Some(read);
         }
         Ok(Some((tok, f)))
     }

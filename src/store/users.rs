@@ -341,6 +341,15 @@ pub(super) fn user_columns_beside() -> &'static str {
     &COLUMNS
 }
 
+/// The user read beside another row by `user_columns_beside`, with its version; `None`
+/// when the row had no user (a left join found none).
+pub(super) fn user_beside(row: &sea_orm::QueryResult) -> CoreResult<Option<(user::Model, i64)>> {
+    let version: Option<i64> = row.try_get("", "user_version")?;
+    version
+        .map(|v| Ok((user::Model::from_query_result(row, "C_")?, v)))
+        .transpose()
+}
+
 /// `email` (a normalised address) as a user's address of record, verified or not, with
 /// its key.
 fn address(email: &str, verified: bool, now: i64) -> UserSet {
