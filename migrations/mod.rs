@@ -19,6 +19,7 @@ mod m20261130_000003_suppression;
 mod m20261130_000004_feed_position;
 mod m20261201_000001_user_version;
 mod m20261201_000002_version_sequence;
+mod m20261206_000001_keyed_limits;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_feed_position::Migration),
             Box::new(m20261201_000001_user_version::Migration),
             Box::new(m20261201_000002_version_sequence::Migration),
+            Box::new(m20261206_000001_keyed_limits::Migration),
         ]
     }
 }

@@ -13,7 +13,7 @@
 //! | `emailverify_link_page_views_total` | result | `GET /verify`: `live` (a confirm page shown) or the refusal |
 //! | `emailverify_mail_sent_total` / `_retried_total` / `_dead_total` / `_deferred_total` | template | deliveries, failed attempts to retry, dead mails, sends held during an SMTP outage |
 //! | `emailverify_outbox_depth`, `emailverify_outbox_dead`, `emailverify_outbox_oldest_age_seconds` | | read from the database at each scrape |
-//! | `emailverify_retention_pruned_total` | table | rows retention removed (`outbox`, `tokens`, `events`, `flows`) |
+//! | `emailverify_retention_pruned_total` | table | rows retention removed (`outbox`, `tokens`, `events`, `flows`, drained `rate_limits`) |
 //! | `emailverify_ready` | | 1 while the database answers (the health status), else 0 |
 //! | `emailverify_auth_failures_total` | reason | gRPC calls refused for a `missing` or `wrong` bearer token |
 //! | `emailverify_cross_site_posts_total` | | link-page POSTs a browser marked cross-site (403, counted against nobody) |

@@ -48,6 +48,8 @@ impl Retention {
                 Prunable::Mail => self.keep.retain_mail,
                 Prunable::Tokens => RETAIN_TOKENS,
                 Prunable::Events | Prunable::Flows => self.keep.retain_events,
+                // A drained bucket is the same as none: it may go at once.
+                Prunable::Limits => Duration::ZERO,
             };
             let cutoff = self.clock.now_ms() - duration_ms(keep);
             let mut total = 0;

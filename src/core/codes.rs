@@ -1,7 +1,10 @@
 //! ConfirmCode: confirms the current step with the 6-digit code printed in its mail.
 //! Wrong codes count against the flow (committed, so they survive restarts); the 5th
-//! locks its codes for 15 minutes. The link of the same mail keeps working: it carries
-//! 256 bits, not 20.
+//! locks its codes for 15 minutes, and the code that reached the lock is dead: after the
+//! lock only a new code (Resend) can confirm the step. Wrong codes also count against the
+//! user across flows (`EMAILVERIFY_MAX_WRONG_CODES_PER_USER`): past it every code is
+//! RATE_LIMITED, so no sequence of resends and locks buys more guesses. The link of the
+//! same mail keeps working: it carries 256 bits, not 20.
 
 use std::time::Duration;
 
@@ -63,19 +66,29 @@ impl Core {
     ) -> CoreResult<Presented> {
         // Unknown user or nothing pending: the same statements either way (same answer,
         // same time).
-        let (row, mut f) = tx
+        let (row, f) = tx
             .lock_user_pending_flow(user.as_str())
             .await?
             .ok_or(CoreError::NoPendingFlow)?;
-        if let Some(until) = f.locked_until {
-            if until > now {
-                return Err(CoreError::LockedOut {
-                    retry_after: Duration::from_millis((until - now) as u64),
-                });
-            }
-            // The lock has run out: a fresh set of attempts.
-            f.locked_until = None;
-            f.failed_codes = 0;
+        if let Some(until) = f.locked_until
+            && until > now
+        {
+            return Err(CoreError::LockedOut {
+                retry_after: Duration::from_millis((until - now) as u64),
+            });
+        }
+        if f.failed_codes >= MAX_WRONG_CODES {
+            // The lock has run out, but this code reached it: it stays dead. A new code
+            // (`send_link` starts its count afresh) is the way on; its cooldown is the wait.
+            return Err(CoreError::LockedOut {
+                retry_after: Duration::from_millis((f.resend_available_at - now).max(0) as u64),
+            });
+        }
+        // Wrong codes per user, across flows: once spent, no code is even compared (a
+        // right one included, or guessing would go on at no cost).
+        let (bucket, rate) = self.wrong_code_limit(user);
+        if let Err(wait) = tx.peek(&bucket, rate, now).await? {
+            return Err(CoreError::rate_limited(wait, "wrong_codes"));
         }
         let tok = match tx.live_token(&f.flow_id, f.step).await? {
             Some(t) if t.expires_at > now => t,
@@ -120,6 +133,9 @@ impl Core {
         };
         let counted = async {
             tx.update_flow(&f).await?;
+            // Under the user's lock, after `check_code`'s peek: the step fits.
+            let (bucket, rate) = self.wrong_code_limit(user);
+            tx.take(&bucket, rate, now).await?.ok();
             tx.commit().await
         }
         .await;

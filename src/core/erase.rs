@@ -1,16 +1,17 @@
-//! EraseUser (API.md, "Erasure and retention"): the user's address, flows, tokens, mails
-//! (an unsent one is never sent) and the rate-limit state keyed by the user or its
-//! addresses go, in one transaction under the user's row lock; the user's events are
-//! replaced by one `user_erased` event. Suppressions stay: they protect the inbox. An
-//! unknown or already erased user answers OK, with nothing written (no enumeration).
+//! EraseUser (API.md, "Erasure and retention", as release 3 refines it): the user's
+//! address, flows, tokens and mails (an unsent one is never sent) go, in one transaction
+//! under the user's row lock; the user's events are replaced by one `user_erased` event.
+//! Suppressions stay: they protect the inbox. Rate-limit buckets stay too: they are keyed
+//! by keyed digests and hold no personal data (`limits`), and keeping them is what stops
+//! a sign-up → erase loop from restoring quota. An unknown or already erased user answers
+//! OK, with nothing written (no enumeration).
 
-use crate::domain::mailbox::MailboxKey;
 use crate::domain::{EventType, UserId};
 use crate::error::CoreResult;
 use crate::store::NewEvent;
 
+use super::Core;
 use super::context;
-use super::{Core, limits};
 
 impl Core {
     #[tracing::instrument(skip_all)]
@@ -20,14 +21,7 @@ impl Core {
         if tx.lock_user(user.as_str()).await?.is_none() {
             return Ok(()); // unknown, or erased before: nothing to do (the drop rolls back)
         }
-        let addresses = tx.addresses_of(user.as_str()).await?;
-        let mut buckets = vec![limits::user_bucket(user.as_str())];
-        buckets.extend(
-            addresses
-                .iter()
-                .map(|a| limits::recipient_bucket(MailboxKey::of(a).as_str())),
-        );
-        tx.erase_user(user.as_str(), buckets).await?;
+        tx.erase_user(user.as_str()).await?;
         let ctx = context::current();
         tx.event(NewEvent {
             user_id: user.as_str(),
@@ -41,7 +35,7 @@ impl Core {
         })
         .await?;
         tx.commit().await?;
-        tracing::info!(addresses = addresses.len(), "user erased");
+        tracing::info!("user erased");
         Ok(())
     }
 }

@@ -173,6 +173,9 @@ impl Core {
         f.step = step;
         f.expires_at = expires_at;
         f.resend_available_at = now + duration_ms(self.policy.resend_cooldown);
+        // A new code starts with a full count (a lock in force still holds it back until
+        // the lock ends; `codes`).
+        f.failed_codes = 0;
         f.updated_at = now;
 
         let template = match (f.kind, step) {

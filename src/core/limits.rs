@@ -1,10 +1,10 @@
 //! The limits the core applies, all kept in shared database buckets (`store::limits`), so
-//! they hold across replicas: requests per user, link mails per recipient, and failed
-//! confirmations per client on the link pages.
+//! they hold across replicas: requests per user, link mails per recipient inbox, wrong
+//! codes per user, and failed confirmations per client on the link pages. Buckets are
+//! keyed by keyed digests and hold no personal data, so EraseUser keeps them (API.md,
+//! release 3): an erased and re-created account starts with the quota it left with.
 
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use crate::domain::{Rate, UserId};
 use crate::error::{CoreError, CoreResult};
@@ -16,7 +16,7 @@ impl Core {
     /// Before a link page acts for `client`: refused while that client has failed too
     /// often (a brute-force guard that holds across replicas).
     pub async fn link_guard(&self, client: &str) -> CoreResult<()> {
-        let bucket = bucket("ip", client);
+        let bucket = self.bucket(kind::CLIENT, client);
         let rate = self.policy.ip_failure_rate;
         match self.store.peek(&bucket, rate, self.now_ms()).await? {
             Ok(()) => Ok(()),
@@ -29,7 +29,7 @@ impl Core {
 
     /// Counts one failed confirmation of `client` on the link pages.
     pub async fn link_failure(&self, client: &str) {
-        let bucket = bucket("ip", client);
+        let bucket = self.bucket(kind::CLIENT, client);
         let rate = self.policy.ip_failure_rate;
         match self.store.take(&bucket, rate, self.now_ms()).await {
             Ok(Ok(())) => {}
@@ -50,7 +50,18 @@ impl Core {
 
     /// The per-user limit's bucket and rate (a request takes it with the user's lock).
     pub(super) fn user_limit(&self, user: &UserId) -> (String, Rate) {
-        (bucket("user", user.as_str()), self.policy.user_rate)
+        (
+            self.bucket(kind::USER, user.as_str()),
+            self.policy.user_rate,
+        )
+    }
+
+    /// The bucket and rate of a user's wrong codes, across all their flows.
+    pub(super) fn wrong_code_limit(&self, user: &UserId) -> (String, Rate) {
+        (
+            self.bucket(kind::WRONG_CODES, user.as_str()),
+            self.policy.wrong_code_rate,
+        )
     }
 
     /// A refused request, counted against its user on its own (what its use-case wrote,
@@ -66,7 +77,13 @@ impl Core {
         }
     }
 
-    /// Link mails per recipient address, whatever the account asking.
+    /// A bucket's key: its kind and a keyed digest of `value` (no personal data, so
+    /// erasure keeps it: erasing and starting again never restores quota).
+    pub(super) fn bucket(&self, kind: &str, value: &str) -> String {
+        self.keys.limit_bucket(kind, value)
+    }
+
+    /// Link mails per recipient inbox (its mailbox key), whatever the account asking.
     pub(super) async fn take_recipient_limit(
         &self,
         tx: &Tx,
@@ -76,7 +93,12 @@ impl Core {
         // With the use-case's writes, in their statement (one round trip less).
         let rate = self.policy.recipient_rate;
         let step = tx
-            .take_with_writes(&bucket("rcpt", recipient), rate, now, "recipient")
+            .take_with_writes(
+                &self.bucket(kind::RECIPIENT, recipient),
+                rate,
+                now,
+                "recipient",
+            )
             .await?;
         refused_if_over(step, "recipient")
     }
@@ -88,20 +110,17 @@ pub(super) fn refused_if_over(step: Result<(), Duration>, label: &'static str) -
     step.map_err(|retry_after| CoreError::rate_limited(retry_after, label))
 }
 
-/// The bucket of the per-user request limit (for erasure).
-pub(super) fn user_bucket(user: &str) -> String {
-    bucket("user", user)
-}
-
-/// The bucket of the per-recipient limit of an inbox's mailbox key (for erasure).
-pub(super) fn recipient_bucket(mailbox_key: &str) -> String {
-    bucket("rcpt", mailbox_key)
-}
-
-/// A rate-limit bucket key: the limit's name and a digest of what it limits (no address
-/// or IP in clear in the table).
-fn bucket(kind: &str, value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
-    format!("{kind}:{hex}")
+/// The kinds of bucket (`store::limits`): each key is the kind and a keyed digest of what
+/// it limits (`Keyring::limit_bucket`). The short names are new in release 3: the
+/// migration `m20261206_000001_keyed_limits` drops the buckets of the earlier names
+/// (`user:`, `rcpt:`, `ip:`, unkeyed SHA-256 digests).
+pub(super) mod kind {
+    /// Requests and resends of one user (its user id).
+    pub const USER: &str = "u";
+    /// Link mails to one inbox (its mailbox key).
+    pub const RECIPIENT: &str = "r";
+    /// Failed link confirmations of one client (its IP).
+    pub const CLIENT: &str = "c";
+    /// Wrong codes of one user, across its flows (its user id).
+    pub const WRONG_CODES: &str = "w";
 }

@@ -85,6 +85,8 @@ pub struct Policy {
     pub recipient_rate: Rate,
     /// Failed link confirmations per client IP on the link pages.
     pub ip_failure_rate: Rate,
+    /// Wrong codes per user, across flows (ConfirmCode).
+    pub wrong_code_rate: Rate,
     /// How long RequestChange is refused after a "this wasn't me" report.
     pub change_freeze: Duration,
     /// Named in the change notice as whom to contact.

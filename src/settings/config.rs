@@ -246,6 +246,10 @@ impl Settings {
                     &self.limit_failed_confirms_per_ip,
                     "EMAILVERIFY_LIMIT_FAILED_CONFIRMS_PER_IP",
                 )?,
+                wrong_code_rate: rate(
+                    &self.max_wrong_codes_per_user,
+                    "EMAILVERIFY_MAX_WRONG_CODES_PER_USER",
+                )?,
                 change_freeze: duration(&self.change_freeze, "EMAILVERIFY_CHANGE_FREEZE")?,
                 support_contact: self.support_contact.trim().to_owned(),
                 optimistic: match self.optimistic.trim() {

@@ -91,6 +91,14 @@ pub struct Settings {
         default_value = "20/10m"
     )]
     pub limit_failed_confirms_per_ip: String,
+    /// Wrong codes per user across all its flows (ConfirmCode), `N/period`; then every
+    /// code is RATE_LIMITED until the bucket allows one more.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAX_WRONG_CODES_PER_USER",
+        default_value = "10/1d"
+    )]
+    pub max_wrong_codes_per_user: String,
     /// How long RequestChange is refused after a "this wasn't me" report of a change.
     #[arg(long, env = "EMAILVERIFY_CHANGE_FREEZE", default_value = "24h")]
     pub change_freeze: String,
@@ -211,6 +219,7 @@ impl std::fmt::Debug for Settings {
                 "limit_failed_confirms_per_ip",
                 &self.limit_failed_confirms_per_ip,
             )
+            .field("max_wrong_codes_per_user", &self.max_wrong_codes_per_user)
             .field("change_freeze", &self.change_freeze)
             .field("support_contact", &self.support_contact)
             .field("time_zone", &self.time_zone)

@@ -24,14 +24,18 @@ impl Store {
 
     /// Whether a bucket would allow one more event now, without taking it.
     pub async fn peek(&self, bucket: &str, rate: Rate, now: i64) -> CoreResult<Step> {
-        let row = rate_limit::Entity::find_by_id(bucket.to_owned())
-            .one(&self.db)
-            .await?;
-        Ok(rate.check(row.map(|r| r.tat), now).map(|_| ()))
+        refused_step(&self.db, bucket, rate, now).await
     }
 }
 
 impl Tx {
+    /// Whether a bucket would allow one more event now, read inside this transaction
+    /// (under the user's lock, so no step of that user's can come between the look and
+    /// the take that follows it).
+    pub async fn peek(&self, bucket: &str, rate: Rate, now: i64) -> CoreResult<Step> {
+        refused_step(self.conn().await?, bucket, rate, now).await
+    }
+
     /// Takes one event from a bucket inside this transaction. No queued write touches
     /// `rate_limits`, so the queue rides along in the same statement (see `batch.rs`).
     pub async fn take(&self, bucket: &str, rate: Rate, now: i64) -> CoreResult<Step> {
@@ -104,8 +108,8 @@ pub(super) fn step_statement(
     )
 }
 
-/// After a step that did not fit: how long until the bucket allows one more (a read, on
-/// the refused path only).
+/// Whether the bucket allows one more event now, and if not how long until it does (a
+/// read: a peek, or after a step that did not fit).
 pub(super) async fn refused_step<C: ConnectionTrait>(
     db: &C,
     bucket: &str,

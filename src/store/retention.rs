@@ -22,14 +22,19 @@ pub enum Prunable {
     Events,
     /// Flows that ended (not pending) longer ago than `EMAILVERIFY_RETAIN_EVENTS`.
     Flows,
+    /// Rate-limit buckets that have drained: a bucket whose next allowed time (`tat`) is
+    /// before the cutoff allows exactly what a missing bucket allows. Erasure keeps
+    /// buckets (they hold no personal data), so this is what bounds the table.
+    Limits,
 }
 
 impl Prunable {
-    pub const ALL: [Prunable; 4] = [
+    pub const ALL: [Prunable; 5] = [
         Prunable::Mail,
         Prunable::Tokens,
         Prunable::Events,
         Prunable::Flows,
+        Prunable::Limits,
     ];
 
     /// The table, as metrics name it.
@@ -39,6 +44,7 @@ impl Prunable {
             Prunable::Tokens => "tokens",
             Prunable::Events => "events",
             Prunable::Flows => "flows",
+            Prunable::Limits => "rate_limits",
         }
     }
 }
@@ -60,6 +66,7 @@ impl Store {
             Prunable::Tokens => ("tokens", "digest", "(expires_at < $1 OR used_at < $1)"),
             Prunable::Events => ("events", "event_id", "at < $1"),
             Prunable::Flows => ("flows", "flow_id", "state <> 'pending' AND updated_at < $1"),
+            Prunable::Limits => ("rate_limits", "bucket", "tat < $1"),
         };
         let sql = format!(
             "DELETE FROM {table} WHERE {id} IN \

@@ -1,5 +1,7 @@
 //! One-time codes (ConfirmCode): the same mail's 6 digits confirm the step; wrong codes
-//! count per flow and the 5th locks its codes for 15 minutes, across restarts.
+//! count per flow and the 5th locks its codes for 15 minutes, across restarts; the code
+//! that reached the lock stays dead after it; wrong codes also count per user across flows
+//! (10 a day by default), and erasure does not give them back.
 
 use std::time::Duration;
 
@@ -56,7 +58,7 @@ async fn codes_work_for_both_steps_of_a_change(backend: Backend) {
     assert_eq!(step2.outcome(), pb::Outcome::EmailChanged);
 }
 
-async fn four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes(backend: Backend) {
+async fn four_wrong_codes_count_down_the_fifth_locks_and_that_code_stays_dead(backend: Backend) {
     let app = spawn_app(backend).await;
     app.request_verification("user-1", "jane@example.com")
         .await
@@ -86,11 +88,66 @@ async fn four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes(bac
         "{retry:?}"
     );
 
+    // After the lock the code that reached it is dead (release 3): five fresh guesses
+    // every 15 minutes would go on for ever. Only a new code confirms.
     app.clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_reason(
+        &expect_err(app.confirm_code("user-1", &code).await),
+        Code::ResourceExhausted,
+        "LOCKED_OUT",
+    );
+    app.resend("user-1").await.unwrap();
+    let new = app.next_mail().await.code();
     assert_eq!(
-        app.confirm_code("user-1", &code).await.unwrap().outcome(),
+        app.confirm_code("user-1", &new).await.unwrap().outcome(),
         pb::Outcome::EmailVerified
     );
+}
+
+/// Wrong codes count per user across flows (`EMAILVERIFY_MAX_WRONG_CODES_PER_USER`,
+/// 10/1d): new flows, resends and erasure buy no more guesses; then every code, the
+/// right one included, is RATE_LIMITED, while the link of the mail still works.
+async fn a_user_gets_ten_wrong_codes_a_day_across_flows_and_erasure(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut wrong_so_far = 0;
+    // Four wrong codes on each of two flows, then erase the user and two more.
+    for (round, address) in ["a@example.com", "b@example.com"].iter().enumerate() {
+        app.request_verification("user-1", address).await.unwrap();
+        let code = app.next_mail().await.code();
+        for _ in 0..4 {
+            let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+            assert_reason(&err, Code::FailedPrecondition, "CODE_MISMATCH");
+            wrong_so_far += 1;
+        }
+        assert_eq!(wrong_so_far, 4 * (round + 1));
+    }
+    app.grpc
+        .clone()
+        .erase_user(pb::EraseUserRequest {
+            user_id: "user-1".into(),
+        })
+        .await
+        .unwrap();
+    app.request_verification("user-1", "c@example.com")
+        .await
+        .unwrap();
+    let mail = app.next_mail().await;
+    let code = mail.code();
+    for _ in 0..2 {
+        let err = expect_err(app.confirm_code("user-1", &wrong(&code)).await);
+        assert_reason(&err, Code::FailedPrecondition, "CODE_MISMATCH");
+    }
+    // Ten wrong codes spent: the right one is refused too, with when to try again.
+    let err = expect_err(app.confirm_code("user-1", &code).await);
+    assert_reason(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        retry > Duration::from_secs(3600) && retry <= Duration::from_secs(24 * 3600),
+        "{retry:?}"
+    );
+    // The link (256 bits) is not a guess: it still confirms.
+    let ok = app.confirm(&app.token_in(&mail)).await.unwrap();
+    assert_eq!(ok.outcome(), pb::Outcome::EmailVerified);
 }
 
 /// Wrong codes sent all at once are each counted: every CODE_MISMATCH tells a different
@@ -226,7 +283,8 @@ async fn an_expired_step_refuses_its_code(backend: Backend) {
 crate::on_both_backends!(
     the_code_in_the_mail_confirms_the_step_like_the_link,
     codes_work_for_both_steps_of_a_change,
-    four_wrong_codes_count_down_and_the_fifth_locks_for_fifteen_minutes,
+    four_wrong_codes_count_down_the_fifth_locks_and_that_code_stays_dead,
+    a_user_gets_ten_wrong_codes_a_day_across_flows_and_erasure,
     concurrent_wrong_codes_are_each_counted,
     the_lock_and_the_count_survive_a_restart,
     resend_issues_a_new_code_and_kills_the_old_one,

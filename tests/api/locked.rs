@@ -162,7 +162,9 @@ async fn a_link_of_a_user_erased_while_its_confirmation_waited_is_token_not_foun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_codes_counted_while_a_link_confirmation_waited_stay_counted() {
+async fn a_code_lock_set_while_a_link_confirmation_waited_stays() {
+    /// Far ahead of the service's clock (Unix ms, in the 23rd century).
+    const LOCKED_UNTIL: i64 = 9_000_000_000_000;
     let Some(app) = locked_app().await else {
         return;
     };
@@ -172,31 +174,33 @@ async fn wrong_codes_counted_while_a_link_confirmation_waited_stay_counted() {
         .unwrap();
     let token = app.token_in(&app.next_mail().await);
 
-    // What four wrong codes do under the lock.
+    // What five wrong codes do under the lock: the flow's codes are locked. (The link
+    // is not: it confirms step 1, and step 2's new code starts a fresh count, but the
+    // lock in force still holds it back.)
     let answer = confirm_while_held(
         &app,
         "user-1",
         &token,
-        "UPDATE flows SET failed_codes = 4 WHERE user_id = 'user-1' \
-                 AND state = 'pending'",
+        &format!(
+            "UPDATE flows SET failed_codes = 5, locked_until = {LOCKED_UNTIL} \
+             WHERE user_id = 'user-1' AND state = 'pending'"
+        ),
     )
     .await;
     assert_eq!(answer.unwrap().outcome(), pb::Outcome::CurrentConfirmed);
-    // The flow written back is the one read under the lock: one wrong code is left.
+    // The flow written back is the one read under the lock: the lock stayed.
     assert_eq!(
-        app.count("flows WHERE user_id = 'user-1' AND state = 'pending' AND failed_codes = 4")
-            .await,
+        app.count(&format!(
+            "flows WHERE user_id = 'user-1' AND state = 'pending' \
+             AND locked_until = {LOCKED_UNTIL}"
+        ))
+        .await,
         1,
         "the confirmation wrote back the flow it read before the lock"
     );
     let right = app.next_mail().await.code();
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
     assert_reason(
-        &expect_err(app.confirm_code("user-1", wrong).await),
+        &expect_err(app.confirm_code("user-1", &right).await),
         Code::ResourceExhausted,
         "LOCKED_OUT",
     );

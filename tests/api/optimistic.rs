@@ -103,7 +103,7 @@ async fn a_try_that_read_an_erased_user_never_writes_over_the_user_created_again
     // Meanwhile the user is erased and signs up again.
     let erase = store.begin().await.unwrap();
     assert!(erase.lock_user("u1").await.unwrap().is_some());
-    erase.erase_user("u1", vec![]).await.unwrap();
+    erase.erase_user("u1").await.unwrap();
     erase.commit().await.unwrap();
     signed_up(&store, "u1", "again@example.com", 3_000).await;
 
