@@ -91,6 +91,15 @@ impl CoreError {
         CoreError::RateLimited { retry_after }
     }
 
+    /// Answers that a limit's refusal must not hide (API.md, release 3, "Precedence"):
+    /// RATE_LIMITED itself, and a suppressed inbox, which waiting would not help.
+    pub fn outranks_limits(&self) -> bool {
+        matches!(
+            self,
+            CoreError::RateLimited { .. } | CoreError::AddressUndeliverable { .. }
+        )
+    }
+
     /// See `Contended`: what it read changed.
     pub fn contended() -> Self {
         CoreError::Unavailable(Contended { needs_lock: false }.into())

@@ -45,7 +45,8 @@ impl Core {
     /// (rolled back, or, optimistic, never sent), so it is counted again on its own —
     /// probing for taken addresses costs quota too. A user the count finds over the limit
     /// is answered RATE_LIMITED whatever the rules said, as when the limit's step came
-    /// first.
+    /// first — but for a suppressed inbox, which says so before any limit (release 3,
+    /// "Precedence": waiting would not help).
     pub(super) async fn finish_request<T>(
         &self,
         tx: Tx,
@@ -56,7 +57,7 @@ impl Core {
             Err(refused) if !refused.reason().is_empty() => {
                 drop(tx);
                 let refused = match self.count_refused_request(user).await {
-                    Some(wait) if !matches!(refused, CoreError::RateLimited { .. }) => {
+                    Some(wait) if !refused.outranks_limits() => {
                         CoreError::rate_limited(wait, "user")
                     }
                     _ => refused,

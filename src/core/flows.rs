@@ -65,7 +65,15 @@ impl Core {
             .create_or_lock_user_taking(user.as_str(), email.as_str(), now, &bucket, rate)
             .await?;
         let result = async {
-            super::limits::refused_if_over(step, "user")?;
+            if let Err(wait) = step {
+                // A suppressed inbox says so before any limit (release 3, "Precedence").
+                let first = match (wanted, &row.email, row.email_verified) {
+                    (Wanted::Change, Some(current), true) => current.as_str(),
+                    _ => email.as_str(),
+                };
+                self.check_deliverable(&tx, &[first], now).await?;
+                return Err(CoreError::rate_limited(wait, "user"));
+            }
             match wanted {
                 Wanted::Verification => self.verify_in(&tx, &row, email, locale, now).await,
                 Wanted::Change => self.change_in(&tx, &row, email, locale, now).await,

@@ -23,7 +23,10 @@ impl Core {
             Ok(f) => f,
             Err(e) => return self.finish(tx, user, Err(e)).await,
         };
+        // A suppressed inbox answers ADDRESS_UNDELIVERABLE before any limit or cooldown
+        // (API.md, release 3, "Precedence"): waiting would not help.
         let result = async {
+            self.check_step_deliverable(&tx, &f, now).await?;
             self.take_user_limit(&tx, user, now).await?;
             self.resend_in(&tx, f, now).await
         }
@@ -39,14 +42,21 @@ impl Core {
         let (tx, user, tok) = self.lock_token_owner(token).await?;
         let result = async {
             let f = self.pending_flow_of(&tx, &tok).await?;
+            self.check_step_deliverable(&tx, &f, now).await?;
             self.resend_in(&tx, f, now).await
         }
         .await;
         self.finish(tx, &user, result).await
     }
 
-    /// The resend itself, once the cooldown allows it: the step's tokens are superseded
-    /// and a new link goes out.
+    /// ADDRESS_UNDELIVERABLE if the inbox of the flow's current step is suppressed.
+    async fn check_step_deliverable(&self, tx: &Tx, f: &flow::Model, now: i64) -> CoreResult<()> {
+        self.check_deliverable(tx, &[recipient_of(f, f.step)], now)
+            .await
+    }
+
+    /// The resend itself, once the cooldown allows it (the inbox was checked first): the
+    /// step's tokens are superseded and a new link goes out.
     async fn resend_in(&self, tx: &Tx, mut f: flow::Model, now: i64) -> CoreResult<FlowView> {
         if now < f.resend_available_at {
             let wait = (f.resend_available_at - now) as u64;
@@ -55,8 +65,6 @@ impl Core {
                 retry_after: Duration::from_secs(wait.div_ceil(1000)),
             });
         }
-        self.check_deliverable(tx, &[recipient_of(&f, f.step)], now)
-            .await?;
         self.relink(tx, &mut f, now).await?;
         let masked = mask(recipient_of(&f, f.step));
         self.flow_event(tx, &f, EventType::LinkResent, &masked, "", now)

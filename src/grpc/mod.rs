@@ -37,17 +37,43 @@ pub struct Caller(pub String);
 
 /// Checks `authorization: Bearer <token>` against the configured tokens, in constant
 /// time per candidate. With no tokens configured every call passes (loopback default).
-/// A refusal is logged at WARN (why and from where, never what was presented) and counted
-/// in `emailverify_auth_failures_total`.
+/// A refusal is counted in `emailverify_auth_failures_total` and logged at WARN (why and
+/// from where, never what was presented) — at most once every [`AUTH_WARN_EVERY`], with
+/// the count of refusals since, so a caller hammering a wrong token cannot flood the logs.
 #[derive(Clone)]
 pub struct BearerAuth {
     tokens: Arc<Vec<String>>,
+    warned: Arc<std::sync::Mutex<AuthWarnings>>,
+}
+
+/// How often a run of failed caller authentications is logged at WARN, at most.
+pub const AUTH_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the last WARN went out, and the refusals since that it did not name.
+#[derive(Default)]
+struct AuthWarnings {
+    at: Option<std::time::Instant>,
+    unreported: u64,
+}
+
+impl AuthWarnings {
+    /// Counts one refusal; `Some(n)`: log now, for these `n` refusals.
+    fn refused(&mut self) -> Option<u64> {
+        self.unreported += 1;
+        let now = std::time::Instant::now();
+        if self.at.is_some_and(|at| now < at + AUTH_WARN_EVERY) {
+            return None;
+        }
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 impl BearerAuth {
     pub fn new(tokens: Vec<String>) -> Self {
         Self {
             tokens: Arc::new(tokens),
+            warned: Arc::default(),
         }
     }
 }
@@ -77,6 +103,9 @@ impl tonic::service::Interceptor for BearerAuth {
             "wrong"
         };
         crate::metrics::auth_failure(reason);
+        let Some(failures) = self.warned.lock().map_or(None, |mut w| w.refused()) else {
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        };
         let peer = conn::ConnInfo::of(request.extensions())
             .and_then(conn::ConnInfo::peer)
             .map(|p| p.to_string())
@@ -91,7 +120,8 @@ impl tonic::service::Interceptor for BearerAuth {
             reason,
             peer = %peer,
             request_id = %request_id,
-            "gRPC caller authentication failed: {reason} bearer token"
+            failures,
+            "gRPC caller authentication failed: {reason} bearer token ({failures} refused since the last such warning, which is logged at most every 10 s)"
         );
         Err(Status::unauthenticated("missing or wrong bearer token"))
     }

@@ -75,18 +75,20 @@ impl HttpState {
     }
 
     /// A POST that the browser says another site sent: `Sec-Fetch-Site: cross-site`, or an
-    /// `Origin` that is not the public URL's. `Origin: null` tells nothing (a browser sends
-    /// it for a form on a page with `Referrer-Policy: no-referrer`, as ours are), so then
-    /// `Sec-Fetch-Site` decides; a client that sends neither is no browser acting for
-    /// another site.
+    /// `Origin` that is not the public URL's — `null` included (API.md, release 3): a
+    /// sandboxed frame, a page of another site with `no-referrer`, an older Safari. Our own
+    /// forms send our origin: the pages say `<meta name="referrer" content="same-origin">`
+    /// (`pages.rs`), which keeps the Referer from every other site as `no-referrer` does,
+    /// but lets the browser name us in `Origin` on our own POSTs. A client that sends
+    /// neither header is no browser acting for another site.
     fn cross_site(&self, headers: &HeaderMap) -> bool {
         let fetch_site_says = headers
             .get_all("sec-fetch-site")
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
         let origin_says = headers.get_all(header::ORIGIN).iter().any(|v| {
-            let origin = v.as_bytes();
-            origin != b"null" && !origin.eq_ignore_ascii_case(self.public_origin.as_bytes())
+            !v.as_bytes()
+                .eq_ignore_ascii_case(self.public_origin.as_bytes())
         });
         fetch_site_says || origin_says
     }
@@ -160,16 +162,12 @@ async fn button<'h, F: Future<Output = Response>>(
     .await
 }
 
-/// Failures that look like guessing or replaying links count against the client.
+/// Only failures that could be guessing count against the client (API.md, release 3): a
+/// malformed or unknown token. Pressing a used, expired or superseded link again (the back
+/// button, a reload) names a real link, so it never counts: behind one carrier NAT, the
+/// people who do it would otherwise lock each other out.
 fn counts_as_failure(e: &CoreError) -> bool {
-    matches!(
-        e,
-        CoreError::InvalidToken
-            | CoreError::TokenNotFound
-            | CoreError::TokenUsed
-            | CoreError::TokenSuperseded
-            | CoreError::TokenExpired
-    )
+    matches!(e, CoreError::InvalidToken | CoreError::TokenNotFound)
 }
 
 impl HttpState {
@@ -181,8 +179,8 @@ impl HttpState {
         }
     }
 
-    /// The page for a refusal, after counting it against the client if it looks like
-    /// guessing or replaying links.
+    /// The page for a refusal, after counting it against the client if it could be
+    /// guessing.
     async fn refuse(&self, v: &Visit<'_>, e: &CoreError, token: Option<&Token>) -> Response {
         self.failed(v, e).await;
         self.pages.error(e, self.link(token, v.headers).await)

@@ -26,7 +26,7 @@ const CSS: &str = "body{margin:0;background:#f4f5f7;color:#1f2328;font:16px/1.5 
 
 const LAYOUT: &str = r#"<!doctype html>
 <html lang="{{ lang }}">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex"><title>{{ title }}</title><style>{{ css|safe }}</style></head>
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex"><meta name="referrer" content="same-origin"><title>{{ title }}</title><style>{{ css|safe }}</style></head>
 <body><main><div class="card">
 <h1>{{ title }}</h1>
 <p>{{ message }}</p>

@@ -161,6 +161,89 @@ async fn a_client_that_keeps_failing_on_the_link_pages_is_locked_out(backend: Ba
     assert_eq!(app.post_form("/verify", &token).await.status(), 200);
 }
 
+/// Only what could be guessing counts against a client (release 3): a used, superseded or
+/// expired link pressed again — the back button, a reload, people behind one carrier NAT
+/// — is answered with its page every time, never 429. Unknown tokens still count.
+async fn pressing_a_real_link_again_never_counts_against_the_client(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.limit_failed_confirms_per_ip = "3/10m".into();
+        s.resend_cooldown = "0s".into();
+    })
+    .await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let first = app.token_in(&app.next_mail().await);
+    app.resend("user-1").await.unwrap();
+    let second = app.token_in(&app.next_mail().await);
+    assert_eq!(app.post_form("/verify", &second).await.status(), 200);
+    for _ in 0..30 {
+        assert_eq!(
+            app.post_form("/verify", &second).await.status(),
+            409,
+            "used"
+        );
+        assert_eq!(
+            app.post_form("/verify", &first).await.status(),
+            410,
+            "superseded"
+        );
+        assert_eq!(
+            app.post_form("/cancel", &second).await.status(),
+            410,
+            "finished"
+        );
+    }
+    app.request_verification("user-2", "joe@example.com")
+        .await
+        .unwrap();
+    let expiring = app.token_in(&app.next_mail().await);
+    app.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    for _ in 0..30 {
+        assert_eq!(
+            app.post_form("/verify", &expiring).await.status(),
+            410,
+            "expired"
+        );
+    }
+    // The guard is on: three unknown tokens lock the client out.
+    let unknown = "A".repeat(43);
+    for _ in 0..3 {
+        assert_eq!(app.post_form("/verify", &unknown).await.status(), 404);
+    }
+    assert_eq!(app.post_form("/verify", &second).await.status(), 429);
+}
+
+/// Precedence (release 3): a suppressed inbox answers ADDRESS_UNDELIVERABLE before any
+/// cooldown or limit — waiting would not help, so RESEND_COOLDOWN or RATE_LIMITED would
+/// send the caller the wrong way — and sends nothing.
+async fn a_suppressed_inbox_is_undeliverable_before_any_cooldown_or_limit(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.limit_per_user = "2/1h".into();
+        s.mail_retry_base = "1h".into();
+    })
+    .await;
+    app.smtp.reply_next(&["550 5.1.1 no such user"]);
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    app.eventually_count("suppressions", 1).await;
+    // Within the cooldown (60 s) of the link just sent:
+    let err = expect_err(app.resend("user-1").await);
+    assert_reason(&err, Code::FailedPrecondition, "ADDRESS_UNDELIVERABLE");
+    // And past the per-user limit (2/h: the request and that resend are counted):
+    for _ in 0..3 {
+        let err = expect_err(app.resend("user-1").await);
+        assert_reason(&err, Code::FailedPrecondition, "ADDRESS_UNDELIVERABLE");
+        let err = expect_err(app.request_verification("user-1", "jane@example.com").await);
+        assert_reason(&err, Code::FailedPrecondition, "ADDRESS_UNDELIVERABLE");
+    }
+    // The limit is in force: another address is RATE_LIMITED.
+    let err = expect_err(app.request_verification("user-1", "joe@example.com").await);
+    assert_reason(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    app.assert_no_mail().await;
+}
+
 async fn a_trusted_proxy_header_names_the_client(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.limit_failed_confirms_per_ip = "1/10m".into();
@@ -190,5 +273,7 @@ crate::on_both_backends!(
     probing_for_taken_addresses_costs_quota,
     a_resend_with_nothing_pending_costs_no_quota,
     a_client_that_keeps_failing_on_the_link_pages_is_locked_out,
+    pressing_a_real_link_again_never_counts_against_the_client,
+    a_suppressed_inbox_is_undeliverable_before_any_cooldown_or_limit,
     a_trusted_proxy_header_names_the_client,
 );
