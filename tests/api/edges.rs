@@ -3,6 +3,8 @@
 //! authentication, malformed protobuf, the admin port, and the success URL setting.
 //! (Connections that never finish or never end: `connections.rs`.)
 
+use std::time::Duration;
+
 use emailverify::domain::Keyring;
 use emailverify::grpc::pb;
 use prost::Message;
@@ -339,6 +341,52 @@ async fn a_malformed_request_message_is_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+}
+
+/// A slow request: headers sent, the body trickling in and never finished. The page
+/// answers 408 once its 15 s are up and the connection goes; it never holds a handler
+/// for ever. (The header deadline for requests that never finish their headers is
+/// `connections::`'s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_body_never_finishes_is_cut_off_at_fifteen_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Backend::Sqlite).await;
+    let addr = app.http_base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    sock.write_all(
+        b"POST /verify HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\ntoken=",
+    )
+    .await
+    .unwrap();
+    // One more byte every 2 s keeps the connection busy but never ends the body.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {
+                if sock.write_all(b"A").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_secs(14) && waited < Duration::from_secs(38),
+        "cut off after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
