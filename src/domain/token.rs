@@ -22,6 +22,7 @@ pub const TOKEN_LEN: usize = 43;
 const TOKEN_BYTES: usize = 32;
 pub const MIN_KEY_BYTES: usize = 32;
 const SEAL_INFO: &[u8] = b"emailverify/outbox-seal/v1";
+const MAIL_TAG_INFO: &[u8] = b"emailverify/mail-tag/v1";
 const NONCE_LEN: usize = 12;
 
 stored_enum! {
@@ -163,6 +164,27 @@ impl Keyring {
             let candidate = digest(k, message.as_bytes()).0;
             found | bool::from(candidate.as_bytes().ct_eq(stored.as_bytes()))
         })
+    }
+
+    /// HMAC-SHA-256 of a mail's id under a key derived (HKDF) from each configured key,
+    /// newest first: the newest makes the mail's bounce tag and Message-ID
+    /// (`mail::message::mail_tag`), any of them verifies a tag a report quotes.
+    pub fn mail_macs(&self, mail_id: &[u8]) -> Vec<[u8; 32]> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut okm = [0u8; 32];
+                hkdf::Hkdf::<Sha256>::new(None, k)
+                    .expand(MAIL_TAG_INFO, &mut okm)
+                    .expect("32 bytes is a valid HKDF-SHA-256 output length");
+                let mut mac = <HmacSha256 as Mac>::new_from_slice(&okm)
+                    .expect("HMAC accepts keys of any length");
+                mac.update(mail_id);
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&mac.finalize().into_bytes());
+                out
+            })
+            .collect()
     }
 
     /// Seals `plaintext` with ChaCha20-Poly1305 under a key derived from the newest key.
