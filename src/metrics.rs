@@ -19,6 +19,10 @@
 //! | `emailverify_cross_site_posts_total` | | link-page POSTs a browser marked cross-site (403, counted against nobody) |
 //! | `emailverify_connections_open`, `emailverify_connections_max` | port | connections open now on `grpc`, `http`, `admin`, and the cap of each |
 //! | `emailverify_connections_timed_out_total` | port, reason | connections closed for not sending their `headers` (gRPC: first frame) in time, or `idle` |
+//! | `emailverify_inbound_reports_total` | outcome | inbound messages by what they came to (`bounced`, `delayed`, `complained`, `repeat`, `ignored`, `unmatched`, `unparseable`) |
+//! | `emailverify_inbound_sessions_refused_total` | reason | inbound SMTP connections answered 421: `per_peer`, `busy` |
+//! | `emailverify_inbound_sessions_closed_total` | reason | inbound SMTP sessions cut off: `silent`, `lifetime`, `bare_lf`, `too_long`, … |
+//! | `emailverify_inbound_throttled_total` | | 450 4.7.1 answers to a peer past 100 unmatched reports a minute |
 //! | `emailverify_accept_errors_total` | port, kind | failed accepts: `fd_exhausted` (EMFILE/ENFILE: the file-descriptor table is full), `other` |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
@@ -171,7 +175,8 @@ pub fn mail(event: &'static str, template: &str) {
 }
 
 /// A message the inbound listener accepted, by what it came to: `bounced`, `delayed`,
-/// `complained`, `ignored` (a report of nothing we act on), `unmatched` (no mail of ours),
+/// `complained`, `repeat` (of a kind the mail already has: not written again), `ignored`
+/// (a report of nothing we act on), `unmatched` (no mail of ours: no tag whose MAC holds),
 /// `unparseable` (not a report we read).
 pub fn inbound_report(outcome: &'static str) {
     metrics::counter!("emailverify_inbound_reports_total", "outcome" => outcome).increment(1);
@@ -180,6 +185,25 @@ pub fn inbound_report(outcome: &'static str) {
 /// A recipient the inbound listener refused (it is no relay).
 pub fn inbound_recipient_refused() {
     metrics::counter!("emailverify_inbound_recipients_refused_total").increment(1);
+}
+
+/// An inbound SMTP connection answered 421 and closed: `per_peer` (its address had
+/// `EMAILVERIFY_INBOUND_MAX_SESSIONS_PER_PEER` open) or `busy` (the listener was full).
+pub fn inbound_session_refused(reason: &'static str) {
+    metrics::counter!("emailverify_inbound_sessions_refused_total", "reason" => reason)
+        .increment(1);
+}
+
+/// An inbound SMTP session closed early: `silent` (no progress in time), `lifetime`,
+/// `bare_lf`, `too_long` (a line), `too_many_commands`, `starttls_injection`,
+/// `tls_handshake`, `gone`.
+pub fn inbound_session_closed(reason: &'static str) {
+    metrics::counter!("emailverify_inbound_sessions_closed_total", "reason" => reason).increment(1);
+}
+
+/// A 450 4.7.1 to a peer past its unmatched reports for the minute.
+pub fn inbound_throttled() {
+    metrics::counter!("emailverify_inbound_throttled_total").increment(1);
 }
 
 pub fn ready(ready: bool) {

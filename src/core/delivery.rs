@@ -35,10 +35,21 @@ pub fn delivery_of(mail: &outbox::Model) -> (DeliveryState, String) {
         }
         MailState::Pending => (DeliveryState::Retrying, error()),
         MailState::Sent => match &mail.bounce {
-            Some(bounce) => (DeliveryState::Bounced, scrub(bounce)),
+            // The status and a fixed word only, also of a bounce recorded before release 3
+            // (which kept the report's text).
+            Some(bounce) => (DeliveryState::Bounced, bounced_detail(bounce)),
             None => (DeliveryState::Sent, String::new()),
         },
         MailState::Dead | MailState::Retried => (DeliveryState::Failed, error()),
+    }
+}
+
+/// What a recorded bounce shows: its enhanced status code and `bounced`, never the
+/// report's text (a report is anyone's to write).
+fn bounced_detail(bounce: &str) -> String {
+    match crate::domain::status::enhanced_status(bounce) {
+        Some(code) => format!("{code} bounced"),
+        None => "bounced".into(),
     }
 }
 
@@ -82,5 +93,15 @@ mod tests {
             )
         );
         assert_eq!(scrub("451 4.3.0 try again"), "451 4.3.0 try again");
+    }
+
+    #[test]
+    fn a_bounce_shows_its_status_and_a_fixed_word_only() {
+        assert_eq!(bounced_detail("5.1.1 bounced"), "5.1.1 bounced");
+        assert_eq!(
+            bounced_detail("5.1.1 550 5.1.1 call +1-555-0100 jane＠victim.example"),
+            "5.1.1 bounced"
+        );
+        assert_eq!(bounced_detail("URGENT"), "bounced");
     }
 }

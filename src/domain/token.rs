@@ -23,6 +23,7 @@ const TOKEN_BYTES: usize = 32;
 pub const MIN_KEY_BYTES: usize = 32;
 const SEAL_INFO: &[u8] = b"emailverify/outbox-seal/v1";
 const LIMIT_INFO: &[u8] = b"emailverify/limit-bucket/v1";
+const MAIL_TAG_INFO: &[u8] = b"emailverify/mail-tag/v1";
 const NONCE_LEN: usize = 12;
 
 stored_enum! {
@@ -173,12 +174,26 @@ impl Keyring {
     /// after the key that replaced it came in: by then the buckets have drained.
     pub fn limit_bucket(&self, kind: &str, value: &str) -> String {
         let oldest = self.keys.last().expect("a keyring holds at least one key");
-        let hk = hkdf::Hkdf::<Sha256>::new(None, oldest);
-        let mut key = [0u8; 32];
-        hk.expand(LIMIT_INFO, &mut key)
-            .expect("32 bytes is a valid HKDF-SHA-256 output length");
+        let key = derive(oldest, LIMIT_INFO);
         let message = format!("{kind}\0{value}");
         format!("{kind}:{}", digest(&key, message.as_bytes()).0)
+    }
+
+    /// HMAC-SHA-256 of a mail's id under a key derived (HKDF) from each configured key,
+    /// newest first: the newest makes the mail's bounce tag and Message-ID
+    /// (`mail::message::mail_tag`), any of them verifies a tag a report quotes.
+    pub fn mail_macs(&self, mail_id: &[u8]) -> Vec<[u8; 32]> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut mac = <HmacSha256 as Mac>::new_from_slice(&derive(k, MAIL_TAG_INFO))
+                    .expect("HMAC accepts keys of any length");
+                mac.update(mail_id);
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&mac.finalize().into_bytes());
+                out
+            })
+            .collect()
     }
 
     /// Seals `plaintext` with ChaCha20-Poly1305 under a key derived from the newest key.
@@ -257,11 +272,16 @@ pub fn is_code(raw: &str) -> bool {
 }
 
 fn seal_cipher(key: &[u8]) -> ChaCha20Poly1305 {
-    let hk = hkdf::Hkdf::<Sha256>::new(None, key);
+    ChaCha20Poly1305::new(Key::from_slice(&derive(key, SEAL_INFO)))
+}
+
+/// A 32-byte key for one purpose (`info`), derived from a configured key (HKDF-SHA-256).
+fn derive(key: &[u8], info: &[u8]) -> [u8; 32] {
     let mut okm = [0u8; 32];
-    hk.expand(SEAL_INFO, &mut okm)
+    hkdf::Hkdf::<Sha256>::new(None, key)
+        .expand(info, &mut okm)
         .expect("32 bytes is a valid HKDF-SHA-256 output length");
-    ChaCha20Poly1305::new(Key::from_slice(&okm))
+    okm
 }
 
 #[cfg(test)]

@@ -1,15 +1,35 @@
 //! The inbound SMTP listener (`EMAILVERIFY_INBOUND_ADDR`): a minimal server for what
-//! relays send back. EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT; no AUTH, no relaying:
-//! every recipient but the bounce address (any `+tag`) is refused with 550. At most
-//! 1 MiB a message, 100 recipients, so many connections at once, and every read has a
-//! deadline, so a slow or hostile peer holds nothing for long.
+//! relays send back. EHLO/HELO, STARTTLS (with `EMAILVERIFY_INBOUND_TLS_*`), MAIL, RCPT,
+//! DATA, RSET, NOOP, QUIT; no AUTH, no relaying: every recipient but the bounce address
+//! (any `+tag`) is refused with 550. At most 1 MiB a message, 100 recipients.
+//!
+//! What a peer (an address; IPv6: its /64) can take is bounded:
+//! - at most `EMAILVERIFY_INBOUND_MAX_SESSIONS_PER_PEER` sessions at once: the next one
+//!   is answered `421 4.7.0` and closed; and at most [`MAX_SESSIONS`] in all (then
+//!   `421 4.3.2`), so new sessions never wait unseen in the kernel's queue;
+//! - a session that makes no progress for the silence timeout (30 s) is closed: only an
+//!   accepted MAIL, RCPT, DATA (each line of it) or STARTTLS counts, so NOOPs, RSETs and
+//!   EHLOs hold nothing; and no session lasts longer than [`SESSION_LIMIT`] nor sends more
+//!   than [`MAX_COMMANDS`] commands;
+//! - a peer past [`UNMATCHED_PER_MINUTE`] reports that match nothing (or cannot be read)
+//!   in a minute gets `450 4.7.1` (to MAIL, DATA and its reports) until the minute ends;
+//! - lines end with CRLF only: a bare LF anywhere (a command or the message) is refused
+//!   with `500 5.5.2` and the session closed, and DATA ends only at `<CR><LF>.<CR><LF>`,
+//!   so no `<LF>.<CR><LF>` can smuggle a second message past us. Input pipelined behind
+//!   STARTTLS (before the handshake) closes the session, so no plaintext command is taken
+//!   as if it came over TLS.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Inbound;
@@ -23,73 +43,190 @@ const MAX_LINE: usize = 4096;
 const MAX_RECIPIENTS: usize = 100;
 /// Commands per session: a session that never ends is a peer playing games.
 const MAX_COMMANDS: usize = 1000;
-/// Sessions at once; more wait in the kernel's queue.
-const MAX_SESSIONS: usize = 64;
-/// How long we wait for each command or data line.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest a session may last.
-const SESSION_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// Sessions at once, all peers together; past it new ones are answered 421 and closed.
+pub const MAX_SESSIONS: usize = 64;
+/// The longest a session may last, whatever it does.
+pub const SESSION_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// Reports that match nothing (or cannot be read) one peer may send a minute.
+pub const UNMATCHED_PER_MINUTE: u32 = 100;
+const MINUTE_MS: i64 = 60_000;
+/// How long a refusal (421) may take to write.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// Peers remembered for the unmatched-report throttle before stale ones are dropped.
+const PEERS_REMEMBERED: usize = 10_000;
+
+/// The peers' open sessions and unmatched reports.
+#[derive(Default)]
+pub(crate) struct Peers {
+    inner: Mutex<PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    sessions: HashMap<IpAddr, usize>,
+    /// Per peer: when its minute started (clock ms) and its unmatched reports in it.
+    unmatched: HashMap<IpAddr, (i64, u32)>,
+}
+
+impl Peers {
+    fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `peer` is past its unmatched reports for the minute at `now`.
+    fn throttled(&self, peer: IpAddr, now: i64) -> bool {
+        self.state()
+            .unmatched
+            .get(&peer)
+            .is_some_and(|&(start, n)| now - start < MINUTE_MS && n >= UNMATCHED_PER_MINUTE)
+    }
+
+    /// Counts an unmatched report of `peer`; whether it went past the limit.
+    fn unmatched(&self, peer: IpAddr, now: i64) -> bool {
+        let mut state = self.state();
+        if state.unmatched.len() >= PEERS_REMEMBERED {
+            state
+                .unmatched
+                .retain(|_, &mut (start, _)| now - start < MINUTE_MS);
+        }
+        let entry = state.unmatched.entry(peer).or_insert((now, 0));
+        if now - entry.0 >= MINUTE_MS {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        entry.1 > UNMATCHED_PER_MINUTE
+    }
+}
+
+/// A session's place in its peer's count, given back when the session ends.
+struct Seat {
+    inbound: Arc<Inbound>,
+    peer: IpAddr,
+}
+
+impl Seat {
+    fn take(inbound: &Arc<Inbound>, peer: IpAddr) -> Option<Self> {
+        let mut state = inbound.peers.state();
+        let open = state.sessions.entry(peer).or_insert(0);
+        if *open >= inbound.max_sessions_per_peer {
+            return None;
+        }
+        *open += 1;
+        Some(Self {
+            inbound: inbound.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut state = self.inbound.peers.state();
+        if let Some(open) = state.sessions.get_mut(&self.peer) {
+            *open -= 1;
+            if *open == 0 {
+                state.sessions.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// The address a peer is counted under: IPv4 (an IPv4-mapped IPv6 address as IPv4), or
+/// the /64 of an IPv6 address (one host or site usually holds a whole /64).
+pub fn peer_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// Serves `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let (inbound, stop) = (inbound.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::timeout(SESSION_LIMIT, session(stream, &inbound)) => {}
-                    }
-                });
-            }
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "inbound SMTP: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let peer = peer_of(addr.ip());
+        let (inbound, stop, slots) = (inbound.clone(), stop.clone(), slots.clone());
+        tokio::spawn(async move {
+            let Some(_seat) = Seat::take(&inbound, peer) else {
+                crate::metrics::inbound_session_refused("per_peer");
+                refuse(stream, "421 4.7.0 too many sessions from your address").await;
+                return;
+            };
+            let Ok(_slot) = slots.try_acquire_owned() else {
+                crate::metrics::inbound_session_refused("busy");
+                refuse(stream, "421 4.3.2 too busy, try again later").await;
+                return;
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = tokio::time::timeout(SESSION_LIMIT, session(stream, peer, &inbound)) => {
+                    if r.is_err() {
+                        crate::metrics::inbound_session_closed("lifetime");
+                    }
+                }
+            }
+        });
     }
+}
+
+/// Answers a connection we do not serve, briefly, and closes it.
+async fn refuse(mut stream: TcpStream, text: &str) {
+    let _ = tokio::time::timeout(REFUSAL_WRITE, reply(&mut stream, text)).await;
 }
 
 /// One line read, at most `max` bytes.
 enum Line {
     Eof,
     TooLong,
+    /// A line that ends with LF alone.
+    BareLf,
+    /// A line with its CRLF.
     Text(Vec<u8>),
 }
 
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+/// The next line, by `deadline`; `Err` of kind `TimedOut` when it passed.
+async fn read_line<R: AsyncBufRead + Unpin>(
     r: &mut R,
     max: usize,
+    deadline: Instant,
 ) -> std::io::Result<Line> {
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(
-        READ_TIMEOUT,
+    let read = tokio::time::timeout_at(
+        deadline,
         (&mut *r).take(max as u64).read_until(b'\n', &mut buf),
     )
     .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timeout"))??;
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress in time"))??;
     Ok(match read {
         0 => Line::Eof,
-        _ if buf.ends_with(b"\n") => Line::Text(buf),
+        _ if buf.ends_with(b"\r\n") => Line::Text(buf),
+        _ if buf.ends_with(b"\n") => Line::BareLf,
         _ if buf.len() >= max => Line::TooLong,
         _ => Line::Eof,
     })
 }
 
 async fn reply<W: AsyncWrite + Unpin>(w: &mut W, text: &str) -> std::io::Result<()> {
-    w.write_all(text.as_bytes()).await?;
-    w.write_all(b"\r\n").await
+    w.write_all(format!("{text}\r\n").as_bytes()).await?;
+    w.flush().await
 }
 
 /// The address in `FROM:<a> …` / `TO:<a> …`, and the rest (parameters).
@@ -104,137 +241,358 @@ fn path_of(arg: &str) -> (String, &str) {
     }
 }
 
-async fn session(stream: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let host = inbound.bounce.domain().to_owned();
-    reply(&mut w, &format!("220 {host} ESMTP emailverify")).await?;
-    let mut from: Option<String> = None;
-    let mut recipients: Vec<String> = Vec::new();
-    for _ in 0..MAX_COMMANDS {
-        let line = match read_line(&mut r, MAX_LINE).await {
-            Ok(Line::Text(l)) => String::from_utf8_lossy(&l).trim_end().to_owned(),
-            Ok(Line::TooLong) => return reply(&mut w, "500 5.5.2 line too long").await,
-            Ok(Line::Eof) => return Ok(()),
-            Err(_) => return reply(&mut w, "421 4.4.2 timeout").await,
-        };
-        let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
-        match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => {
-                let caps = format!(
-                    "250-{host}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-PIPELINING\r\n250 SIZE {MAX_MESSAGE}"
-                );
-                reply(&mut w, &caps).await?;
-            }
-            "HELO" => reply(&mut w, &format!("250 {host}")).await?,
-            "MAIL" => {
-                let Some(arg) = strip_keyword(arg, "FROM:") else {
-                    reply(&mut w, "501 5.5.4 syntax: MAIL FROM:<address>").await?;
-                    continue;
-                };
-                let (addr, params) = path_of(arg);
-                let size = params.split_whitespace().find_map(|p| {
-                    p.to_ascii_uppercase()
-                        .strip_prefix("SIZE=")?
-                        .parse::<usize>()
-                        .ok()
-                });
-                if size.is_some_and(|s| s > MAX_MESSAGE) {
-                    reply(&mut w, "552 5.3.4 message too big").await?;
-                    continue;
-                }
-                from = Some(addr);
-                recipients.clear();
-                reply(&mut w, "250 2.1.0 OK").await?;
-            }
-            "RCPT" => {
-                let Some(arg) = strip_keyword(arg, "TO:") else {
-                    reply(&mut w, "501 5.5.4 syntax: RCPT TO:<address>").await?;
-                    continue;
-                };
-                let (addr, _) = path_of(arg);
-                if from.is_none() {
-                    reply(&mut w, "503 5.5.1 MAIL first").await?;
-                } else if recipients.len() >= MAX_RECIPIENTS {
-                    reply(&mut w, "452 4.5.3 too many recipients").await?;
-                } else if inbound.accepts(&addr) {
-                    recipients.push(addr);
-                    reply(&mut w, "250 2.1.5 OK").await?;
-                } else {
-                    crate::metrics::inbound_recipient_refused();
-                    reply(&mut w, "550 5.7.1 relaying denied: no such recipient here").await?;
-                }
-            }
-            "DATA" => {
-                if recipients.is_empty() {
-                    reply(&mut w, "503 5.5.1 RCPT first").await?;
-                    continue;
-                }
-                reply(&mut w, "354 end with <CRLF>.<CRLF>").await?;
-                let Some(raw) = read_data(&mut r).await? else {
-                    from = None;
-                    recipients.clear();
-                    reply(&mut w, "552 5.3.4 message too big").await?;
-                    continue;
-                };
-                let answer = match inbound.receive(&recipients, &raw).await {
-                    Ok(_) => "250 2.0.0 OK",
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inbound SMTP: could not record a report");
-                        "451 4.3.0 try again later"
-                    }
-                };
-                from = None;
-                recipients.clear();
-                reply(&mut w, answer).await?;
-            }
-            "RSET" => {
-                from = None;
-                recipients.clear();
-                reply(&mut w, "250 2.0.0 OK").await?;
-            }
-            "NOOP" => reply(&mut w, "250 2.0.0 OK").await?,
-            "QUIT" => return reply(&mut w, "221 2.0.0 bye").await,
-            _ => reply(&mut w, "502 5.5.2 command not implemented").await?,
-        }
-    }
-    reply(&mut w, "421 4.7.0 too many commands").await
-}
-
 fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
     let head = arg.get(..keyword.len())?;
     head.eq_ignore_ascii_case(keyword)
         .then(|| &arg[keyword.len()..])
 }
 
-/// The message after DATA, dot-unstuffed, up to the lone `.`; `None` when it passed
-/// `MAX_MESSAGE` (the rest is read and dropped, so the client hears the 552; a peer that
-/// sends far more than that, or one endless line, is cut off).
-async fn read_data<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let cut_off = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
-    let mut raw = Vec::new();
-    let (mut too_big, mut seen) = (false, 0usize);
-    loop {
-        let line = match read_line(r, MAX_MESSAGE + 3).await? {
-            Line::Text(l) => l,
-            Line::TooLong => return Err(cut_off("an endless line in DATA")),
-            Line::Eof => return Err(cut_off("connection closed in DATA")),
+/// How a conversation ended.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Close,
+    /// The peer asked for TLS (and was told to go ahead).
+    StartTls,
+}
+
+/// What DATA brought.
+enum Data {
+    Message(Vec<u8>),
+    /// Past `MAX_MESSAGE`: read to its end and dropped.
+    TooBig,
+}
+
+/// Why a session is closed early (also the metric's reason).
+enum Cut {
+    /// Nothing that made progress within the silence timeout.
+    Silent,
+    BareLf,
+    TooLong,
+    /// The peer went away, or sent far too much.
+    Gone,
+}
+
+/// One session's state.
+struct Session<'a> {
+    inbound: &'a Inbound,
+    peer: IpAddr,
+    from: Option<String>,
+    recipients: Vec<String>,
+    commands: usize,
+    /// The last time the session made progress (see the module's notes).
+    progress: Instant,
+    secured: bool,
+}
+
+async fn session(stream: TcpStream, peer: IpAddr, inbound: &Inbound) -> std::io::Result<()> {
+    let mut s = Session {
+        inbound,
+        peer,
+        from: None,
+        recipients: Vec::new(),
+        commands: 0,
+        progress: Instant::now(),
+        secured: false,
+    };
+    let mut io = BufReader::new(stream);
+    let host = inbound.bounce.domain().to_owned();
+    reply(&mut io, &format!("220 {host} ESMTP emailverify")).await?;
+    if s.converse(&mut io).await? != Next::StartTls {
+        return Ok(());
+    }
+    let Some(acceptor) = inbound.tls.clone() else {
+        return Ok(());
+    };
+    let tls = match tokio::time::timeout_at(s.deadline(), acceptor.accept(io.into_inner())).await {
+        Ok(Ok(tls)) => tls,
+        _ => {
+            crate::metrics::inbound_session_closed("tls_handshake");
+            return Ok(());
+        }
+    };
+    // RFC 3207: nothing said before the handshake counts; the client greets again.
+    s.secured = true;
+    s.progress = Instant::now();
+    s.from = None;
+    s.recipients.clear();
+    s.converse(&mut BufReader::new(tls)).await.map(|_| ())
+}
+
+impl Session<'_> {
+    fn deadline(&self) -> Instant {
+        self.progress + self.inbound.silence_timeout
+    }
+
+    fn progressed(&mut self) {
+        self.progress = Instant::now();
+    }
+
+    fn throttled(&self) -> bool {
+        let throttled = self
+            .inbound
+            .peers
+            .throttled(self.peer, self.inbound.clock.now_ms());
+        if throttled {
+            crate::metrics::inbound_throttled();
+        }
+        throttled
+    }
+
+    /// Closes the session early with `text`, counting why.
+    async fn cut<S: AsyncWrite + Unpin>(&self, io: &mut S, why: Cut) -> std::io::Result<Next> {
+        let (reason, text) = match why {
+            Cut::Silent => ("silent", "421 4.4.2 closing: no progress in time"),
+            Cut::BareLf => ("bare_lf", "500 5.5.2 lines end with CRLF: bare LF refused"),
+            Cut::TooLong => ("too_long", "500 5.5.2 line too long"),
+            Cut::Gone => ("gone", ""),
         };
-        if line == b".\r\n" || line == b".\n" {
-            return Ok((!too_big).then_some(raw));
+        crate::metrics::inbound_session_closed(reason);
+        if !text.is_empty() {
+            let _ = reply(io, text).await;
         }
-        seen += line.len();
-        if seen > DISCARD_LIMIT {
-            return Err(cut_off("far too much data"));
-        }
-        if !too_big {
-            raw.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
-            if raw.len() > MAX_MESSAGE {
-                too_big = true;
-                raw = Vec::new();
+        Ok(Next::Close)
+    }
+
+    async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+    ) -> std::io::Result<Next> {
+        let host = self.inbound.bounce.domain().to_owned();
+        while self.commands < MAX_COMMANDS {
+            self.commands += 1;
+            let line = match read_line(io, MAX_LINE, self.deadline()).await {
+                Ok(Line::Text(mut l)) => {
+                    l.truncate(l.len() - 2);
+                    if l.contains(&b'\r') {
+                        return self.cut(io, Cut::BareLf).await;
+                    }
+                    String::from_utf8_lossy(&l).trim_end().to_owned()
+                }
+                Ok(Line::BareLf) => return self.cut(io, Cut::BareLf).await,
+                Ok(Line::TooLong) => return self.cut(io, Cut::TooLong).await,
+                Ok(Line::Eof) => return Ok(Next::Close),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return self.cut(io, Cut::Silent).await;
+                }
+                Err(_) => return self.cut(io, Cut::Gone).await,
+            };
+            let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
+            match verb.to_ascii_uppercase().as_str() {
+                "EHLO" => {
+                    self.from = None;
+                    self.recipients.clear();
+                    let starttls = if self.inbound.tls.is_some() && !self.secured {
+                        "250-STARTTLS\r\n"
+                    } else {
+                        ""
+                    };
+                    let caps = format!(
+                        "250-{host}\r\n{starttls}250-8BITMIME\r\n250-SMTPUTF8\r\n250-PIPELINING\r\n250 SIZE {MAX_MESSAGE}"
+                    );
+                    reply(io, &caps).await?;
+                }
+                "HELO" => reply(io, &format!("250 {host}")).await?,
+                "STARTTLS" => {
+                    if self.inbound.tls.is_none() || self.secured {
+                        reply(io, "502 5.5.1 STARTTLS not available").await?;
+                    } else if !arg.trim().is_empty() {
+                        reply(io, "501 5.5.4 STARTTLS takes no argument").await?;
+                    } else if !io.buffer().is_empty() {
+                        // Commands pipelined behind STARTTLS would be read as if they
+                        // came over TLS (CVE-2011-0411): refuse them all.
+                        crate::metrics::inbound_session_closed("starttls_injection");
+                        reply(
+                            io,
+                            "501 5.5.2 nothing may follow STARTTLS before the handshake",
+                        )
+                        .await?;
+                        return Ok(Next::Close);
+                    } else {
+                        reply(io, "220 2.0.0 ready to start TLS").await?;
+                        return Ok(Next::StartTls);
+                    }
+                }
+                "MAIL" => {
+                    let Some(arg) = strip_keyword(arg, "FROM:") else {
+                        reply(io, "501 5.5.4 syntax: MAIL FROM:<address>").await?;
+                        continue;
+                    };
+                    if self.throttled() {
+                        reply(io, THROTTLED).await?;
+                        continue;
+                    }
+                    let (addr, params) = path_of(arg);
+                    let size = params.split_whitespace().find_map(|p| {
+                        p.to_ascii_uppercase()
+                            .strip_prefix("SIZE=")?
+                            .parse::<usize>()
+                            .ok()
+                    });
+                    if size.is_some_and(|s| s > MAX_MESSAGE) {
+                        reply(io, "552 5.3.4 message too big").await?;
+                        continue;
+                    }
+                    self.from = Some(addr);
+                    self.recipients.clear();
+                    self.progressed();
+                    reply(io, "250 2.1.0 OK").await?;
+                }
+                "RCPT" => {
+                    let Some(arg) = strip_keyword(arg, "TO:") else {
+                        reply(io, "501 5.5.4 syntax: RCPT TO:<address>").await?;
+                        continue;
+                    };
+                    let (addr, _) = path_of(arg);
+                    if self.from.is_none() {
+                        reply(io, "503 5.5.1 MAIL first").await?;
+                    } else if self.recipients.len() >= MAX_RECIPIENTS {
+                        reply(io, "452 4.5.3 too many recipients").await?;
+                    } else if self.inbound.accepts(&addr) {
+                        self.recipients.push(addr);
+                        self.progressed();
+                        reply(io, "250 2.1.5 OK").await?;
+                    } else {
+                        crate::metrics::inbound_recipient_refused();
+                        reply(io, "550 5.7.1 relaying denied: no such recipient here").await?;
+                    }
+                }
+                "DATA" => {
+                    if self.recipients.is_empty() {
+                        reply(io, "503 5.5.1 RCPT first").await?;
+                        continue;
+                    }
+                    let recipients = std::mem::take(&mut self.recipients);
+                    self.from = None;
+                    if self.throttled() {
+                        reply(io, THROTTLED).await?;
+                        continue;
+                    }
+                    self.progressed();
+                    reply(io, "354 end with <CRLF>.<CRLF>").await?;
+                    let raw = match self.read_data(io).await {
+                        Ok(Data::Message(raw)) => raw,
+                        Ok(Data::TooBig) => {
+                            reply(io, "552 5.3.4 message too big").await?;
+                            continue;
+                        }
+                        Err(why) => return self.cut(io, why).await,
+                    };
+                    let answer = match self.inbound.receive(&recipients, &raw).await {
+                        Ok("unmatched" | "unparseable")
+                            if self
+                                .inbound
+                                .peers
+                                .unmatched(self.peer, self.inbound.clock.now_ms()) =>
+                        {
+                            crate::metrics::inbound_throttled();
+                            THROTTLED
+                        }
+                        Ok(_) => "250 2.0.0 OK",
+                        Err(e) => {
+                            tracing::warn!(error = %e, "inbound SMTP: could not record a report");
+                            "451 4.3.0 try again later"
+                        }
+                    };
+                    self.progressed();
+                    reply(io, answer).await?;
+                }
+                "RSET" => {
+                    self.from = None;
+                    self.recipients.clear();
+                    reply(io, "250 2.0.0 OK").await?;
+                }
+                "NOOP" => reply(io, "250 2.0.0 OK").await?,
+                "QUIT" => {
+                    reply(io, "221 2.0.0 bye").await?;
+                    return Ok(Next::Close);
+                }
+                _ => reply(io, "502 5.5.2 command not implemented").await?,
             }
         }
+        crate::metrics::inbound_session_closed("too_many_commands");
+        reply(io, "421 4.7.0 too many commands").await?;
+        Ok(Next::Close)
+    }
+
+    /// The message after DATA, dot-unstuffed, up to the line `.` (`<CR><LF>.<CR><LF>`, and
+    /// nothing else, ends it); `TooBig` when it passed `MAX_MESSAGE` (the rest is read and
+    /// dropped, so the client hears the 552). A bare LF, an endless line or far too much
+    /// data cut the session off, and nothing of it is taken.
+    async fn read_data<S: AsyncRead + Unpin>(&mut self, r: &mut BufReader<S>) -> Result<Data, Cut> {
+        let mut raw = Vec::new();
+        let (mut too_big, mut seen) = (false, 0usize);
+        loop {
+            let line = match read_line(r, MAX_MESSAGE + 3, self.deadline()).await {
+                Ok(Line::Text(l)) => l,
+                Ok(Line::BareLf) => return Err(Cut::BareLf),
+                Ok(Line::TooLong) => return Err(Cut::TooLong),
+                Ok(Line::Eof) => return Err(Cut::Gone),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Cut::Silent),
+                Err(_) => return Err(Cut::Gone),
+            };
+            self.progressed();
+            if line == b".\r\n" {
+                return Ok(if too_big {
+                    Data::TooBig
+                } else {
+                    Data::Message(raw)
+                });
+            }
+            seen += line.len();
+            if seen > DISCARD_LIMIT {
+                return Err(Cut::Gone);
+            }
+            if !too_big {
+                raw.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+                if raw.len() > MAX_MESSAGE {
+                    too_big = true;
+                    raw = Vec::new();
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a peer past its unmatched reports for the minute.
+const THROTTLED: &str = "450 4.7.1 too many reports that match nothing, try again later";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_ipv4_addresses_or_ipv6_slash_64s() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(peer_of(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(peer_of(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_of(a), peer_of(b));
+        assert_ne!(peer_of(a), peer_of(c));
+    }
+
+    #[test]
+    fn a_peer_past_100_unmatched_reports_is_throttled_until_its_minute_ends() {
+        let peers = Peers::default();
+        let p: IpAddr = "192.0.2.7".parse().unwrap();
+        let q: IpAddr = "192.0.2.8".parse().unwrap();
+        for i in 0..UNMATCHED_PER_MINUTE {
+            assert!(!peers.throttled(p, 1_000 + i64::from(i)));
+            assert!(!peers.unmatched(p, 1_000 + i64::from(i)));
+        }
+        assert!(peers.throttled(p, 2_000));
+        assert!(peers.unmatched(p, 2_000));
+        assert!(!peers.throttled(q, 2_000), "another peer is not");
+        assert!(peers.throttled(p, 1_000 + MINUTE_MS - 1));
+        assert!(!peers.throttled(p, 1_000 + MINUTE_MS));
+        assert!(!peers.unmatched(p, 1_000 + MINUTE_MS));
+    }
+
+    #[test]
+    fn the_limits_are_the_contracts() {
+        assert_eq!(UNMATCHED_PER_MINUTE, 100);
+        assert_eq!(MINUTE_MS, 60_000);
     }
 }

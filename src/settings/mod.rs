@@ -14,7 +14,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use bounces::{BounceConfig, BounceSettings};
+pub use bounces::{BounceConfig, BounceSettings, InboundTls};
 pub use config::{Config, Connections, Retention, SettingError, TlsConfig};
 pub use relay::{RelayConfig, RelaySettings};
 

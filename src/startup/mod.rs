@@ -160,12 +160,13 @@ impl Application {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("EMAILVERIFY_INBOUND_ADDR {addr}: {e}"))?;
-                let inbound = Inbound {
-                    store: store.clone(),
-                    clock: worker.clock.clone(),
-                    bounce: bounce.clone(),
-                    suppression_ttl: config.bounces.suppression_ttl,
-                };
+                let inbound = Inbound::new(
+                    store.clone(),
+                    worker.clock.clone(),
+                    config.keys.clone(),
+                    bounce.clone(),
+                    &config.bounces,
+                );
                 Some((listener, Arc::new(inbound)))
             }
             _ => None,

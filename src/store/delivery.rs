@@ -10,6 +10,7 @@ use sea_orm::{
 
 use super::entity::outbox;
 use super::outbox::{attempted, erased, outbox_event};
+use super::suppressions::{SuppressionCause, suppress_statement};
 use super::{Store, Tx, events, raw};
 use crate::domain::{EventType, MailState, Template};
 use crate::error::CoreResult;
@@ -44,42 +45,64 @@ impl Store {
             .await?)
     }
 
-    /// A delivery status notification said the mail failed after it was accepted: the
-    /// mail is marked bounced (`detail`: status and text) with its event, all or none.
-    pub async fn mail_bounced(
-        &self,
-        mail: &outbox::Model,
-        detail: &str,
-        now: i64,
-        masked: &str,
-    ) -> CoreResult<()> {
-        let backend = self.db.get_database_backend();
-        let update = outbox::Entity::update_many()
-            .col_expr(outbox::Column::Bounce, Expr::value(detail.to_owned()))
-            .filter(outbox::Column::MailId.eq(mail.mail_id.clone()));
-        let mut event = outbox_event(mail, EventType::MailBounced, detail, now, masked);
-        event.actor = "inbound";
-        self.write_together(vec![
-            update.build(backend),
-            EntityTrait::insert(events::row(event)).build(backend),
-        ])
-        .await
-    }
-
-    /// An event about a mail only (a delay, a complaint), by the inbound listener.
-    pub async fn mail_event(
+    /// What a report said of a mail, recorded at most once per kind: the `event_type`
+    /// event (`mail_bounced`, `mail_delayed`, `mail_complained`) by the inbound listener,
+    /// for `mail_bounced` the mail's bounce detail too, and `suppress` (an inbox key, the
+    /// cause and its end) if given, all or none. `false`, writing nothing, when the mail
+    /// already has that event (a repeat) or its user is gone. Under the user's lock (the
+    /// one every use-case of the user takes), so racing reports of one mail, on any
+    /// replica, write one event. The event's `request_id` names the mail
+    /// (`mail:<id>`; no API answer shows it): that is how a repeat is known.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mail_reported(
         &self,
         mail: &outbox::Model,
         event_type: EventType,
         detail: &str,
+        suppress: Option<(&str, SuppressionCause, Option<i64>)>,
         now: i64,
         masked: &str,
-    ) -> CoreResult<()> {
+    ) -> CoreResult<bool> {
+        let tx = self.begin().await?;
+        if tx.lock_user(&mail.user_id).await?.is_none() {
+            return Ok(false);
+        }
+        let about = format!("mail:{}", mail.mail_id);
+        let backend = tx.backend();
+        let seen = tx
+            .conn()
+            .await?
+            .query_one_raw(raw(
+                backend,
+                "SELECT 1 AS seen FROM events WHERE user_id = $1 AND event_type = $2 \
+                 AND request_id = $3 LIMIT 1",
+                [
+                    mail.user_id.clone().into(),
+                    event_type.as_str().into(),
+                    about.clone().into(),
+                ],
+            ))
+            .await?
+            .is_some();
+        if seen {
+            return Ok(false);
+        }
+        if event_type == EventType::MailBounced {
+            let update = outbox::Entity::update_many()
+                .col_expr(outbox::Column::Bounce, Expr::value(detail.to_owned()))
+                .filter(outbox::Column::MailId.eq(mail.mail_id.clone()));
+            tx.conn().await?.execute_raw(update.build(backend)).await?;
+        }
+        if let Some((key, cause, until)) = suppress {
+            let upsert = suppress_statement(backend, key, cause, until, detail, now);
+            tx.conn().await?.execute_raw(upsert).await?;
+        }
         let mut event = outbox_event(mail, event_type, detail, now, masked);
         event.actor = "inbound";
-        let backend = self.db.get_database_backend();
-        self.write_together(vec![EntityTrait::insert(events::row(event)).build(backend)])
-            .await
+        event.request_id = &about;
+        tx.event(event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

@@ -90,29 +90,9 @@ impl Store {
         detail: &str,
         now: i64,
     ) -> CoreResult<()> {
-        let until = match cause {
-            SuppressionCause::Complained => None,
-            SuppressionCause::Bounced => until,
-        };
-        let detail: String = detail.chars().take(128).collect();
+        let backend = self.db.get_database_backend();
         self.db
-            .execute_raw(raw(
-                self.db.get_database_backend(),
-                "INSERT INTO suppressions (email_key, cause, \"until\", detail, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (email_key) DO UPDATE SET cause = excluded.cause, \
-                   \"until\" = excluded.\"until\", detail = excluded.detail, \
-                   created_at = excluded.created_at \
-                 WHERE suppressions.cause <> $6",
-                [
-                    key.into(),
-                    cause.as_str().into(),
-                    until.into(),
-                    detail.into(),
-                    now.into(),
-                    SuppressionCause::Complained.as_str().into(),
-                ],
-            ))
+            .execute_raw(suppress_statement(backend, key, cause, until, detail, now))
             .await?;
         Ok(())
     }
@@ -136,4 +116,37 @@ impl Store {
         }
         Ok(was_active)
     }
+}
+
+/// The upsert of [`Store::suppress`], for a caller's own transaction too.
+pub(super) fn suppress_statement(
+    backend: sea_orm::DbBackend,
+    key: &str,
+    cause: SuppressionCause,
+    until: Option<i64>,
+    detail: &str,
+    now: i64,
+) -> sea_orm::Statement {
+    let until = match cause {
+        SuppressionCause::Complained => None,
+        SuppressionCause::Bounced => until,
+    };
+    let detail: String = detail.chars().take(128).collect();
+    raw(
+        backend,
+        "INSERT INTO suppressions (email_key, cause, \"until\", detail, created_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (email_key) DO UPDATE SET cause = excluded.cause, \
+           \"until\" = excluded.\"until\", detail = excluded.detail, \
+           created_at = excluded.created_at \
+         WHERE suppressions.cause <> $6",
+        [
+            key.into(),
+            cause.as_str().into(),
+            until.into(),
+            detail.into(),
+            now.into(),
+            SuppressionCause::Complained.as_str().into(),
+        ],
+    )
 }

@@ -24,8 +24,9 @@ async fn app(backend: Backend) -> (TestApp, SocketAddr) {
     (app, addr)
 }
 
-/// A link mail to `email`, sent and accepted: its id and its Message-ID.
-async fn sent(app: &TestApp, user: &str, email: &str) -> (String, String) {
+/// A link mail to `email`, sent and accepted: its tag (the Message-ID's left part, also
+/// its bounce address's `+tag`) and its Message-ID.
+pub(super) async fn sent(app: &TestApp, user: &str, email: &str) -> (String, String) {
     app.request_verification(user, email).await.unwrap();
     let mail = app.next_mail().await;
     delivery_becomes(app, user, pb::DeliveryState::Sent).await;
@@ -59,8 +60,7 @@ async fn a_postfix_bounce_marks_the_mail_bounced_and_suppresses_the_mailbox(back
     accepted(&reports::send(inbound, &[&tagged(&id)], &dsn).await);
 
     let detail = delivery_becomes(&app, "user-1", pb::DeliveryState::Bounced).await;
-    assert!(detail.starts_with("5.1.1 550 5.1.1"), "{detail}");
-    assert!(!detail.contains("jane@"), "no full address: {detail}");
+    assert_eq!(detail, "5.1.1 bounced", "the status and a fixed word only");
     assert_eq!(
         app.count("events WHERE event_type = 'mail_bounced' AND actor = 'inbound'")
             .await,
@@ -85,7 +85,7 @@ async fn an_ses_policy_bounce_bounces_the_mail_but_suppresses_nothing(backend: B
     accepted(&reports::send(inbound, &[&tagged(&id)], &dsn).await);
 
     let detail = delivery_becomes(&app, "user-1", pb::DeliveryState::Bounced).await;
-    assert!(detail.starts_with("5.7.1"), "{detail}");
+    assert_eq!(detail, "5.7.1 bounced");
     assert_eq!(app.count("suppressions").await, 0);
     app.request_verification("user-2", "jane@example.com")
         .await
@@ -121,7 +121,7 @@ async fn a_complaint_suppresses_the_mailbox_until_support_lifts_it(backend: Back
     accepted(&reports::send(inbound, &[BOUNCE], &arf).await);
 
     app.eventually_count(
-        "events WHERE event_type = 'mail_complained' AND detail = 'abuse'",
+        "events WHERE event_type = 'mail_complained' AND detail = 'complained'",
         1,
     )
     .await;

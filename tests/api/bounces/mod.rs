@@ -11,6 +11,7 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{Backend, TestApp, assert_reason, eventually, expect_err, spawn_app_with};
 
+mod abuse;
 mod inbound;
 mod reports;
 

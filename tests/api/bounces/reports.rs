@@ -130,6 +130,50 @@ pub fn exim_delay(to: &str, message_id: &str, rcpt: &str) -> String {
     )
 }
 
+/// A DSN of one recipient with `action` (`delayed`, `failed`), `status` and the remote
+/// server's `diagnostic` text, sent to `to` (a tagged bounce address).
+pub fn dsn(
+    to: &str,
+    message_id: &str,
+    rcpt: &str,
+    action: &str,
+    status: &str,
+    diagnostic: &str,
+) -> String {
+    let b = "dsn-boundary-42";
+    format!(
+        "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\r\n\
+         To: {to}\r\n\
+         Subject: Delivery Status Notification\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary={b}\r\n\
+         MIME-Version: 1.0\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         \r\n\
+         --{b}\r\n\
+         Content-type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         {diagnostic}\r\n\
+         \r\n\
+         --{b}\r\n\
+         Content-type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; mx.example.net\r\n\
+         \r\n\
+         Final-Recipient: rfc822;{rcpt}\r\n\
+         Action: {action}\r\n\
+         Status: {status}\r\n\
+         Diagnostic-Code: smtp; {diagnostic}\r\n\
+         \r\n\
+         --{b}\r\n\
+         Content-type: text/rfc822-headers\r\n\
+         \r\n\
+         {headers}\
+         \r\n\
+         --{b}--\r\n",
+        headers = original_headers(message_id, rcpt)
+    )
+}
+
 /// Amazon SES's bounce notification: the whole original as `message/rfc822`.
 pub fn ses_bounce(to_tag: &str, message_id: &str, rcpt: &str, status: &str, reply: &str) -> String {
     let b = "===============8834719427659426347==";
