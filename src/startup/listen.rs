@@ -15,10 +15,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How many connections the kernel holds for a port until they are accepted (Linux caps it
+/// at `net.core.somaxconn`, 4096 by default). More than one host's flood of half-open
+/// connections keeps in flight while it is refused, so that flood does not fill the queue:
+/// a full queue drops the SYNs of everyone else, and each drop costs a client a second.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with the [`BACKLOG`] (tokio's `bind` gives 1024), and address reuse
+/// as tokio sets it (a restarted service binds while old connections are in TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// What one peer address may hold on a port, besides the port's cap.
 #[derive(Clone, Copy, Debug)]

@@ -93,9 +93,7 @@ impl Listeners {
     /// Binds the configured addresses; an address in use names its setting.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         let bind = |addr: SocketAddr, setting: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("{setting} {addr}: {e}"))
+            listen::bind(addr).map_err(|e| anyhow::anyhow!("{setting} {addr}: {e}"))
         };
         Ok(Self {
             grpc: bind(config.grpc_addr, "EMAILVERIFY_GRPC_ADDR").await?,

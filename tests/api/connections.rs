@@ -563,10 +563,6 @@ async fn watch_streams_held_from_one_address_do_not_lock_others_out() {
         "{held} of {WATCHERS} watch streams held from {ATTACKER} after {:?}",
         opened.elapsed()
     );
-    assert_eq!(
-        held, 64,
-        "one address holds EMAILVERIFY_MAX_CONNECTIONS_PER_PEER"
-    );
 
     // Someone else is served: gRPC health, and a sign-up.
     let asked = Instant::now();
@@ -591,6 +587,10 @@ async fn watch_streams_held_from_one_address_do_not_lock_others_out() {
     let answered = asked.elapsed();
     eprintln!("another address was answered in {answered:?}");
     assert!(answered < Duration::from_secs(5), "took {answered:?}");
+    assert_eq!(
+        held, 64,
+        "one address holds EMAILVERIFY_MAX_CONNECTIONS_PER_PEER"
+    );
 
     // The refusals are counted (each watcher left out at least once: tonic connects again
     // for the call after its first connection was closed); the streams that got in are
@@ -633,6 +633,8 @@ async fn a_half_open_flood_from_one_address_does_not_delay_others() {
     // its own, as it would on a host of its own: what the probes below measure is the
     // service, not this process's scheduler.
     let stop = CancellationToken::new();
+    // A failing assertion stops the flood too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let connects = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let attack = {
