@@ -24,6 +24,8 @@
 //! | `emailverify_inbound_sessions_closed_total` | reason | inbound SMTP sessions cut off: `silent`, `lifetime`, `bare_lf`, `too_long`, … |
 //! | `emailverify_inbound_throttled_total` | | 450 4.7.1 answers to a peer past 100 unmatched reports a minute |
 //! | `emailverify_accept_errors_total` | port, kind | failed accepts: `fd_exhausted` (EMFILE/ENFILE: the file-descriptor table is full), `other` |
+//! | `emailverify_connections_refused_total` | port, reason | connections closed at once: `per_peer` (gRPC: the peer address has `EMAILVERIFY_MAX_CONNECTIONS_PER_PEER` open; HTTP: `EMAILVERIFY_HTTP_MAX_PENDING_PER_PEER` not yet answered) |
+//! | `emailverify_connections_evicted_total` | port | idle kept-alive HTTP connections closed early because the port neared its cap |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -85,12 +87,15 @@ pub fn init() {
         }
     }
     for port in ["grpc", "http"] {
+        metrics::counter!("emailverify_connections_refused_total", "port" => port, "reason" => "per_peer")
+            .increment(0);
         for reason in ["headers", "idle"] {
             metrics::counter!("emailverify_connections_timed_out_total", "port" => port, "reason" => reason)
                 .increment(0);
         }
     }
     metrics::counter!("emailverify_cross_site_posts_total").increment(0);
+    metrics::counter!("emailverify_connections_evicted_total", "port" => "http").increment(0);
 }
 
 pub fn auth_failure(reason: &'static str) {
@@ -117,6 +122,17 @@ pub fn connection_closed(port: &'static str) {
 pub fn connection_timed_out(port: &'static str, reason: &'static str) {
     metrics::counter!("emailverify_connections_timed_out_total", "port" => port, "reason" => reason)
         .increment(1);
+}
+
+/// A connection closed as soon as it was accepted; `reason`: `per_peer`.
+pub fn connection_refused(port: &'static str, reason: &'static str) {
+    metrics::counter!("emailverify_connections_refused_total", "port" => port, "reason" => reason)
+        .increment(1);
+}
+
+/// An idle kept-alive connection closed early: the port neared its cap.
+pub fn connection_evicted(port: &'static str) {
+    metrics::counter!("emailverify_connections_evicted_total", "port" => port).increment(1);
 }
 
 /// `kind`: `fd_exhausted` or `other`.

@@ -12,7 +12,11 @@
 //!   INTERNAL, when the request is not valid protobuf: the caller sent it, nothing failed here.
 //!
 //! How many connections there are, and how many calls each may run, is bounded elsewhere
-//! (the accept loop's cap in `startup`, and HTTP/2 `max_concurrent_streams`).
+//! (the accept loop's cap and its bound per peer address in `startup`, and HTTP/2
+//! `max_concurrent_streams`). An open stream keeps a connection from going idle, so a
+//! connection that holds one is never closed here: what stops one host from holding every
+//! place on the port with streams is the bound per peer
+//! (`EMAILVERIFY_MAX_CONNECTIONS_PER_PEER`), which counts every open connection.
 
 use std::future::Future;
 use std::io;

@@ -59,6 +59,10 @@ pub struct Connections {
     pub idle_timeout: Duration,
     /// Open at once, per port.
     pub max_connections: usize,
+    /// gRPC: open at once from one peer address.
+    pub max_per_peer: usize,
+    /// HTTP: open from one peer address and not yet answered once.
+    pub http_pending_per_peer: usize,
     /// Calls in flight at once on one gRPC connection.
     pub grpc_max_streams: u32,
 }
@@ -190,6 +194,16 @@ impl Settings {
             max_connections: whole(
                 &self.max_connections,
                 "EMAILVERIFY_MAX_CONNECTIONS",
+                1..=1_000_000,
+            )? as usize,
+            max_per_peer: whole(
+                &self.max_connections_per_peer,
+                "EMAILVERIFY_MAX_CONNECTIONS_PER_PEER",
+                1..=1_000_000,
+            )? as usize,
+            http_pending_per_peer: whole(
+                &self.http_max_pending_per_peer,
+                "EMAILVERIFY_HTTP_MAX_PENDING_PER_PEER",
                 1..=1_000_000,
             )? as usize,
             grpc_max_streams: whole(

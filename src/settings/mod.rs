@@ -126,6 +126,22 @@ pub struct Settings {
     /// wait in the kernel's queue.
     #[arg(long, env = "EMAILVERIFY_MAX_CONNECTIONS", default_value = "1024")]
     pub max_connections: String,
+    /// Most gRPC connections open at once from one peer address (open streams count too).
+    #[arg(
+        long,
+        env = "EMAILVERIFY_MAX_CONNECTIONS_PER_PEER",
+        default_value = "64"
+    )]
+    pub max_connections_per_peer: String,
+    /// Most HTTP connections from one peer address that have not yet been answered once
+    /// (kept-alive ones that have are not counted: many people share one address). Not
+    /// applied with EMAILVERIFY_TRUSTED_PROXIES set: the peer is then the proxy.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_HTTP_MAX_PENDING_PER_PEER",
+        default_value = "64"
+    )]
+    pub http_max_pending_per_peer: String,
     /// Most calls (HTTP/2 streams) in flight at once on one gRPC connection.
     #[arg(long, env = "EMAILVERIFY_GRPC_MAX_STREAMS", default_value = "100")]
     pub grpc_max_streams: String,
@@ -234,6 +250,8 @@ impl std::fmt::Debug for Settings {
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("http_max_pending_per_peer", &self.http_max_pending_per_peer)
             .field("grpc_max_streams", &self.grpc_max_streams)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)

@@ -39,6 +39,8 @@ fn the_embedded_defaults_are_the_contracts() {
         std::time::Duration::from_secs(60)
     );
     assert_eq!(c.connections.max_connections, 1024);
+    assert_eq!(c.connections.max_per_peer, 64);
+    assert_eq!(c.connections.http_pending_per_peer, 64);
     assert_eq!(c.connections.grpc_max_streams, 100);
     assert!(c.success_url.is_none());
 }
@@ -215,4 +217,33 @@ fn debug_never_shows_a_key_a_token_or_a_password() {
         shown.contains("token_keys: Some(\"<redacted>\")"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_bad_bound_per_peer_is_named() {
+    type Tweak = fn(&mut Settings);
+    let cases: [(Tweak, &str); 3] = [
+        (
+            |s| s.max_connections_per_peer = "0".into(),
+            "EMAILVERIFY_MAX_CONNECTIONS_PER_PEER",
+        ),
+        (
+            |s| s.max_connections_per_peer = "-5".into(),
+            "EMAILVERIFY_MAX_CONNECTIONS_PER_PEER",
+        ),
+        (
+            |s| s.http_max_pending_per_peer = "many".into(),
+            "EMAILVERIFY_HTTP_MAX_PENDING_PER_PEER",
+        ),
+    ];
+    for (tweak, name) in cases {
+        let mut s = defaults();
+        tweak(&mut s);
+        let err = s
+            .resolve()
+            .err()
+            .unwrap_or_else(|| panic!("{name} accepted"));
+        assert_eq!(err.setting, name);
+        assert!(err.to_string().starts_with(name), "{err}");
+    }
 }

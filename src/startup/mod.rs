@@ -4,12 +4,16 @@
 //! tests start the service the same way.
 //!
 //! Every port accepts through [`listen::accept`]: at most so many connections open at once
-//! (past it, new ones wait in the kernel's queue), and a failing accept — a full
-//! file-descriptor table above all — is logged at WARN and backed off from instead of
-//! spinning. What one connection may take is each protocol's: `http::serve` (header
+//! (past it, new ones wait in the kernel's queue), a peer address past its own bound is
+//! refused at once (gRPC: open connections; HTTP: connections not yet answered), idle
+//! kept-alive HTTP connections close when that port nears its cap, and a failing accept —
+//! a full file-descriptor table above all — is logged at WARN and backed off from instead
+//! of spinning. What one connection may take is each protocol's: `http::serve` (header
 //! deadline) and `grpc::conn` (first-frame and idle deadlines).
 
 mod listen;
+
+pub(crate) use listen::Slot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,9 +93,7 @@ impl Listeners {
     /// Binds the configured addresses; an address in use names its setting.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         let bind = |addr: SocketAddr, setting: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("{setting} {addr}: {e}"))
+            listen::bind(addr).map_err(|e| anyhow::anyhow!("{setting} {addr}: {e}"))
         };
         Ok(Self {
             grpc: bind(config.grpc_addr, "EMAILVERIFY_GRPC_ADDR").await?,
@@ -256,8 +258,13 @@ impl Application {
             first_frame: limits.header_timeout,
             idle: limits.idle_timeout,
         };
+        let grpc_policy = listen::Policy {
+            max: limits.max_connections,
+            per_peer: listen::PerPeer::Open(limits.max_per_peer),
+            evict_idle: false,
+        };
         let grpc_connections =
-            listen::accept(grpc, limits.max_connections, "grpc").map(move |(stream, _, slot)| {
+            listen::accept(grpc, grpc_policy, "grpc").map(move |(stream, _, slot)| {
                 // Small unary calls: never wait for a full segment.
                 let _ = stream.set_nodelay(true);
                 Ok::<_, std::io::Error>(Guarded::new(stream, slot, deadlines))
@@ -285,15 +292,28 @@ impl Application {
             trusted_proxies: config.trusted_proxies,
             metrics,
         });
+        let http_policy = listen::Policy {
+            max: limits.max_connections,
+            // Behind trusted proxies every peer is a proxy, speaking for many people.
+            per_peer: match config.trusted_proxies {
+                0 => listen::PerPeer::Unanswered(limits.http_pending_per_peer),
+                _ => listen::PerPeer::Unbounded,
+            },
+            evict_idle: true,
+        };
         let http_server = http::serve(
-            listen::accept(http, limits.max_connections, "http"),
+            listen::accept(http, http_policy, "http"),
             http::router(state.clone()),
             "http",
             limits.header_timeout,
             stop.clone(),
         );
         let admin_server = http::serve(
-            listen::accept(admin, ADMIN_MAX_CONNECTIONS, "admin"),
+            listen::accept(
+                admin,
+                listen::Policy::capped(ADMIN_MAX_CONNECTIONS),
+                "admin",
+            ),
             http::admin_router(state),
             "admin",
             limits.header_timeout,
