@@ -20,6 +20,7 @@ mod m20261130_000004_feed_position;
 mod m20261201_000001_user_version;
 mod m20261201_000002_version_sequence;
 mod m20261206_000001_keyed_limits;
+mod m20261206_000002_report_text;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_user_version::Migration),
             Box::new(m20261201_000002_version_sequence::Migration),
             Box::new(m20261206_000001_keyed_limits::Migration),
+            Box::new(m20261206_000002_report_text::Migration),
         ]
     }
 }

@@ -47,10 +47,7 @@ pub fn delivery_of(mail: &outbox::Model) -> (DeliveryState, String) {
 /// What a recorded bounce shows: its enhanced status code and `bounced`, never the
 /// report's text (a report is anyone's to write).
 fn bounced_detail(bounce: &str) -> String {
-    match crate::domain::status::enhanced_status(bounce) {
-        Some(code) => format!("{code} bounced"),
-        None => "bounced".into(),
-    }
+    crate::domain::status::report_detail(bounce, "bounced")
 }
 
 /// `text` with every word that holds an `@` masked (a relay may quote the recipient).

@@ -20,6 +20,16 @@ fn is_enhanced_status(w: &str) -> bool {
     matches!(class, "2" | "4" | "5") && digits(subject) && digits(detail)
 }
 
+/// What an event and a flow's `delivery_detail` say of a delivery report: the enhanced
+/// status code found in `text` and a fixed `word` (`bounced`, `delayed`, `complained`),
+/// nothing else — a report is anyone's to write (API.md, release 3).
+pub fn report_detail(text: &str, word: &str) -> String {
+    match enhanced_status(text) {
+        Some(code) => format!("{code} {word}"),
+        None => word.to_owned(),
+    }
+}
+
 /// Whether a status means "no such mailbox / bad destination" (5.1.x): the address is
 /// suppressed. Other permanent failures (5.7.x policy, 5.2.2 full, …) are not.
 pub fn suppresses(status: &str) -> bool {
@@ -41,5 +51,17 @@ mod tests {
         assert_eq!(enhanced_status("Status: 5.1.10"), Some("5.1.10"));
         assert_eq!(enhanced_status("version 1.2.3"), None);
         assert!(suppresses("5.1.1") && !suppresses("5.7.1") && !suppresses("4.1.1"));
+        assert_eq!(
+            report_detail("5.1.1 550 no such user", "bounced"),
+            "5.1.1 bounced"
+        );
+        assert_eq!(
+            report_detail(
+                "4.4.1 URGENT call +1-555-0100 jane＠victim.example",
+                "delayed"
+            ),
+            "4.4.1 delayed"
+        );
+        assert_eq!(report_detail("URGENT", "complained"), "complained");
     }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::clock::{Clock, duration_ms};
 use crate::domain::mailbox::MailboxKey;
 use crate::domain::mask::mask;
+use crate::domain::status::report_detail as detail;
 use crate::domain::{EventType, Keyring};
 use crate::error::CoreResult;
 use crate::mail::message::mail_of_tag;
@@ -212,15 +213,6 @@ impl Inbound {
             tracing::warn!(to = %masked, cause = cause.as_str(), "address suppressed");
         }
         Ok(outcome)
-    }
-}
-
-/// What an event and the flow's `delivery_detail` say of a report: the enhanced status
-/// code (checked by `domain::status`: digits and dots) and a fixed word, nothing else.
-fn detail(status: &str, word: &'static str) -> String {
-    match crate::domain::status::enhanced_status(status) {
-        Some(code) => format!("{code} {word}"),
-        None => word.to_owned(),
     }
 }
 

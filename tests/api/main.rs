@@ -23,6 +23,7 @@ mod keys;
 mod limits;
 mod links;
 mod locked;
+mod migrations;
 mod nats;
 mod ops;
 mod optimistic;
