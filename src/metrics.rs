@@ -20,6 +20,10 @@
 //! | `emailverify_connections_open`, `emailverify_connections_max` | port | connections open now on `grpc`, `http`, `admin`, and the cap of each |
 //! | `emailverify_connections_timed_out_total` | port, reason | connections closed for not sending their `headers` (gRPC: first frame) in time, or `idle` |
 //! | `emailverify_accept_errors_total` | port, kind | failed accepts: `fd_exhausted` (EMFILE/ENFILE: the file-descriptor table is full), `other` |
+//! | `emailverify_feed_reads_total` | kind | reads of the events table for the change feed: `poll` (the one shared poller), `catch_up` (a watcher behind it), `start` (where a watcher starts), `publish` (the NATS publisher) |
+//! | `emailverify_watchers` | | WatchEvents watchers open now (at most `EMAILVERIFY_MAX_WATCHERS`) |
+//! | `emailverify_watchers_refused_total` | | WatchEvents calls refused with `TOO_MANY_WATCHERS` |
+//! | `emailverify_watchers_closed_total` | reason | watchers the server closed: `idle` (read nothing while events waited) |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -87,6 +91,31 @@ pub fn init() {
         }
     }
     metrics::counter!("emailverify_cross_site_posts_total").increment(0);
+    for kind in ["poll", "catch_up", "start", "publish"] {
+        metrics::counter!("emailverify_feed_reads_total", "kind" => kind).increment(0);
+    }
+    metrics::gauge!("emailverify_watchers").increment(0.0);
+    metrics::counter!("emailverify_watchers_refused_total").increment(0);
+    metrics::counter!("emailverify_watchers_closed_total", "reason" => "idle").increment(0);
+}
+
+/// One read of the events table for the change feed (`poll`, `catch_up`, `start`, `publish`).
+pub fn feed_read(kind: &'static str) {
+    metrics::counter!("emailverify_feed_reads_total", "kind" => kind).increment(1);
+}
+
+/// A WatchEvents watcher opened (`+1`) or ended (`-1`).
+pub fn watchers(delta: f64) {
+    metrics::gauge!("emailverify_watchers").increment(delta);
+}
+
+pub fn watcher_refused() {
+    metrics::counter!("emailverify_watchers_refused_total").increment(1);
+}
+
+/// A watcher the server closed; `reason`: `idle`.
+pub fn watcher_closed(reason: &'static str) {
+    metrics::counter!("emailverify_watchers_closed_total", "reason" => reason).increment(1);
 }
 
 pub fn auth_failure(reason: &'static str) {
