@@ -24,6 +24,7 @@
 //! | `emailverify_watchers` | | WatchEvents watchers open now (at most `EMAILVERIFY_MAX_WATCHERS`) |
 //! | `emailverify_watchers_refused_total` | | WatchEvents calls refused with `TOO_MANY_WATCHERS` |
 //! | `emailverify_watchers_closed_total` | reason | watchers the server closed: `idle` (read nothing while events waited) |
+//! | `emailverify_watchers_lagged_total` | | times a watcher fell so far behind the shared pages that it read the gap itself |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -97,6 +98,7 @@ pub fn init() {
     metrics::gauge!("emailverify_watchers").increment(0.0);
     metrics::counter!("emailverify_watchers_refused_total").increment(0);
     metrics::counter!("emailverify_watchers_closed_total", "reason" => "idle").increment(0);
+    metrics::counter!("emailverify_watchers_lagged_total").increment(0);
 }
 
 /// One read of the events table for the change feed (`poll`, `catch_up`, `start`, `publish`).
@@ -111,6 +113,11 @@ pub fn watchers(delta: f64) {
 
 pub fn watcher_refused() {
     metrics::counter!("emailverify_watchers_refused_total").increment(1);
+}
+
+/// A watcher missed shared pages (it reads the gap from its cursor).
+pub fn watcher_lagged() {
+    metrics::counter!("emailverify_watchers_lagged_total").increment(1);
 }
 
 /// A watcher the server closed; `reason`: `idle`.

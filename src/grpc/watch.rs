@@ -314,7 +314,10 @@ impl Watcher {
                 Ok(page) => page,
                 // Pages were dropped for this watcher: the next one it gets starts past
                 // its position, and it reads the gap itself.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    crate::metrics::watcher_lagged();
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Closed) => return End::Stop,
             };
             if page.to <= self.pos {
