@@ -67,6 +67,8 @@ pub enum CoreError {
     },
     #[error("the address is not suppressed")]
     NotSuppressed,
+    #[error("too many watchers of the change feed on this server; try again later")]
+    TooManyWatchers { retry_after: Duration },
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -159,6 +161,7 @@ impl CoreError {
             CoreError::LockedOut { .. } => "LOCKED_OUT",
             CoreError::AddressUndeliverable { .. } => "ADDRESS_UNDELIVERABLE",
             CoreError::NotSuppressed => "NOT_SUPPRESSED",
+            CoreError::TooManyWatchers { .. } => "TOO_MANY_WATCHERS",
             CoreError::Unavailable(_) => "",
             CoreError::Internal(_) => "",
         }
@@ -189,7 +192,8 @@ impl CoreError {
             }
             CoreError::ResendCooldown { .. }
             | CoreError::RateLimited { .. }
-            | CoreError::LockedOut { .. } => ErrorClass::ResourceExhausted,
+            | CoreError::LockedOut { .. }
+            | CoreError::TooManyWatchers { .. } => ErrorClass::ResourceExhausted,
             CoreError::Unavailable(_) => ErrorClass::Unavailable,
             CoreError::Internal(_) => ErrorClass::Internal,
         }
@@ -213,7 +217,8 @@ impl CoreError {
         match self {
             CoreError::ResendCooldown { retry_after }
             | CoreError::RateLimited { retry_after }
-            | CoreError::LockedOut { retry_after } => Some(*retry_after),
+            | CoreError::LockedOut { retry_after }
+            | CoreError::TooManyWatchers { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -26,6 +26,11 @@
 //! | `emailverify_accept_errors_total` | port, kind | failed accepts: `fd_exhausted` (EMFILE/ENFILE: the file-descriptor table is full), `other` |
 //! | `emailverify_connections_refused_total` | port, reason | connections closed at once: `per_peer` (gRPC: the peer address has `EMAILVERIFY_MAX_CONNECTIONS_PER_PEER` open; HTTP: `EMAILVERIFY_HTTP_MAX_PENDING_PER_PEER` not yet answered) |
 //! | `emailverify_connections_evicted_total` | port | idle kept-alive HTTP connections closed early because the port neared its cap |
+//! | `emailverify_feed_reads_total` | kind | reads of the events table for the change feed: `poll` (the one shared poller), `catch_up` (a watcher behind it), `start` (where a watcher starts), `publish` (the NATS publisher) |
+//! | `emailverify_watchers` | | WatchEvents watchers open now (at most `EMAILVERIFY_MAX_WATCHERS`) |
+//! | `emailverify_watchers_refused_total` | | WatchEvents calls refused with `TOO_MANY_WATCHERS` |
+//! | `emailverify_watchers_closed_total` | reason | watchers the server closed: `idle` (read nothing while events waited) |
+//! | `emailverify_watchers_lagged_total` | | times a watcher fell so far behind the shared pages that it read the gap itself |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -96,6 +101,37 @@ pub fn init() {
     }
     metrics::counter!("emailverify_cross_site_posts_total").increment(0);
     metrics::counter!("emailverify_connections_evicted_total", "port" => "http").increment(0);
+    for kind in ["poll", "catch_up", "start", "publish"] {
+        metrics::counter!("emailverify_feed_reads_total", "kind" => kind).increment(0);
+    }
+    metrics::gauge!("emailverify_watchers").increment(0.0);
+    metrics::counter!("emailverify_watchers_refused_total").increment(0);
+    metrics::counter!("emailverify_watchers_closed_total", "reason" => "idle").increment(0);
+    metrics::counter!("emailverify_watchers_lagged_total").increment(0);
+}
+
+/// One read of the events table for the change feed (`poll`, `catch_up`, `start`, `publish`).
+pub fn feed_read(kind: &'static str) {
+    metrics::counter!("emailverify_feed_reads_total", "kind" => kind).increment(1);
+}
+
+/// A WatchEvents watcher opened (`+1`) or ended (`-1`).
+pub fn watchers(delta: f64) {
+    metrics::gauge!("emailverify_watchers").increment(delta);
+}
+
+pub fn watcher_refused() {
+    metrics::counter!("emailverify_watchers_refused_total").increment(1);
+}
+
+/// A watcher missed shared pages (it reads the gap from its cursor).
+pub fn watcher_lagged() {
+    metrics::counter!("emailverify_watchers_lagged_total").increment(1);
+}
+
+/// A watcher the server closed; `reason`: `idle`.
+pub fn watcher_closed(reason: &'static str) {
+    metrics::counter!("emailverify_watchers_closed_total", "reason" => reason).increment(1);
 }
 
 pub fn auth_failure(reason: &'static str) {

@@ -124,7 +124,7 @@ impl Publisher {
             if stop.is_cancelled() || !self.leader.try_lead(LEADER_LOCK).await? {
                 return Ok(());
             }
-            let (items, next) = self.core.feed_page(pos, &[], PAGE).await?;
+            let (items, next) = self.core.feed_page(pos, &[], PAGE, None, "publish").await?;
             if items.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),

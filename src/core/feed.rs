@@ -17,8 +17,10 @@ use crate::store::FeedPos;
 
 use super::{Core, EventView};
 
-/// One event of the feed, with the cursor that resumes after it.
+/// One event of the feed, with its position and the cursor that resumes after it.
+#[derive(Debug, Clone)]
 pub struct FeedItem {
+    pub pos: FeedPos,
     pub cursor: String,
     pub user_id: String,
     pub event: EventView,
@@ -26,11 +28,13 @@ pub struct FeedItem {
 
 impl Core {
     /// Where a watcher starts: after `after` (a cursor), at the first event ever
-    /// (`from_beginning`), or after everything committed before the call.
+    /// (`from_beginning`), or after everything committed before the call. At most one read,
+    /// counted as `start`.
     pub async fn feed_start(&self, after: &str, from_beginning: bool) -> CoreResult<FeedPos> {
         if !after.is_empty() {
             let pos = decode(after).ok_or(CoreError::InvalidCursor)?;
             // Events before the oldest one kept are gone: the watcher has missed some.
+            crate::metrics::feed_read("start");
             if let Some(oldest) = self.store.feed_oldest().await?
                 && pos < (oldest.0, oldest.1 - 1)
             {
@@ -39,23 +43,35 @@ impl Core {
             return Ok(pos);
         }
         if from_beginning {
-            return Ok((i64::MIN, i64::MIN));
+            return Ok(FEED_START);
         }
+        self.feed_head("start").await
+    }
+
+    /// After every event a reader could see now (one read, counted as `kind`).
+    pub async fn feed_head(&self, kind: &'static str) -> CoreResult<FeedPos> {
+        crate::metrics::feed_read(kind);
         self.store.feed_head().await
     }
 
-    /// The next events after `pos` (of `types`, all when empty), at most `limit`.
+    /// The next events after `pos` (of `types`, all when empty), at most `limit`, none past
+    /// `upto`; and the position after the last one (`pos` when none). One read of the
+    /// events table, counted in `emailverify_feed_reads_total{kind}`.
     pub async fn feed_page(
         &self,
         pos: FeedPos,
         types: &[String],
         limit: u64,
+        upto: Option<FeedPos>,
+        kind: &'static str,
     ) -> CoreResult<(Vec<FeedItem>, FeedPos)> {
-        let rows = self.store.feed_after(pos, types, limit).await?;
+        crate::metrics::feed_read(kind);
+        let rows = self.store.feed_after(pos, types, limit, upto).await?;
         let last = rows.last().map(|r| (r.feed_tx, r.event_id)).unwrap_or(pos);
         let items = rows
             .into_iter()
             .map(|r| FeedItem {
+                pos: (r.feed_tx, r.event_id),
                 cursor: encode((r.feed_tx, r.event_id)),
                 user_id: r.user_id,
                 event: EventView {
@@ -70,6 +86,9 @@ impl Core {
         Ok((items, last))
     }
 }
+
+/// Before the first event ever.
+pub const FEED_START: FeedPos = (i64::MIN, i64::MIN);
 
 fn encode((tx, id): FeedPos) -> String {
     URL_SAFE_NO_PAD.encode(format!("f1:{tx}:{id}"))

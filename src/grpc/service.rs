@@ -16,13 +16,21 @@ use crate::domain::token::is_code;
 
 pub struct GrpcService {
     core: Arc<Core>,
-    /// Cancelled when the service stops: open WatchEvents streams end then.
-    stop: tokio_util::sync::CancellationToken,
+    /// WatchEvents: the process's watchers and the poller they share (they end when the
+    /// service stops).
+    watchers: Arc<super::watch::Watchers>,
 }
 
 impl GrpcService {
-    pub fn new(core: Arc<Core>, stop: tokio_util::sync::CancellationToken) -> Self {
-        Self { core, stop }
+    /// The service; its WatchEvents watchers (and their poller) end when `stop` is cancelled.
+    pub fn new(
+        core: Arc<Core>,
+        stop: tokio_util::sync::CancellationToken,
+        feed: &crate::settings::FeedLimits,
+    ) -> Self {
+        let watchers =
+            super::watch::Watchers::start(core.clone(), feed.max_watchers, feed.watcher_idle, stop);
+        Self { core, watchers }
     }
 }
 
@@ -97,7 +105,7 @@ impl pb::EmailVerification for GrpcService {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
-        super::watch::watch(self.core.clone(), self.stop.clone(), req).await
+        super::watch::watch(self.watchers.clone(), req).await
     }
 
     async fn request_verification(

@@ -149,6 +149,11 @@ mod tests {
                 "LOCKED_OUT",
             ),
             (
+                CoreError::TooManyWatchers { retry_after: d },
+                Code::ResourceExhausted,
+                "TOO_MANY_WATCHERS",
+            ),
+            (
                 CoreError::Unavailable(anyhow::anyhow!("x")),
                 Code::Unavailable,
                 "",

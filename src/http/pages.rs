@@ -325,7 +325,8 @@ impl Pages {
             | CoreError::UserNotFound
             | CoreError::NotSuppressed
             | CoreError::InvalidCursor
-            | CoreError::CursorExpired => Page::said(t.cannot_complete),
+            | CoreError::CursorExpired
+            | CoreError::TooManyWatchers { .. } => Page::said(t.cannot_complete),
             CoreError::Unavailable(_) | CoreError::Internal(_) => {
                 tracing::error!(error.cause_chain = ?e, "link page failed");
                 Page::said(t.broken)
@@ -361,7 +362,8 @@ pub fn http_status(e: &CoreError) -> StatusCode {
         }
         CoreError::ResendCooldown { .. }
         | CoreError::RateLimited { .. }
-        | CoreError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+        | CoreError::LockedOut { .. }
+        | CoreError::TooManyWatchers { .. } => StatusCode::TOO_MANY_REQUESTS,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -40,6 +40,16 @@ pub struct Config {
     pub retention: Retention,
     /// Where the change feed is published (NATS JetStream), if anywhere.
     pub events_nats_url: Option<String>,
+    pub feed: FeedLimits,
+}
+
+/// What WatchEvents watchers may hold.
+#[derive(Clone, Debug)]
+pub struct FeedLimits {
+    /// Watchers open at once in the process.
+    pub max_watchers: usize,
+    /// A watcher that takes nothing for this long while events wait is closed.
+    pub watcher_idle: Duration,
 }
 
 /// How long old rows stay, and how often they are pruned.
@@ -295,6 +305,14 @@ impl Settings {
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned),
+            feed: FeedLimits {
+                max_watchers: whole(&self.max_watchers, "EMAILVERIFY_MAX_WATCHERS", 1..=100_000)?
+                    as usize,
+                watcher_idle: positive(
+                    &self.watcher_idle_timeout,
+                    "EMAILVERIFY_WATCHER_IDLE_TIMEOUT",
+                )?,
+            },
             retention: Retention {
                 retain_mail: positive(&self.retain_mail, "EMAILVERIFY_RETAIN_MAIL")?,
                 retain_events: positive(&self.retain_events, "EMAILVERIFY_RETAIN_EVENTS")?,

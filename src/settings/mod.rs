@@ -15,7 +15,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use bounces::{BounceConfig, BounceSettings, InboundTls};
-pub use config::{Config, Connections, Retention, SettingError, TlsConfig};
+pub use config::{Config, Connections, FeedLimits, Retention, SettingError, TlsConfig};
 pub use relay::{RelayConfig, RelaySettings};
 
 /// `Debug` is written by hand (below): it never shows a key, a token or a password.
@@ -182,6 +182,19 @@ pub struct Settings {
     /// `nats://127.0.0.1:4222`.
     #[arg(long, env = "EMAILVERIFY_EVENTS_NATS_URL")]
     pub events_nats_url: Option<String>,
+    /// Most WatchEvents watchers open at once in this process; past it RESOURCE_EXHAUSTED
+    /// TOO_MANY_WATCHERS.
+    #[arg(long, env = "EMAILVERIFY_MAX_WATCHERS", default_value = "256")]
+    pub max_watchers: String,
+    /// A watcher that reads nothing for this long while events wait is closed (it resumes
+    /// from its cursor). Tests shorten it; not for operators.
+    #[arg(
+        long,
+        env = "EMAILVERIFY_WATCHER_IDLE_TIMEOUT",
+        default_value = "60s",
+        hide = true
+    )]
+    pub watcher_idle_timeout: String,
     /// How often each replica prunes (also once at start).
     #[arg(long, env = "EMAILVERIFY_RETENTION_EVERY", default_value = "10m")]
     pub retention_every: String,
@@ -242,6 +255,8 @@ impl std::fmt::Debug for Settings {
             .field("retain_mail", &self.retain_mail)
             .field("retain_events", &self.retain_events)
             .field("retention_every", &self.retention_every)
+            .field("max_watchers", &self.max_watchers)
+            .field("watcher_idle_timeout", &self.watcher_idle_timeout)
             .field(
                 "events_nats_url",
                 &self.events_nats_url.as_deref().map(without_password),

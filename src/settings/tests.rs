@@ -43,6 +43,10 @@ fn the_embedded_defaults_are_the_contracts() {
     assert_eq!(c.connections.http_pending_per_peer, 64);
     assert_eq!(c.connections.grpc_max_streams, 100);
     assert!(c.success_url.is_none());
+    // The feed (release 3): 256 watchers, closed after 60 s without reading.
+    assert_eq!(s.max_watchers, "256");
+    assert_eq!(c.feed.max_watchers, 256);
+    assert_eq!(c.feed.watcher_idle, std::time::Duration::from_secs(60));
 }
 
 #[test]
@@ -245,5 +249,27 @@ fn a_bad_bound_per_peer_is_named() {
             .unwrap_or_else(|| panic!("{name} accepted"));
         assert_eq!(err.setting, name);
         assert!(err.to_string().starts_with(name), "{err}");
+    }
+}
+
+#[test]
+fn bad_feed_settings_are_named() {
+    type Tweak = fn(&mut Settings);
+    let cases: [(Tweak, &str); 3] = [
+        (|s| s.max_watchers = "0".into(), "EMAILVERIFY_MAX_WATCHERS"),
+        (
+            |s| s.max_watchers = "many".into(),
+            "EMAILVERIFY_MAX_WATCHERS",
+        ),
+        (
+            |s| s.watcher_idle_timeout = "0s".into(),
+            "EMAILVERIFY_WATCHER_IDLE_TIMEOUT",
+        ),
+    ];
+    for (tweak, name) in cases {
+        let mut s = defaults();
+        tweak(&mut s);
+        let err = s.resolve().err().expect("refused");
+        assert_eq!(err.setting, name);
     }
 }

@@ -228,8 +228,12 @@ impl Application {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let api = EmailVerificationServer::new(GrpcService::new(core.clone(), stop.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE);
+        let api = EmailVerificationServer::new(GrpcService::new(
+            core.clone(),
+            stop.clone(),
+            &config.feed,
+        ))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
         let api = tonic::service::interceptor::InterceptedService::new(
             api,
             BearerAuth::new(config.api_tokens.clone()),

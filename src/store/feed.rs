@@ -16,19 +16,35 @@ pub type FeedPos = (i64, i64);
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 impl Store {
-    /// Up to `limit` events after `after`, in feed order, of `types` (all when empty).
+    /// Up to `limit` events after `after`, in feed order, of `types` (all when empty), and
+    /// not past `upto` when given (a position an earlier read reached: every event up to it
+    /// is committed, so such a read is final).
     pub async fn feed_after(
         &self,
         after: FeedPos,
         types: &[String],
         limit: u64,
+        upto: Option<FeedPos>,
     ) -> CoreResult<Vec<event::Model>> {
         let backend = self.db.get_database_backend();
         let mut values: Vec<Value> = vec![after.0.into(), after.1.into(), (limit as i64).into()];
         let mut filter = String::new();
+        if let Some((tx, id)) = upto {
+            let n = values.len();
+            filter = match backend {
+                DbBackend::Postgres => {
+                    format!("AND (feed_tx, event_id) <= (${}, ${}) ", n + 1, n + 2)
+                }
+                _ => format!("AND event_id <= ${} AND ${} = ${} ", n + 2, n + 1, n + 1),
+            };
+            values.extend([Value::from(tx), Value::from(id)]);
+        }
         if !types.is_empty() {
-            let marks: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 4)).collect();
-            filter = format!("AND event_type IN ({})", marks.join(", "));
+            let n = values.len();
+            let marks: Vec<String> = (0..types.len())
+                .map(|i| format!("${}", n + i + 1))
+                .collect();
+            filter.push_str(&format!("AND event_type IN ({})", marks.join(", ")));
             values.extend(types.iter().map(|t| Value::from(t.clone())));
         }
         let sql = match backend {

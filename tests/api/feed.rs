@@ -1,6 +1,7 @@
 //! WatchEvents (API.md, "The change feed"): every event once, in one order all watchers
 //! share, resumable by cursor — also while three processes write at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emailverify::grpc::pb;
@@ -9,8 +10,11 @@ use sea_orm::ConnectionTrait;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::process::{Replicas, replicas};
-use crate::helpers::{Backend, TestApp, assert_reason, sign_ups, spawn_app_with};
+use crate::helpers::process::{Replicas, Served, replicas, serve};
+use crate::helpers::{
+    Backend, Service, SmtpSink, TestApp, TestDb, assert_reason, eventually, fresh_database, metric,
+    sign_ups, spawn_app_with,
+};
 
 fn watch_request(after: &str, types: &[&str], from_beginning: bool) -> pb::WatchEventsRequest {
     pb::WatchEventsRequest {
@@ -152,8 +156,6 @@ async fn the_feed_replays_filters_resumes_and_follows(backend: Backend) {
         .unwrap_err();
     assert_reason(&err, Code::FailedPrecondition, "CURSOR_EXPIRED");
 }
-
-crate::on_both_backends!(the_feed_replays_filters_resumes_and_follows);
 
 /// Three processes write one PostgreSQL at once; one watcher stays connected to one of
 /// them, another disconnects three times and resumes by cursor on another: both see every
@@ -317,3 +319,298 @@ async fn watchers_that_never_read_do_not_grow_the_server() {
     drop(idle);
     a.terminate().await;
 }
+
+/// `emailverify serve` (a process of its own: its /metrics count only this test's work) on a
+/// fresh database of `backend`, with the `env` settings.
+async fn served(backend: Backend, env: &[(&str, &str)]) -> (TestDb, Arc<SmtpSink>, Served) {
+    let db = fresh_database(backend).await;
+    let smtp = SmtpSink::start().await;
+    let key = emailverify::domain::Keyring::generate_key_base64();
+    let app = serve(&db.url, &smtp, &key, env).await;
+    (db, smtp, app)
+}
+
+/// One series of a process's /metrics; it must be there.
+async fn series(app: &Service, series: &str) -> f64 {
+    let page = app.metrics().await;
+    metric(&page, series).unwrap_or_else(|| panic!("no {series} in:\n{page}"))
+}
+
+/// The reads of the events table that serve watchers: the shared poller's and the
+/// watchers' own (catching up).
+async fn feed_reads(app: &Service) -> f64 {
+    series(app, r#"emailverify_feed_reads_total{kind="poll"}"#).await
+        + series(app, r#"emailverify_feed_reads_total{kind="catch_up"}"#).await
+}
+
+/// The feed's reads over one window of [`WINDOW`], during which one sign-up of `user` is
+/// answered and `watcher` receives it.
+async fn reads_over_a_window(
+    app: &Service,
+    watcher: &mut tonic::Streaming<pb::WatchEventsResponse>,
+    user: &str,
+) -> f64 {
+    const WINDOW: Duration = Duration::from_secs(3);
+    let started = tokio::time::Instant::now();
+    let before = feed_reads(app).await;
+    let asked = Instant::now();
+    app.request_verification(user, &format!("{user}@example.com"))
+        .await
+        .expect("RequestVerification answers");
+    let answered = asked.elapsed();
+    let got = take(watcher, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        pairs(&got),
+        vec![(user.to_string(), "verification_requested".to_string())],
+        "the ordinary watcher gets the new event"
+    );
+    tokio::time::sleep_until(started + WINDOW).await;
+    let reads = feed_reads(app).await - before;
+    eprintln!(
+        "{user}: {reads} feed reads in {WINDOW:?}; RequestVerification answered in {answered:?}"
+    );
+    reads
+}
+
+/// Release 3: the feed costs one query, not one per watcher. 2,000 watchers that never
+/// read (over 40 connections) and one that does: the events table is read as often as
+/// with the one alone (counted by the service, over windows of the same length), and
+/// RequestVerification and the reading watcher are still served.
+async fn two_thousand_idle_watchers_cost_the_reads_of_one(backend: Backend) {
+    const IDLE: usize = 2000;
+    const CONNECTIONS: usize = 40;
+    let (_db, _smtp, app) = served(backend, &[("EMAILVERIFY_MAX_WATCHERS", "2100")]).await;
+    // The ordinary watcher, on a connection of its own.
+    let own = EmailVerificationClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .unwrap();
+    let mut reader = watch(&own, watch_request("", &["verification_requested"], false))
+        .await
+        .unwrap();
+    let alone = reads_over_a_window(&app, &mut reader, "alone").await;
+
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            EmailVerificationClient::connect(format!("http://{}", app.grpc_addr))
+                .await
+                .unwrap(),
+        );
+    }
+    let idle: Vec<_> = {
+        use futures::StreamExt;
+        futures::stream::iter(0..IDLE)
+            .map(|i| {
+                let grpc = channels[i % CONNECTIONS].clone();
+                async move { watch(&grpc, watch_request("", &[], false)).await }
+            })
+            .buffer_unordered(200)
+            .collect()
+            .await
+    };
+    let idle: Vec<_> = idle
+        .into_iter()
+        .map(|w| w.expect("a watcher under EMAILVERIFY_MAX_WATCHERS is accepted"))
+        .collect();
+    assert_eq!(
+        series(&app, "emailverify_watchers").await,
+        (IDLE + 1) as f64
+    );
+    let crowded = reads_over_a_window(&app, &mut reader, "crowded").await;
+    eprintln!(
+        "feed reads in a window: 1 watcher {alone}, {} watchers {crowded}",
+        IDLE + 1
+    );
+    // One poller: a read every 200 ms (~15 a window) and one more per page of new events,
+    // however many watch (a read per watcher would be ~2,000 times as many). The bound is
+    // loose only for a slow machine, where the window with one watcher polled less.
+    assert!(
+        crowded <= alone.max(15.0) * 2.0 + 4.0,
+        "{crowded} reads with {} watchers, {alone} with one",
+        IDLE + 1
+    );
+    // A new watcher still gets in, and gets what comes.
+    let mut late = watch(&own, watch_request("", &["verification_requested"], false))
+        .await
+        .unwrap();
+    app.request_verification("late", "late@example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        pairs(&take(&mut late, 1, Duration::from_secs(5)).await),
+        vec![("late".to_string(), "verification_requested".to_string())]
+    );
+    drop(idle);
+    app.terminate().await;
+}
+
+/// `EMAILVERIFY_MAX_WATCHERS`: past it, RESOURCE_EXHAUSTED `TOO_MANY_WATCHERS`; a watcher
+/// that leaves frees its slot.
+async fn watchers_past_the_cap_are_refused_until_one_leaves(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.max_watchers = "3".into()).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(
+            watch(&app.grpc, watch_request("", &[], true))
+                .await
+                .unwrap(),
+        );
+    }
+    let err = watch(&app.grpc, watch_request("", &[], false))
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    drop(open.pop());
+    let again = eventually(
+        "a slot frees when a watcher leaves",
+        Duration::from_secs(10),
+        async || watch(&app.grpc, watch_request("", &[], false)).await.ok(),
+    )
+    .await;
+    let err = watch(&app.grpc, watch_request("", &[], false))
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    drop((open, again));
+}
+
+/// `n` events straight into the table (as many sign-ups would write), dated now.
+async fn insert_events(db: &sea_orm::DatabaseConnection, n: usize) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    db.execute_unprepared(&format!(
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) \
+         INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id, repeats) \
+         SELECT 'user-' || i, NULL, 'email_verified', 'j***@example.com', 'a detail of some length to make rows weigh', {now}, 'api', '', 1 FROM s"
+    ))
+    .await
+    .unwrap();
+}
+
+/// A watcher that reads nothing for the idle deadline (2 s here; 60 s by default) while
+/// events wait for it is closed: it receives what was already on its way, then
+/// UNAVAILABLE, and resumes from its last cursor with every later event once. A watcher
+/// with nothing waiting for it stays open however long it reads nothing.
+async fn a_watcher_that_stops_reading_is_closed_and_resumes_by_its_cursor(backend: Backend) {
+    const EVENTS: usize = 20_000;
+    let (_db, _smtp, app) = served(backend, &[("EMAILVERIFY_WATCHER_IDLE_TIMEOUT", "2s")]).await;
+    insert_events(&app.db, EVENTS).await;
+    let all = table(&app.db).await;
+    assert_eq!(all.len(), EVENTS);
+    // A connection of its own with a small window: what it does not read stays at the
+    // server, which then waits for it.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = watch(
+        &EmailVerificationClient::new(channel),
+        watch_request("", &[], true),
+    )
+    .await
+    .unwrap();
+    let mut got = take(&mut slow, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 5);
+    let quiet = watch(&app.grpc, watch_request("", &[], false))
+        .await
+        .unwrap();
+    eventually(
+        "the watcher that stopped reading is closed",
+        Duration::from_secs(30),
+        async || {
+            let page = app.metrics().await;
+            (metric(&page, r#"emailverify_watchers_closed_total{reason="idle"}"#) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        series(&app, "emailverify_watchers").await,
+        1.0,
+        "the quiet watcher stays"
+    );
+    // What was on its way, then the end.
+    let end = loop {
+        assert!(got.len() <= EVENTS);
+        match tokio::time::timeout(Duration::from_secs(10), slow.message()).await {
+            Ok(Ok(Some(item))) => got.push(item),
+            Ok(Ok(None)) => panic!("the stream ended without saying why"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the closed watcher's stream did not end"),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(got.len() < EVENTS, "{} events before the end", got.len());
+    eprintln!("closed after {} of {EVENTS} events", got.len());
+    let after = got.last().unwrap().cursor.clone();
+    let mut resumed = watch(&app.grpc, watch_request(&after, &[], false))
+        .await
+        .unwrap();
+    let rest = take(&mut resumed, EVENTS - got.len(), Duration::from_secs(60)).await;
+    got.extend(rest);
+    assert_eq!(pairs(&got), all, "every event once, in order");
+    let extra = take(&mut resumed, 1, Duration::from_millis(500)).await;
+    assert!(extra.is_empty(), "nothing twice: {extra:?}");
+    drop((quiet, resumed));
+    app.terminate().await;
+}
+
+/// A watcher that falls further behind the shared poller than the pages it keeps (here:
+/// one that takes nothing while 20,000 events arrive, 79 pages, 32 kept) is not left with
+/// a gap: it reads what it missed from its own position, and gets every event once, in
+/// order.
+async fn a_watcher_behind_the_shared_pages_reads_what_it_missed(backend: Backend) {
+    const EVENTS: usize = 20_000;
+    let (_db, _smtp, app) = served(backend, &[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut behind = watch(
+        &EmailVerificationClient::new(channel),
+        watch_request("", &[], false),
+    )
+    .await
+    .unwrap();
+    let poll = r#"emailverify_feed_reads_total{kind="poll"}"#;
+    // The poller knows where the feed is before the events come: they come as its pages.
+    let started = eventually(
+        "the shared poller reads",
+        Duration::from_secs(10),
+        async || {
+            let n = series(&app, poll).await;
+            (n >= 2.0).then_some(n)
+        },
+    )
+    .await;
+    insert_events(&app.db, EVENTS).await;
+    let all = table(&app.db).await;
+    let pages = (EVENTS as f64 / 256.0).ceil();
+    eventually(
+        "the poller read every page",
+        Duration::from_secs(60),
+        async || (series(&app, poll).await - started >= pages).then_some(()),
+    )
+    .await;
+    let got = take(&mut behind, EVENTS, Duration::from_secs(60)).await;
+    assert_eq!(pairs(&got), all, "every event once, in order");
+    let extra = take(&mut behind, 1, Duration::from_millis(500)).await;
+    assert!(extra.is_empty(), "nothing twice: {extra:?}");
+    assert!(series(&app, "emailverify_watchers_lagged_total").await >= 1.0);
+    assert!(series(&app, r#"emailverify_feed_reads_total{kind="catch_up"}"#).await >= 1.0);
+    app.terminate().await;
+}
+
+crate::on_both_backends!(
+    a_watcher_behind_the_shared_pages_reads_what_it_missed,
+    the_feed_replays_filters_resumes_and_follows,
+    two_thousand_idle_watchers_cost_the_reads_of_one,
+    watchers_past_the_cap_are_refused_until_one_leaves,
+    a_watcher_that_stops_reading_is_closed_and_resumes_by_its_cursor
+);

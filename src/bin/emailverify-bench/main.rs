@@ -53,9 +53,17 @@ struct Args {
     /// Burst mode: keep a WatchEvents watcher connected and report the feed (`watch.rs`).
     #[arg(long)]
     watch: bool,
+    /// Idle-watchers mode: sign-ups with no watcher, then with this many WatchEvents
+    /// watchers open that never read (`idle.rs`).
+    #[arg(long)]
+    idle_watchers: Option<usize>,
     /// The service binary.
     #[arg(long, default_value = "target/release/emailverify")]
     service: String,
+    /// Run the service on these CPUs only (`taskset -c`), e.g. `1` (run the bench itself
+    /// under `taskset -c 0`): the two do not take each other's core.
+    #[arg(long)]
+    service_cpus: Option<String>,
     /// Each round trip to the database takes this much longer (a relay holds the
     /// database's answers: `delay.rs`), as with a database in another zone; e.g. `1ms`.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -63,6 +71,7 @@ struct Args {
 }
 
 mod delay;
+mod idle;
 mod sink;
 mod soak;
 mod timing;
@@ -82,7 +91,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let grpc_port = free_port()?;
     let http_port = free_port()?;
-    let mut child = tokio::process::Command::new(&args.service)
+    let mut command = match &args.service_cpus {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus, &args.service]);
+            c
+        }
+        None => tokio::process::Command::new(&args.service),
+    };
+    let mut child = command
         .arg("serve")
         .env("DATABASE_URL", &database_url)
         .env("EMAILVERIFY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
@@ -105,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .env("EMAILVERIFY_LIMIT_PER_USER", "1000/1h")
         .env("EMAILVERIFY_DB_POOL", args.db_pool.to_string())
+        .env(
+            "EMAILVERIFY_MAX_WATCHERS",
+            (args.idle_watchers.unwrap_or(0) + 256).to_string(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -167,6 +188,19 @@ async fn main() -> anyhow::Result<()> {
             .confirm_link(pb::ConfirmLinkRequest { token })
             .await?;
         timing::run(n, client, known, &run).await?;
+        child.kill().await.ok();
+        return Ok(());
+    }
+    if let Some(watchers) = args.idle_watchers {
+        let idle = idle::Idle {
+            watchers,
+            requests: args.requests,
+            concurrency: args.concurrency,
+            run,
+            pid,
+            grpc_port,
+        };
+        idle::run(idle, client).await?;
         child.kill().await.ok();
         return Ok(());
     }

@@ -75,3 +75,30 @@ pub fn report(seen: &Seen, answered: &[(String, Instant)]) -> String {
         lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
     )
 }
+
+/// `n` WatchEvents watchers ("from now on") that never read, spread over connections of
+/// their own, 50 streams each (the service allows 100 per connection): what a caller can
+/// hold open. Dropped, they go.
+pub async fn idle_watchers(
+    grpc_port: u16,
+    n: usize,
+) -> anyhow::Result<Vec<tonic::Streaming<pb::WatchEventsResponse>>> {
+    use futures::StreamExt;
+    let mut clients = Vec::new();
+    for _ in 0..n.div_ceil(50) {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+                .connect()
+                .await?;
+        clients.push(EmailVerificationClient::new(channel));
+    }
+    let opened: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            async move { c.watch_events(pb::WatchEventsRequest::default()).await }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    opened.into_iter().map(|r| Ok(r?.into_inner())).collect()
+}
