@@ -60,6 +60,9 @@ StrictModes no
 MaxStartups 100
 EOF
       ip netns exec "$ns" /usr/sbin/sshd -f "$dir/sshd$i.conf" -E "$dir/sshd$i.log"
+      # sshd writes its pid file after it has gone to the background, so under load the
+      # file may not be there yet when the command returns: wait for it (at most 20 s).
+      for _ in $(seq 1 200); do [ -s "$dir/sshd$i.pid" ] && break; sleep 0.1; done
       cat "$dir/sshd$i.pid" >>"$dir/sshd.pids"
     done
     # Each sshd answers before the test goes on.
