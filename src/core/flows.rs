@@ -67,11 +67,15 @@ impl Core {
         let result = async {
             if let Err(wait) = step {
                 // A suppressed inbox says so before any limit (release 3, "Precedence").
-                let first = match (wanted, &row.email, row.email_verified) {
-                    (Wanted::Change, Some(current), true) => current.as_str(),
-                    _ => email.as_str(),
-                };
-                self.check_deliverable(&tx, &[first], now).await?;
+                // The inboxes the request's own read would look at (`start_flow`): the
+                // new address, and for a change the current one its first link goes to.
+                let mut inboxes = vec![email.as_str()];
+                if let (Wanted::Change, Some(current), true) =
+                    (wanted, &row.email, row.email_verified)
+                {
+                    inboxes.push(current.as_str());
+                }
+                self.check_deliverable(&tx, &inboxes, now).await?;
                 return Err(CoreError::rate_limited(wait, "user"));
             }
             match wanted {

@@ -242,6 +242,13 @@ async fn a_suppressed_inbox_is_undeliverable_before_any_cooldown_or_limit(backen
     let err = expect_err(app.request_verification("user-1", "joe@example.com").await);
     assert_reason(&err, Code::ResourceExhausted, "RATE_LIMITED");
     app.assert_no_mail().await;
+    // A verified user over the limit asking to change to the suppressed address: the same.
+    app.verified_user("user-3", "joe3@example.com").await;
+    for _ in 0..3 {
+        let _ = app.request_change("user-3", "other3@example.com").await;
+    }
+    let err = expect_err(app.request_change("user-3", "jane@example.com").await);
+    assert_reason(&err, Code::FailedPrecondition, "ADDRESS_UNDELIVERABLE");
 }
 
 async fn a_trusted_proxy_header_names_the_client(backend: Backend) {
