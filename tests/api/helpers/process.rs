@@ -54,9 +54,14 @@ pub struct Ran {
 
 /// Runs `cmd` to its end (at most a minute).
 pub async fn run(cmd: &mut Command) -> Ran {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+    run_within(cmd, Duration::from_secs(60)).await
+}
+
+/// Runs `cmd` to its end, at most `limit`.
+pub async fn run_within(cmd: &mut Command, limit: Duration) -> Ran {
+    let out = tokio::time::timeout(limit, cmd.output())
         .await
-        .expect("the command ends within a minute")
+        .unwrap_or_else(|_| panic!("the command ends within {limit:?}"))
         .unwrap();
     Ran {
         status: out.status,
