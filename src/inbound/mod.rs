@@ -21,8 +21,10 @@
 //!   same (so no relay retries it) and counted in metrics; a peer that sends too much of
 //!   it is throttled by the listener.
 
+pub mod peers;
 pub mod report;
 pub mod smtp;
+mod wire;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -60,7 +62,7 @@ pub struct Inbound {
     /// Set: STARTTLS is offered.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The peers' sessions and unmatched reports (`smtp.rs`).
-    pub(crate) peers: smtp::Peers,
+    pub(crate) peers: peers::Peers,
     /// `(mail id, outcome)` of reports already recorded.
     recorded: Mutex<HashSet<(String, &'static str)>>,
 }
@@ -85,7 +87,7 @@ impl Inbound {
                 .inbound_tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsAcceptor::from(t.0.clone())),
-            peers: smtp::Peers::default(),
+            peers: peers::Peers::default(),
             recorded: Mutex::new(HashSet::new()),
         }
     }

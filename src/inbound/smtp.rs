@@ -11,7 +11,7 @@
 //!   accepted MAIL, RCPT, DATA (each line of it) or STARTTLS counts, so NOOPs, RSETs and
 //!   EHLOs hold nothing; and no session lasts longer than [`SESSION_LIMIT`] nor sends more
 //!   than [`MAX_COMMANDS`] commands;
-//! - a peer past [`UNMATCHED_PER_MINUTE`] reports that match nothing (or cannot be read)
+//! - a peer past `peers::UNMATCHED_PER_MINUTE` (100) reports that match nothing (or cannot be read)
 //!   in a minute gets `450 4.7.1` (to MAIL, DATA and its reports) until the minute ends;
 //! - lines end with CRLF only: a bare LF anywhere (a command or the message) is refused
 //!   with `500 5.5.2` and the session closed, and DATA ends only at `<CR><LF>.<CR><LF>`,
@@ -19,20 +19,19 @@
 //!   STARTTLS (before the handshake) closes the session, so no plaintext command is taken
 //!   as if it came over TLS.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Inbound;
+use super::peers::{Seat, peer_of};
+use super::wire::{Line, path_of, read_line, refuse, reply, strip_keyword};
 
 /// The largest message accepted (RFC 1870 SIZE is announced).
 pub const MAX_MESSAGE: usize = 1024 * 1024;
@@ -47,104 +46,6 @@ const MAX_COMMANDS: usize = 1000;
 pub const MAX_SESSIONS: usize = 64;
 /// The longest a session may last, whatever it does.
 pub const SESSION_LIMIT: Duration = Duration::from_secs(10 * 60);
-/// Reports that match nothing (or cannot be read) one peer may send a minute.
-pub const UNMATCHED_PER_MINUTE: u32 = 100;
-const MINUTE_MS: i64 = 60_000;
-/// How long a refusal (421) may take to write.
-const REFUSAL_WRITE: Duration = Duration::from_secs(1);
-/// Peers remembered for the unmatched-report throttle before stale ones are dropped.
-const PEERS_REMEMBERED: usize = 10_000;
-
-/// The peers' open sessions and unmatched reports.
-#[derive(Default)]
-pub(crate) struct Peers {
-    inner: Mutex<PeerState>,
-}
-
-#[derive(Default)]
-struct PeerState {
-    sessions: HashMap<IpAddr, usize>,
-    /// Per peer: when its minute started (clock ms) and its unmatched reports in it.
-    unmatched: HashMap<IpAddr, (i64, u32)>,
-}
-
-impl Peers {
-    fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether `peer` is past its unmatched reports for the minute at `now`.
-    fn throttled(&self, peer: IpAddr, now: i64) -> bool {
-        self.state()
-            .unmatched
-            .get(&peer)
-            .is_some_and(|&(start, n)| now - start < MINUTE_MS && n >= UNMATCHED_PER_MINUTE)
-    }
-
-    /// Counts an unmatched report of `peer`; whether it went past the limit.
-    fn unmatched(&self, peer: IpAddr, now: i64) -> bool {
-        let mut state = self.state();
-        if state.unmatched.len() >= PEERS_REMEMBERED {
-            state
-                .unmatched
-                .retain(|_, &mut (start, _)| now - start < MINUTE_MS);
-        }
-        let entry = state.unmatched.entry(peer).or_insert((now, 0));
-        if now - entry.0 >= MINUTE_MS {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1 > UNMATCHED_PER_MINUTE
-    }
-}
-
-/// A session's place in its peer's count, given back when the session ends.
-struct Seat {
-    inbound: Arc<Inbound>,
-    peer: IpAddr,
-}
-
-impl Seat {
-    fn take(inbound: &Arc<Inbound>, peer: IpAddr) -> Option<Self> {
-        let mut state = inbound.peers.state();
-        let open = state.sessions.entry(peer).or_insert(0);
-        if *open >= inbound.max_sessions_per_peer {
-            return None;
-        }
-        *open += 1;
-        Some(Self {
-            inbound: inbound.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        let mut state = self.inbound.peers.state();
-        if let Some(open) = state.sessions.get_mut(&self.peer) {
-            *open -= 1;
-            if *open == 0 {
-                state.sessions.remove(&self.peer);
-            }
-        }
-    }
-}
-
-/// The address a peer is counted under: IPv4 (an IPv4-mapped IPv6 address as IPv4), or
-/// the /64 of an IPv6 address (one host or site usually holds a whole /64).
-pub fn peer_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
 
 /// Serves `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
@@ -185,66 +86,6 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancellat
             }
         });
     }
-}
-
-/// Answers a connection we do not serve, briefly, and closes it.
-async fn refuse(mut stream: TcpStream, text: &str) {
-    let _ = tokio::time::timeout(REFUSAL_WRITE, reply(&mut stream, text)).await;
-}
-
-/// One line read, at most `max` bytes.
-enum Line {
-    Eof,
-    TooLong,
-    /// A line that ends with LF alone.
-    BareLf,
-    /// A line with its CRLF.
-    Text(Vec<u8>),
-}
-
-/// The next line, by `deadline`; `Err` of kind `TimedOut` when it passed.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-    deadline: Instant,
-) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout_at(
-        deadline,
-        (&mut *r).take(max as u64).read_until(b'\n', &mut buf),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress in time"))??;
-    Ok(match read {
-        0 => Line::Eof,
-        _ if buf.ends_with(b"\r\n") => Line::Text(buf),
-        _ if buf.ends_with(b"\n") => Line::BareLf,
-        _ if buf.len() >= max => Line::TooLong,
-        _ => Line::Eof,
-    })
-}
-
-async fn reply<W: AsyncWrite + Unpin>(w: &mut W, text: &str) -> std::io::Result<()> {
-    w.write_all(format!("{text}\r\n").as_bytes()).await?;
-    w.flush().await
-}
-
-/// The address in `FROM:<a> …` / `TO:<a> …`, and the rest (parameters).
-fn path_of(arg: &str) -> (String, &str) {
-    let arg = arg.trim_start();
-    match arg.strip_prefix('<').and_then(|a| a.split_once('>')) {
-        Some((addr, rest)) => (addr.to_owned(), rest),
-        None => {
-            let (addr, rest) = arg.split_once(' ').unwrap_or((arg, ""));
-            (addr.to_owned(), rest)
-        }
-    }
-}
-
-fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
-    let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword)
-        .then(|| &arg[keyword.len()..])
 }
 
 /// How a conversation ended.
@@ -555,44 +396,3 @@ impl Session<'_> {
 
 /// The answer to a peer past its unmatched reports for the minute.
 const THROTTLED: &str = "450 4.7.1 too many reports that match nothing, try again later";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_are_ipv4_addresses_or_ipv6_slash_64s() {
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(peer_of(v4), v4);
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(peer_of(mapped), v4);
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(peer_of(a), peer_of(b));
-        assert_ne!(peer_of(a), peer_of(c));
-    }
-
-    #[test]
-    fn a_peer_past_100_unmatched_reports_is_throttled_until_its_minute_ends() {
-        let peers = Peers::default();
-        let p: IpAddr = "192.0.2.7".parse().unwrap();
-        let q: IpAddr = "192.0.2.8".parse().unwrap();
-        for i in 0..UNMATCHED_PER_MINUTE {
-            assert!(!peers.throttled(p, 1_000 + i64::from(i)));
-            assert!(!peers.unmatched(p, 1_000 + i64::from(i)));
-        }
-        assert!(peers.throttled(p, 2_000));
-        assert!(peers.unmatched(p, 2_000));
-        assert!(!peers.throttled(q, 2_000), "another peer is not");
-        assert!(peers.throttled(p, 1_000 + MINUTE_MS - 1));
-        assert!(!peers.throttled(p, 1_000 + MINUTE_MS));
-        assert!(!peers.unmatched(p, 1_000 + MINUTE_MS));
-    }
-
-    #[test]
-    fn the_limits_are_the_contracts() {
-        assert_eq!(UNMATCHED_PER_MINUTE, 100);
-        assert_eq!(MINUTE_MS, 60_000);
-    }
-}

@@ -168,7 +168,7 @@ impl Port {
         // One host usually holds a whole IPv6 /64: counted as one peer, as on the bounce
         // listener (each connection from a new address of the /64 would otherwise be a
         // new peer, and the bound would never apply).
-        let ip = crate::inbound::smtp::peer_of(peer.ip());
+        let ip = crate::inbound::peers::peer_of(peer.ip());
         let mut state = self.state();
         let counted = match self.policy.per_peer {
             PerPeer::Unbounded => false,
