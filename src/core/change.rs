@@ -5,7 +5,8 @@
 use crate::domain::{EmailAddress, FlowKind, Locale, UserId};
 use crate::error::{CoreError, CoreResult};
 
-use super::flows::{FlowRequest, Wanted};
+use super::flows::FlowRequest;
+use super::request::Wanted;
 use super::{Core, FlowView};
 use crate::store::Tx;
 use crate::store::entity::user;

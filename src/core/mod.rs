@@ -52,6 +52,7 @@ mod feed;
 mod finish;
 mod flows;
 mod limits;
+mod request;
 mod resend;
 mod retry_dead;
 mod status;

@@ -6,7 +6,8 @@ use crate::error::{CoreError, CoreResult};
 use crate::store::Tx;
 use crate::store::entity::user;
 
-use super::flows::{FlowRequest, Wanted};
+use super::flows::FlowRequest;
+use super::request::Wanted;
 use super::{Core, FlowView};
 
 impl Core {
