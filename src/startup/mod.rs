@@ -11,7 +11,11 @@
 //! of spinning. What one connection may take is each protocol's: `http::serve` (header
 //! deadline) and `grpc::conn` (first-frame and idle deadlines).
 
+mod assemble;
 mod listen;
+
+pub use assemble::core_for;
+use assemble::{core_on, store_for};
 
 pub(crate) use listen::Slot;
 
@@ -47,39 +51,6 @@ const ADMIN_MAX_CONNECTIONS: usize = 32;
 /// so that a peer that vanished (and its open streams) is noticed.
 const GRPC_PING_INTERVAL: Duration = Duration::from_secs(30);
 const GRPC_PING_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The core on a migrated database: for the application, and alone for one-off commands
-/// (`outbox retry-dead`). `mail_ready` is what the core notifies after queueing mail.
-pub async fn core_for(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    mail_ready: Arc<Notify>,
-) -> anyhow::Result<Core> {
-    let store = store_for(config).await?;
-    Ok(core_on(store, config, clock, mail_ready))
-}
-
-/// The database, connected and migrated.
-async fn store_for(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect_with_pool(&config.database_url, config.db_pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-    Ok(store)
-}
-
-fn core_on(store: Store, config: &Config, clock: Arc<dyn Clock>, mail_ready: Arc<Notify>) -> Core {
-    Core::new(
-        store,
-        config.keys.clone(),
-        clock,
-        config.policy.clone(),
-        mail_ready,
-    )
-}
 
 /// The three ports, bound: by [`Application::build`] from the settings, or by a test on
 /// port 0 (to know the link base URL before the application exists).
