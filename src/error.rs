@@ -71,6 +71,9 @@ pub enum CoreError {
     TooManyWatchers { retry_after: Duration },
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A retry signal, not an answer: see `Contended`.
+    #[error(transparent)]
+    Contended(Contended),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -104,18 +107,18 @@ impl CoreError {
 
     /// See `Contended`: what it read changed.
     pub fn contended() -> Self {
-        CoreError::Unavailable(Contended { needs_lock: false }.into())
+        CoreError::Contended(Contended { needs_lock: false })
     }
 
     /// See `Contended`: a step that only a locked use-case can take.
     pub fn needs_lock() -> Self {
-        CoreError::Unavailable(Contended { needs_lock: true }.into())
+        CoreError::Contended(Contended { needs_lock: true })
     }
 
     /// Whether this is `Contended`, and if so whether it needs the locks.
     pub fn contended_needs_lock(&self) -> Option<bool> {
         match self {
-            CoreError::Unavailable(e) => e.downcast_ref::<Contended>().map(|c| c.needs_lock),
+            CoreError::Contended(c) => Some(c.needs_lock),
             _ => None,
         }
     }
@@ -162,7 +165,7 @@ impl CoreError {
             CoreError::AddressUndeliverable { .. } => "ADDRESS_UNDELIVERABLE",
             CoreError::NotSuppressed => "NOT_SUPPRESSED",
             CoreError::TooManyWatchers { .. } => "TOO_MANY_WATCHERS",
-            CoreError::Unavailable(_) => "",
+            CoreError::Unavailable(_) | CoreError::Contended(_) => "",
             CoreError::Internal(_) => "",
         }
     }
@@ -194,7 +197,8 @@ impl CoreError {
             | CoreError::RateLimited { .. }
             | CoreError::LockedOut { .. }
             | CoreError::TooManyWatchers { .. } => ErrorClass::ResourceExhausted,
-            CoreError::Unavailable(_) => ErrorClass::Unavailable,
+            // Contended never escapes the core's attempts; if it did, trying again is right.
+            CoreError::Unavailable(_) | CoreError::Contended(_) => ErrorClass::Unavailable,
             CoreError::Internal(_) => ErrorClass::Internal,
         }
     }

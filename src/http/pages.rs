@@ -327,7 +327,7 @@ impl Pages {
             | CoreError::InvalidCursor
             | CoreError::CursorExpired
             | CoreError::TooManyWatchers { .. } => Page::said(t.cannot_complete),
-            CoreError::Unavailable(_) | CoreError::Internal(_) => {
+            CoreError::Unavailable(_) | CoreError::Contended(_) | CoreError::Internal(_) => {
                 tracing::error!(error.cause_chain = ?e, "link page failed");
                 Page::said(t.broken)
             }
@@ -364,7 +364,7 @@ pub fn http_status(e: &CoreError) -> StatusCode {
         | CoreError::RateLimited { .. }
         | CoreError::LockedOut { .. }
         | CoreError::TooManyWatchers { .. } => StatusCode::TOO_MANY_REQUESTS,
-        CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Unavailable(_) | CoreError::Contended(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -10,7 +10,8 @@ use sea_orm::{
 
 use super::entity::outbox;
 use super::outbox::{attempted, erased, outbox_event};
-use super::suppressions::{SuppressionCause, suppress_statement};
+use super::reads::SuppressionCause;
+use super::suppressions::suppress_statement;
 use super::{Store, Tx, events, raw};
 use crate::domain::{EventType, MailState, Template};
 use crate::error::CoreResult;

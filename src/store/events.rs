@@ -76,8 +76,13 @@ impl Store {
 impl Tx {
     /// A fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn event(&self, e: NewEvent<'_>) -> CoreResult<()> {
-        self.queue(event::Entity::insert(row(e)).build(self.backend()))
-            .await
+        let row = row(e);
+        if self.wait(|rows| rows.new_event(&row)) {
+            return Ok(());
+        }
+        let insert = event::Entity::insert(row).build(self.backend());
+        self.conn().await?.execute_raw(insert).await?;
+        Ok(())
     }
 }
 

@@ -10,17 +10,10 @@ use sea_orm::{
 use std::sync::LazyLock;
 
 use super::entity::{flow, user};
-use super::suppressions::{Suppression, SuppressionCause};
+use super::reads::{RequestRead, Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
 use crate::domain::FlowState;
 use crate::error::{CoreError, CoreResult};
-
-/// What `Tx::request_read` found.
-pub struct RequestRead {
-    pub verified_owner: Option<String>,
-    pub pending: Option<flow::Model>,
-    pub suppression: Option<Suppression>,
-}
 
 impl Store {
     pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
@@ -65,8 +58,8 @@ impl Tx {
         if let Some(read) = read_ahead {
             return Ok(read);
         }
-        let key = super::users::key_of(email);
-        let other = also_mailed.map_or_else(|| key.clone(), super::users::key_of);
+        let key = super::entity::user::key_of(email);
+        let other = also_mailed.map_or_else(|| key.clone(), super::entity::user::key_of);
         static SQL: LazyLock<String> = LazyLock::new(|| request_read_sql("$5", "", ""));
         let values = [
             key.into(),
@@ -96,12 +89,12 @@ impl Tx {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             request_read_sql(
                 "COALESCE(CASE WHEN u.email_verified THEN u.email_key END, $1)",
-                &format!(", {}", super::users::user_columns_beside()),
+                &format!(", {}", super::entity::user::user_columns_beside()),
                 "LEFT JOIN users u ON u.user_id = $2",
             )
         });
         let values = [
-            super::users::key_of(email).into(),
+            super::entity::user::key_of(email).into(),
             user_id.into(),
             FlowState::Pending.as_str().into(),
             now.into(),
@@ -112,7 +105,10 @@ impl Tx {
             .query_one_raw(raw(DbBackend::Postgres, &SQL, values))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("a one-row select was empty")))?;
-        Ok((super::users::user_beside(&row)?, request_read_of(&row)?))
+        Ok((
+            super::entity::user::user_beside(&row)?,
+            request_read_of(&row)?,
+        ))
     }
 
     pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {
@@ -123,8 +119,12 @@ impl Tx {
 
     /// A new flow: a fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn insert_flow(&self, f: flow::Model) -> CoreResult<()> {
+        if self.wait(|rows| rows.new_flow(&f)) {
+            return Ok(());
+        }
         let insert = flow::Entity::insert(flow::ActiveModel::from(f)).build(self.backend());
-        self.queue(insert).await
+        self.conn().await?.execute_raw(insert).await?;
+        Ok(())
     }
 
     /// Moves a flow to a new step/state and records its current link's times. Not in an
@@ -143,7 +143,12 @@ impl Tx {
     /// a use-case's LAST change to its flow, under the user's lock (no other write of the
     /// transaction touches that row after it).
     pub async fn queue_flow_update(&self, f: &flow::Model) -> CoreResult<()> {
-        self.queue(flow_update(f, self.backend())).await
+        if self.wait(|rows| rows.moved_flow(f)) {
+            return Ok(());
+        }
+        let update = flow_update(f, self.backend());
+        self.conn().await?.execute_raw(update).await?;
+        Ok(())
     }
 }
 

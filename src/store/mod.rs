@@ -14,9 +14,12 @@
 //! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
-//! - `batch.rs` — `Tx`, a use-case's transaction, and how its writes are batched;
-//! - `combine.rs` — several statements sent as one (`with_writes`);
-//! - `optimistic.rs` — a use-case without a lock: its reads, then ONE guarded statement.
+//! - `tx.rs` — `Tx`, a use-case's unit of work in one of its modes, and how its writes wait;
+//! - `rows.rs` — the rows that wait, as the static statements take them;
+//! - `statements.rs` and `sql/` — the statements a use-case sends whole, one file each;
+//! - `optimistic.rs` — a use-case without a lock: its reads, then ONE guarded statement;
+//! - `handle.rs` — a transaction or a held connection, behind one trait;
+//! - `buckets.rs` — one rate-limit bucket's step and read.
 //!
 //! Concurrency: every use-case that changes a user's state either locks that user's row
 //! first (on Postgres with an update that bumps `users.version`; SQLite runs one writer
@@ -24,8 +27,7 @@
 //! and writes only if that version is still the one it read (`optimistic.rs`). Locks are
 //! always taken user → flow → token, so use-cases cannot deadlock each other.
 
-mod batch;
-mod combine;
+mod buckets;
 mod delivery;
 pub mod entity;
 mod erase;
@@ -33,12 +35,17 @@ mod error;
 mod events;
 mod feed;
 mod flows;
+mod handle;
 mod limits;
 mod optimistic;
 mod outbox;
+mod reads;
 mod retention;
+mod rows;
+pub mod statements;
 mod suppressions;
 mod tokens;
+mod tx;
 mod users;
 
 #[cfg(test)]
@@ -54,14 +61,14 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::CoreResult;
 use crate::migrations::Migrator;
 
-pub use batch::Tx;
 pub use events::NewEvent;
 pub use feed::FeedPos;
-pub use flows::RequestRead;
 pub use outbox::{NewMail, OutboxStats};
+pub use reads::RequestRead;
+pub use reads::{Suppression, SuppressionCause};
 pub use retention::{PRUNE_BATCH, Prunable};
-pub use suppressions::{Suppression, SuppressionCause};
 pub use tokens::NewToken;
+pub use tx::Tx;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -173,10 +180,6 @@ impl Store {
     /// Whether this store is PostgreSQL (where use-cases may run optimistically).
     pub fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
-    }
-
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
     }
 
     /// Starts a use-case's transaction (see `Tx`).

@@ -1,16 +1,17 @@
 //! Optimistic use-cases (PostgreSQL). The hot use-cases (a request, a link confirmation)
 //! first run WITHOUT a transaction or a lock: their reads are plain statements, and
-//! everything they would write waits in a `Plan` that `commit` sends as ONE statement,
-//! outside a transaction block: the writes as data-modifying CTEs, with
+//! everything they would write waits in a `Plan` that `commit` sends as ONE static
+//! statement, `sql/commit.sql`, outside a transaction block: the writes as data-modifying
+//! CTEs, with
 //!
 //! - the GUARDS that say the reads still hold: the user's row is updated only `WHERE
 //!   version = ` the version read (every locking statement bumps it: `users.rs`), or
 //!   inserted only if there was none (`ON CONFLICT DO NOTHING`); a token is consumed
 //!   only while live. Each must touch exactly one row;
-//! - the rate limits' steps (`limits::step_statement`), each of which must fit;
+//! - the rate limits' steps, each of which must fit;
 //! - and, last, `emailverify_verdict` (migration `m20261201_000001_user_version`), which
 //!   raises an error when a guard did not hold (SQLSTATE 40001) or a limit refused
-//!   (`EV429`, with the limit's name). An error rolls back every write of the statement,
+//!   (`EV429`, with the limit's label). An error rolls back every write of the statement,
 //!   so the statement is all or nothing, like the transaction it replaces.
 //!
 //! A guard that did not hold is `CoreError::contended`: the core runs the use-case again,
@@ -23,25 +24,30 @@
 //! end and the next flow's start cannot share one statement) goes straight to the locked
 //! try (`CoreError::needs_lock`).
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use serde_json::json;
 
-use super::batch::{DeferredTake, Handle};
-use super::combine::with_writes;
+use super::buckets::refused_step;
+use super::entity::user;
 use super::error::database_error;
-use super::limits::{refused_step, step_statement};
+use super::handle::Handle;
+use super::reads::RequestRead;
+use super::rows::{Rows, Take, UserSet, array};
+use super::statements;
 use crate::error::{CoreError, CoreResult};
 
-/// What an optimistic use-case's one statement must check and write (beside the queued
-/// writes of `Tx`).
+/// What an optimistic use-case's one statement must check and write.
 #[derive(Default)]
 pub(super) struct Plan {
     user: Option<UserWrite>,
-    guards: Vec<Statement>,
-    takes: Vec<DeferredTake>,
+    /// The token to consume: (digest, now).
+    consume: Option<(String, i64)>,
+    takes: Vec<Take>,
+    rows: Rows,
     /// A user's row read ahead with a token (`token_with_flow`), and its version.
-    pub read_user: Option<(super::entity::user::Model, i64)>,
+    pub read_user: Option<(user::Model, i64)>,
     /// `request_read` done ahead with the user's row, for (address, `also_mailed`).
-    request_read: Option<(String, Option<String>, super::RequestRead)>,
+    request_read: Option<(String, Option<String>, RequestRead)>,
 }
 
 /// The user's row as the use-case read it, and what it sets on it.
@@ -51,15 +57,6 @@ struct UserWrite {
     version: Option<i64>,
     now: i64,
     set: Option<UserSet>,
-}
-
-/// A user's address, as `set_unverified_email` / `set_verified_email` write it.
-pub(super) struct UserSet {
-    pub email: String,
-    pub key: String,
-    pub verified: bool,
-    pub verified_at: Option<i64>,
-    pub updated_at: i64,
 }
 
 impl Plan {
@@ -95,17 +92,13 @@ impl Plan {
         &mut self,
         email: &str,
         also_mailed: Option<String>,
-        read: super::RequestRead,
+        read: RequestRead,
     ) {
         self.request_read = Some((email.to_owned(), also_mailed, read));
     }
 
     /// The request read done ahead, if it was for these arguments.
-    pub fn read_ahead(
-        &mut self,
-        email: &str,
-        also_mailed: Option<&str>,
-    ) -> Option<super::RequestRead> {
+    pub fn read_ahead(&mut self, email: &str, also_mailed: Option<&str>) -> Option<RequestRead> {
         match &self.request_read {
             Some((e, also, _)) if e == email && also.as_deref() == also_mailed => {
                 self.request_read.take().map(|(_, _, read)| read)
@@ -114,131 +107,89 @@ impl Plan {
         }
     }
 
-    /// A write that must touch exactly one row (e.g. a token's consumption).
-    pub fn guard(&mut self, stmt: Statement) {
-        self.guards.push(stmt);
+    /// The token `digest` must still be live and unexpired at `now`, and is consumed.
+    pub fn consume(&mut self, digest: &str, now: i64) -> CoreResult<()> {
+        if self.consume.is_some() {
+            return Err(CoreError::needs_lock());
+        }
+        self.consume = Some((digest.to_owned(), now));
+        Ok(())
     }
 
     /// A rate-limit step that must fit. Two steps of one bucket cannot share a statement.
-    pub fn take(&mut self, take: DeferredTake) -> CoreResult<()> {
+    pub fn take(&mut self, take: Take) -> CoreResult<()> {
         if self.takes.iter().any(|t| t.bucket == take.bucket) {
             return Err(CoreError::contended());
         }
         self.takes.push(take);
         Ok(())
     }
-}
 
-impl UserWrite {
-    fn statement(&self) -> Statement {
-        let (email, key, verified, verified_at, updated_at) = match &self.set {
-            Some(s) => (
-                Some(s.email.clone()),
-                Some(s.key.clone()),
-                s.verified,
-                s.verified_at,
-                s.updated_at,
-            ),
-            None => (None, None, false, None, self.now),
-        };
-        let mut values: Vec<Value> = vec![self.user_id.clone().into()];
-        let sql = match (self.version, &self.set) {
-            (Some(version), Some(_)) => {
-                values.extend([
-                    email.into(),
-                    key.into(),
-                    verified.into(),
-                    verified_at.into(),
-                    updated_at.into(),
-                    version.into(),
-                ]);
-                "UPDATE users SET version = emailverify_next_version(), email = $2, email_key = $3, \
-                   email_verified = $4, verified_at = $5, updated_at = $6 \
-                 WHERE user_id = $1 AND version = $7 RETURNING user_id"
-            }
-            (Some(version), None) => {
-                values.push(version.into());
-                "UPDATE users SET version = emailverify_next_version() \
-                 WHERE user_id = $1 AND version = $2 RETURNING user_id"
-            }
-            (None, _) => {
-                values.extend([
-                    email.into(),
-                    key.into(),
-                    verified.into(),
-                    verified_at.into(),
-                    self.now.into(),
-                    updated_at.into(),
-                ]);
-                "INSERT INTO users (user_id, email, email_key, email_verified, verified_at, \
-                   created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
-            }
-        };
-        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+    /// The fresh rows the statement inserts (and the flow it moves).
+    pub fn rows(&mut self) -> &mut Rows {
+        &mut self.rows
     }
 }
 
-/// Sends the plan and the queued `writes` as ONE statement (see the module doc).
-pub(super) async fn commit(db: &Handle, plan: Plan, writes: Vec<Statement>) -> CoreResult<()> {
+impl UserWrite {
+    /// The user's row as `commit.sql`'s `$1` reads it.
+    fn row(&self) -> serde_json::Value {
+        let mut row = json!({
+            "user_id": self.user_id, "version": self.version,
+            "created_at": self.now, "updated_at": self.now,
+        });
+        if let Some(s) = &self.set {
+            row["email"] = json!(s.email);
+            row["email_key"] = json!(s.key);
+            row["email_verified"] = json!(s.verified);
+            row["verified_at"] = json!(s.verified_at);
+            row["updated_at"] = json!(s.updated_at);
+        }
+        row
+    }
+}
+
+/// Sends the plan as ONE statement, `sql/commit.sql` (see the module doc).
+pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
+    if plan.user.is_none()
+        && plan.consume.is_none()
+        && plan.takes.is_empty()
+        && plan.rows.is_empty()
+    {
+        return Ok(());
+    }
     let verifies = plan
         .user
         .as_ref()
         .and_then(|u| u.set.as_ref())
         .is_some_and(|s| s.verified);
-    let mut front = Vec::new();
-    let mut guarded = Vec::new();
-    for guard in plan
-        .user
+    let user: Vec<_> = plan.user.iter().map(UserWrite::row).collect();
+    let consume: Vec<_> = plan
+        .consume
         .iter()
-        .map(UserWrite::statement)
-        .chain(plan.guards)
-    {
-        guarded.push(format!("(SELECT count(*) FROM w{}) = 1", front.len()));
-        front.push(guard);
-    }
-    front.extend(writes);
-    let (mut refused, mut labels) = (String::new(), Vec::<Value>::new());
-    for t in &plan.takes {
-        labels.push(t.label.into());
-        refused.push_str(&format!(
-            " WHEN (SELECT count(*) FROM w{}) = 0 THEN ${}",
-            front.len(),
-            labels.len()
-        ));
-        front.push(step_statement(
-            DbBackend::Postgres,
-            &t.bucket,
-            t.rate,
-            t.now,
-        ));
-    }
-    if front.is_empty() {
-        return Ok(());
-    }
-    let ok = if guarded.is_empty() {
-        "true".to_owned()
-    } else {
-        guarded.join(" AND ")
-    };
-    let refused = if refused.is_empty() {
-        "NULL::text".to_owned()
-    } else {
-        format!("CASE{refused} END")
-    };
-    let verdict = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        format!("SELECT emailverify_verdict({ok}, {refused}) AS ok"),
-        labels,
-    );
-    match db.query_one_raw(with_writes(front, verdict)).await {
+        .map(|(digest, now)| json!({ "digest": digest, "used_at": now }))
+        .collect();
+    let steps: Vec<_> = plan.takes.iter().map(Take::row).collect();
+    let [flows, moved, tokens, mails, events] = plan.rows.params();
+    let values = [
+        array(&user),
+        array(&consume),
+        flows,
+        moved,
+        tokens,
+        mails,
+        events,
+        array(&steps),
+    ];
+    let stmt = Statement::from_sql_and_values(DbBackend::Postgres, statements::COMMIT, values);
+    match db.query_one_raw(stmt).await {
         Ok(_) => Ok(()),
         Err(e) => Err(refusal(db, &plan.takes, verifies, e).await),
     }
 }
 
 /// What an error of the statement means for the use-case.
-async fn refusal(db: &Handle, takes: &[DeferredTake], verifies: bool, e: DbErr) -> CoreError {
+async fn refusal(db: &Handle, takes: &[Take], verifies: bool, e: DbErr) -> CoreError {
     let Some(found) = database_error(&e) else {
         return e.into();
     };
@@ -250,6 +201,7 @@ async fn refusal(db: &Handle, takes: &[DeferredTake], verifies: bool, e: DbErr) 
             CoreError::EmailTaken
         }
         "23505" => CoreError::contended(),
+        // The verdict names the refused step by its label, one of this plan's.
         "EV429" => {
             let Some(t) = takes.iter().find(|t| t.label == found.message) else {
                 return e.into();

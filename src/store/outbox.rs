@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QueryTrait, UpdateMany,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QueryTrait, UpdateMany,
 };
 
 use super::entity::outbox;
@@ -63,27 +63,31 @@ fn update_if(mail_id: &str, state: MailState) -> UpdateMany<outbox::Entity> {
 impl Tx {
     /// A fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
-        let row = outbox::ActiveModel {
-            mail_id: Set(m.mail_id),
-            user_id: Set(m.user_id.to_owned()),
-            flow_id: Set(m.flow_id.map(str::to_owned)),
-            template: Set(m.template),
-            recipient: Set(m.recipient.to_owned()),
-            locale: Set(m.locale.to_owned()),
-            params: Set(m.params),
-            sealed_link: Set(m.sealed_link),
-            state: Set(MailState::Pending),
-            attempts: Set(0),
-            next_attempt_at: Set(m.now),
-            claimed_until: Set(None),
-            claimed_by: Set(None),
-            last_error: Set(None),
-            created_at: Set(m.now),
-            sent_at: Set(None),
-            bounce: Set(None),
+        let row = outbox::Model {
+            mail_id: m.mail_id,
+            user_id: m.user_id.to_owned(),
+            flow_id: m.flow_id.map(str::to_owned),
+            template: m.template,
+            recipient: m.recipient.to_owned(),
+            locale: m.locale.to_owned(),
+            params: m.params,
+            sealed_link: m.sealed_link,
+            state: MailState::Pending,
+            attempts: 0,
+            next_attempt_at: m.now,
+            claimed_until: None,
+            claimed_by: None,
+            last_error: None,
+            created_at: m.now,
+            sent_at: None,
+            bounce: None,
         };
-        self.queue(outbox::Entity::insert(row).build(self.backend()))
-            .await
+        if self.wait(|rows| rows.new_mail(&row)) {
+            return Ok(());
+        }
+        let insert = outbox::Entity::insert(outbox::ActiveModel::from(row)).build(self.backend());
+        self.conn().await?.execute_raw(insert).await?;
+        Ok(())
     }
 
     /// Puts a dead mail back in the queue as it is (only for mails without a link: a

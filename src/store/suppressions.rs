@@ -4,41 +4,9 @@
 
 use sea_orm::ConnectionTrait;
 
+use super::reads::{Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
 use crate::error::CoreResult;
-
-/// Why an inbox is suppressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SuppressionCause {
-    /// A 5.1.x refusal or bounce: no such mailbox.
-    Bounced,
-    /// The recipient marked a mail as spam (an ARF report).
-    Complained,
-}
-
-impl SuppressionCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SuppressionCause::Bounced => "bounced",
-            SuppressionCause::Complained => "complained",
-        }
-    }
-
-    pub(super) fn parse(s: &str) -> Self {
-        match s {
-            "complained" => SuppressionCause::Complained,
-            _ => SuppressionCause::Bounced,
-        }
-    }
-}
-
-/// A suppression in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppression {
-    pub cause: SuppressionCause,
-    /// When it ends (Unix ms); `None`: until lifted.
-    pub until: Option<i64>,
-}
 
 /// The first suppression in force at `now` among the inboxes `keys`.
 async fn active<C: ConnectionTrait>(

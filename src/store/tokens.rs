@@ -3,8 +3,8 @@
 
 use sea_orm::sea_query::{Expr, UpdateStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationDef, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, RelationDef, Statement,
 };
 
 use super::Tx;
@@ -36,18 +36,22 @@ impl Tx {
 
     /// A fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn insert_token(&self, t: NewToken<'_>) -> CoreResult<()> {
-        let row = token::ActiveModel {
-            digest: Set(t.digest.to_owned()),
-            flow_id: Set(t.flow_id.to_owned()),
-            step: Set(t.step),
-            state: Set(TokenState::Live),
-            expires_at: Set(t.expires_at),
-            created_at: Set(t.now),
-            used_at: Set(None),
-            code_digest: Set(Some(t.code_digest.to_owned())),
+        let row = token::Model {
+            digest: t.digest.to_owned(),
+            flow_id: t.flow_id.to_owned(),
+            step: t.step,
+            state: TokenState::Live,
+            expires_at: t.expires_at,
+            created_at: t.now,
+            used_at: None,
+            code_digest: Some(t.code_digest.to_owned()),
         };
-        self.queue(token::Entity::insert(row).build(self.backend()))
-            .await
+        if self.wait(|rows| rows.new_token(&row)) {
+            return Ok(());
+        }
+        let insert = token::Entity::insert(token::ActiveModel::from(row)).build(self.backend());
+        self.conn().await?.execute_raw(insert).await?;
+        Ok(())
     }
 
     /// The token stored under any of the candidate digests (one per configured key), with
@@ -81,7 +85,7 @@ impl Tx {
     ) -> CoreResult<Option<(token::Model, flow::Model)>> {
         let sql = format!(
             "SELECT q.*, {} FROM ({}) q LEFT JOIN users u ON u.user_id = q.\"B_user_id\"",
-            super::users::user_columns_beside(),
+            super::entity::user::user_columns_beside(),
             select.sql
         );
         let read = Statement { sql, ..select };
@@ -90,7 +94,7 @@ impl Tx {
         };
         let tok = token::Model::from_query_result(&row, "A_")?;
         let f = flow::Model::from_query_result(&row, "B_")?;
-        if let Some(read) = super::users::user_beside(&row)? {
+        if let Some(read) = super::entity::user::user_beside(&row)? {
             self.plan().expect("optimistic").read_user = Some(read);
         }
         Ok(Some((tok, f)))

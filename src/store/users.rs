@@ -10,14 +10,12 @@ use sea_orm::{
     SqlErr, Statement,
 };
 
-use super::combine::with_writes;
+use super::buckets::{Step, refused_step};
 use super::entity::user;
-use super::limits::{Step, refused_step, step_statement};
-use super::optimistic::UserSet;
-use super::tokens::consume_update;
-use super::{Store, Tx, raw};
+use super::entity::user::key_of;
+use super::rows::{Take, UserSet};
+use super::{Store, Tx, raw, statements};
 use crate::domain::Rate;
-use crate::domain::mailbox::MailboxKey;
 use crate::error::{CoreError, CoreResult};
 
 impl Store {
@@ -61,23 +59,12 @@ fn lock_statement(user_id: &str) -> Statement {
     )
 }
 
-/// One PostgreSQL statement: `user_sql` (a user's row, locked), then `then_sql`, whose
-/// rows are counted. The user's row comes first, the lock order every use-case keeps
-/// (the main select reads it before the subquery runs `then_sql`). The user, if any, and
-/// that count.
-async fn user_then(
+/// A user's row and the `counted` beside it (`sql/lock_user_*.sql`), if there is a user.
+async fn user_counted(
     conn: &impl ConnectionTrait,
-    user_sql: Statement,
-    then_sql: Statement,
+    stmt: Statement,
 ) -> CoreResult<Option<(user::Model, i64)>> {
-    let both = with_writes(
-        vec![user_sql, then_sql],
-        Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT w0.*, (SELECT count(*) FROM w1) AS counted FROM w0",
-        ),
-    );
-    let Some(row) = conn.query_one_raw(both).await? else {
+    let Some(row) = conn.query_one_raw(stmt).await? else {
         return Ok(None);
     };
     let counted: i64 = row.try_get("", "counted")?;
@@ -121,8 +108,19 @@ impl Tx {
             return Ok((row, self.take(bucket, rate, now).await?));
         }
         let conn = self.conn().await?;
-        let step_sql = step_statement(self.backend(), bucket, rate, now);
-        let (user, stepped) = user_then(conn, upsert(self.backend(), user_id, now), step_sql)
+        let values = [
+            user_id.into(),
+            now.into(),
+            bucket.into(),
+            rate.emission_ms().into(),
+            rate.period_ms().into(),
+        ];
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            statements::LOCK_USER_TAKING,
+            values,
+        );
+        let (user, stepped) = user_counted(conn, stmt)
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
         let step = if stepped > 0 {
@@ -147,9 +145,6 @@ impl Tx {
             let row = self.lock_user(user_id).await?;
             return Ok((row, self.consume_token(digest, now).await?));
         }
-        let mut consume = consume_update(digest, now);
-        consume.returning_col(super::entity::token::Column::Digest);
-        let consume = DbBackend::Postgres.build(&consume);
         if let Some(mut plan) = self.plan() {
             // The user as read with the token (`token_with_flow`), and the token's
             // consumption as a guard: the statement at commit holds only if both still
@@ -158,15 +153,19 @@ impl Tx {
                 return Ok((None, false));
             };
             plan.expect_user(user_id, Some(version), now)?;
-            plan.guard(consume);
+            plan.consume(digest, now)?;
             return Ok((Some(row), true));
         }
-        Ok(
-            match user_then(self.conn().await?, lock_statement(user_id), consume).await? {
-                Some((user, consumed)) => (Some(user), consumed == 1),
-                None => (None, false),
-            },
-        )
+        let values = [user_id.into(), digest.into(), now.into()];
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            statements::LOCK_USER_CONSUMING,
+            values,
+        );
+        Ok(match user_counted(self.conn().await?, stmt).await? {
+            Some((user, consumed)) => (Some(user), consumed == 1),
+            None => (None, false),
+        })
     }
 
     /// Locks the user's row, if the user exists.
@@ -231,8 +230,13 @@ impl Tx {
         self.plan()
             .expect("optimistic")
             .expect_user(user_id, version, now)?;
-        self.defer_take(bucket.to_owned(), rate, now, "user")
-            .await?;
+        let step = Take {
+            bucket: bucket.to_owned(),
+            rate,
+            now,
+            label: "user",
+        };
+        self.defer_take(step).await?;
         Ok((row, Ok(())))
     }
 
@@ -264,11 +268,12 @@ impl Tx {
         now: i64,
     ) -> CoreResult<()> {
         let set = address(email, false, now);
-        if let Some(mut plan) = self.plan() {
-            return plan.set_user(set);
+        let update = address_update(user_id, &set, self.backend());
+        if self.set_address(user_id, set).await? {
+            return Ok(());
         }
-        self.queue(address_update(user_id, &set, self.backend()))
-            .await
+        self.conn().await?.execute_raw(update).await?;
+        Ok(())
     }
 
     /// Makes `email` (a normalised address) the user's verified address. It may trip the
@@ -276,18 +281,17 @@ impl Tx {
     /// and only that, is `EmailTaken`.
     pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
         let set = address(email, true, now);
-        if let Some(mut plan) = self.plan() {
-            // The index's verdict comes with the statement at commit (`optimistic.rs`).
-            return plan.set_user(set);
-        }
         let update = address_update(user_id, &set, self.backend());
-        // The queued writes ride along: none of them touches `users` (see `batch.rs`).
-        let front = self.take_unsent();
-        match self
-            .raw_conn()
-            .execute_raw(with_writes(front, update))
-            .await
-        {
+        if self.set_address(user_id, set).await? {
+            if self.is_optimistic() {
+                // The index's verdict comes with the statement at commit (`optimistic.rs`).
+                return Ok(());
+            }
+            // Sent at once: the index's verdict is this use-case's (`Tx::flush`).
+            self.conn().await?;
+            return Ok(());
+        }
+        match self.conn().await?.execute_raw(update).await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 Err(CoreError::EmailTaken)
@@ -328,28 +332,6 @@ impl Tx {
     }
 }
 
-/// Every column of `users` (aliased `u` in the query) as `"C_<column>"`, with the row's
-/// version as `user_version`: the user beside another row (`from_query_result(.., "C_")`).
-pub(super) fn user_columns_beside() -> &'static str {
-    use sea_orm::{IdenStatic, Iterable};
-    static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let columns: Vec<String> = user::Column::iter()
-            .map(|c| format!("u.{0} AS \"C_{0}\"", c.as_str()))
-            .collect();
-        format!("{}, u.version AS user_version", columns.join(", "))
-    });
-    &COLUMNS
-}
-
-/// The user read beside another row by `user_columns_beside`, with its version; `None`
-/// when the row had no user (a left join found none).
-pub(super) fn user_beside(row: &sea_orm::QueryResult) -> CoreResult<Option<(user::Model, i64)>> {
-    let version: Option<i64> = row.try_get("", "user_version")?;
-    version
-        .map(|v| Ok((user::Model::from_query_result(row, "C_")?, v)))
-        .transpose()
-}
-
 /// `email` (a normalised address) as a user's address of record, verified or not, with
 /// its key.
 fn address(email: &str, verified: bool, now: i64) -> UserSet {
@@ -372,9 +354,4 @@ fn address_update(user_id: &str, set: &UserSet, backend: DbBackend) -> Statement
         .col_expr(user::Column::UpdatedAt, Expr::value(set.updated_at))
         .filter(user::Column::UserId.eq(user_id))
         .build(backend)
-}
-
-/// The key stored beside an address written to `users.email`, and looked up for it.
-pub(super) fn key_of(email: &str) -> String {
-    MailboxKey::of(email).as_str().to_owned()
 }

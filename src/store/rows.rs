@@ -1,0 +1,133 @@
+//! The rows a PostgreSQL use-case writes, held until they go out together in one of the
+//! static statements of `sql/` (`writes.sql` for a locked use-case, `commit.sql` for an
+//! optimistic one). Each kind of row travels as ONE parameter, a JSON array read back by
+//! `jsonb_populate_recordset`, so the statement's text never changes with what a
+//! use-case writes: one prepared statement per connection, whatever the path.
+
+use serde_json::{Value, json};
+
+use super::entity::{event, flow, outbox, token};
+use crate::domain::Rate;
+
+/// A user's address of record as a use-case sets it.
+pub(super) struct UserSet {
+    pub email: String,
+    pub key: String,
+    pub verified: bool,
+    pub verified_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// What a use-case has written so far and not yet sent.
+#[derive(Default)]
+pub(super) struct Rows {
+    new_flows: Vec<Value>,
+    moved_flows: Vec<Value>,
+    new_tokens: Vec<Value>,
+    new_mails: Vec<Value>,
+    new_events: Vec<Value>,
+}
+
+impl Rows {
+    pub fn is_empty(&self) -> bool {
+        self.new_flows.is_empty()
+            && self.moved_flows.is_empty()
+            && self.new_tokens.is_empty()
+            && self.new_mails.is_empty()
+            && self.new_events.is_empty()
+    }
+
+    pub fn new_flow(&mut self, f: &flow::Model) {
+        self.new_flows.push(json!({
+            "flow_id": f.flow_id, "user_id": f.user_id, "kind": f.kind.as_str(),
+            "step": f.step.as_str(), "state": f.state.as_str(), "new_email": f.new_email,
+            "old_email": f.old_email, "locale": f.locale, "expires_at": f.expires_at,
+            "resend_available_at": f.resend_available_at, "created_at": f.created_at,
+            "updated_at": f.updated_at, "failed_codes": f.failed_codes,
+            "locked_until": f.locked_until,
+        }));
+    }
+
+    pub fn moved_flow(&mut self, f: &flow::Model) {
+        self.moved_flows.push(json!({
+            "flow_id": f.flow_id, "step": f.step.as_str(), "state": f.state.as_str(),
+            "expires_at": f.expires_at, "resend_available_at": f.resend_available_at,
+            "updated_at": f.updated_at, "failed_codes": f.failed_codes,
+            "locked_until": f.locked_until,
+        }));
+    }
+
+    pub fn new_token(&mut self, t: &token::Model) {
+        self.new_tokens.push(json!({
+            "digest": t.digest, "flow_id": t.flow_id, "step": t.step.as_str(),
+            "state": t.state.as_str(), "expires_at": t.expires_at, "created_at": t.created_at,
+            "used_at": t.used_at, "code_digest": t.code_digest,
+        }));
+    }
+
+    pub fn new_mail(&mut self, m: &outbox::Model) {
+        self.new_mails.push(json!({
+            "mail_id": m.mail_id, "user_id": m.user_id, "flow_id": m.flow_id,
+            "template": m.template.as_str(), "recipient": m.recipient, "locale": m.locale,
+            "params": m.params, "sealed_link": m.sealed_link, "state": m.state.as_str(),
+            "attempts": m.attempts, "next_attempt_at": m.next_attempt_at,
+            "claimed_until": m.claimed_until, "claimed_by": m.claimed_by,
+            "last_error": m.last_error, "created_at": m.created_at, "sent_at": m.sent_at,
+            "bounce": m.bounce,
+        }));
+    }
+
+    /// An event (its free text already cut to the columns' sizes: `events::row`).
+    pub fn new_event(&mut self, e: &event::ActiveModel) {
+        self.new_events.push(json!({
+            "user_id": e.user_id.as_ref(), "flow_id": e.flow_id.as_ref(),
+            "event_type": e.event_type.as_ref(), "masked_address": e.masked_address.as_ref(),
+            "detail": e.detail.as_ref(), "at": e.at.as_ref(), "actor": e.actor.as_ref(),
+            "request_id": e.request_id.as_ref(),
+        }));
+    }
+
+    /// The five row parameters, in the order both statements take them: new flows, moved
+    /// flows, new tokens, new mails, new events.
+    pub fn params(&self) -> [sea_orm::Value; 5] {
+        [
+            array(&self.new_flows),
+            array(&self.moved_flows),
+            array(&self.new_tokens),
+            array(&self.new_mails),
+            array(&self.new_events),
+        ]
+    }
+}
+
+/// A user's address as the one row of `writes.sql`'s `$1`.
+pub(super) fn address_row(user_id: &str, set: &UserSet) -> Value {
+    json!({
+        "user_id": user_id, "email": set.email, "email_key": set.key,
+        "email_verified": set.verified, "verified_at": set.verified_at,
+        "updated_at": set.updated_at,
+    })
+}
+
+/// Rows as one statement parameter: a JSON array (the statement casts it to `jsonb`).
+pub(super) fn array(rows: &[Value]) -> sea_orm::Value {
+    Value::Array(rows.to_vec()).to_string().into()
+}
+
+/// A rate-limit step that goes out with a use-case's writes.
+pub(super) struct Take {
+    pub bucket: String,
+    pub rate: Rate,
+    pub now: i64,
+    pub label: &'static str,
+}
+
+impl Take {
+    /// The step as one row of the statements' steps parameter.
+    pub fn row(&self) -> serde_json::Value {
+        serde_json::json!({
+            "bucket": self.bucket, "now": self.now, "emission": self.rate.emission_ms(),
+            "period": self.rate.period_ms(), "label": self.label,
+        })
+    }
+}
