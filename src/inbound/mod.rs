@@ -62,7 +62,7 @@ pub struct Inbound {
     /// Set: STARTTLS is offered.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The peers' sessions and unmatched reports (`smtp.rs`).
-    pub(crate) peers: peers::Peers,
+    pub(crate) peers: Arc<peers::Peers>,
     /// `(mail id, outcome)` of reports already recorded.
     recorded: Mutex<HashSet<(String, &'static str)>>,
 }
@@ -87,7 +87,7 @@ impl Inbound {
                 .inbound_tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsAcceptor::from(t.0.clone())),
-            peers: peers::Peers::default(),
+            peers: Arc::default(),
             recorded: Mutex::new(HashSet::new()),
         }
     }

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::Inbound;
-
 /// Reports that match nothing (or cannot be read) one peer may send a minute.
 pub const UNMATCHED_PER_MINUTE: u32 = 100;
 const MINUTE_MS: i64 = 60_000;
@@ -59,20 +57,21 @@ impl Peers {
 
 /// A session's place in its peer's count, given back when the session ends.
 pub(super) struct Seat {
-    inbound: Arc<Inbound>,
+    peers: Arc<Peers>,
     peer: IpAddr,
 }
 
 impl Seat {
-    pub(super) fn take(inbound: &Arc<Inbound>, peer: IpAddr) -> Option<Self> {
-        let mut state = inbound.peers.state();
+    /// A seat for `peer` if it has fewer than `max` sessions open.
+    pub(super) fn take(peers: &Arc<Peers>, max: usize, peer: IpAddr) -> Option<Self> {
+        let mut state = peers.state();
         let open = state.sessions.entry(peer).or_insert(0);
-        if *open >= inbound.max_sessions_per_peer {
+        if *open >= max {
             return None;
         }
         *open += 1;
         Some(Self {
-            inbound: inbound.clone(),
+            peers: peers.clone(),
             peer,
         })
     }
@@ -80,7 +79,7 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let mut state = self.inbound.peers.state();
+        let mut state = self.peers.state();
         if let Some(open) = state.sessions.get_mut(&self.peer) {
             *open -= 1;
             if *open == 0 {

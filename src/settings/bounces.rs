@@ -11,7 +11,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::SettingError;
+use super::error::SettingError;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BounceSettings {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Settings;
+use super::error::{SettingError, bad};
 use crate::core::Policy;
 use crate::domain::{Keyring, Rate};
 use crate::mail::outbox::RetryPolicy;
@@ -84,20 +85,6 @@ pub struct TlsConfig {
     pub key_pem: Vec<u8>,
     /// Set: clients must present a certificate signed by this CA.
     pub client_ca_pem: Option<Vec<u8>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct SettingError {
-    pub setting: &'static str,
-    pub message: String,
-}
-
-fn bad(setting: &'static str, message: impl Into<String>) -> SettingError {
-    SettingError {
-        setting,
-        message: message.into(),
-    }
 }
 
 impl Settings {

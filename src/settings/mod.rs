@@ -8,6 +8,7 @@
 
 mod bounces;
 mod config;
+mod error;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -15,7 +16,8 @@ mod tests;
 use std::path::PathBuf;
 
 pub use bounces::{BounceConfig, BounceSettings, InboundTls};
-pub use config::{Config, Connections, FeedLimits, Retention, SettingError, TlsConfig};
+pub use config::{Config, Connections, FeedLimits, Retention, TlsConfig};
+pub use error::SettingError;
 pub use relay::{RelayConfig, RelaySettings};
 
 /// `Debug` is written by hand (below): it never shows a key, a token or a password.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::SettingError;
+use super::error::SettingError;
 use crate::mail::dkim::DkimKey;
 pub use crate::mail::transport::RelayConfig;
 

@@ -52,11 +52,11 @@ enum Mode {
     Direct,
     /// PostgreSQL, locked: a transaction; its rows wait and go out together
     /// (`sql/writes.sql`) before its next statement and at its commit.
-    Batched(Mutex<Batch>),
+    Batched(Box<Mutex<Batch>>),
     /// PostgreSQL, optimistic: no transaction and no lock; its reads run on one held
     /// connection, and everything it writes goes out at commit as ONE guarded statement
     /// (`sql/commit.sql`, `optimistic.rs`).
-    Optimistic(Mutex<Plan>),
+    Optimistic(Box<Mutex<Plan>>),
 }
 
 /// A locked PostgreSQL use-case's writes that wait.
@@ -72,7 +72,7 @@ struct Batch {
 impl Tx {
     pub(super) async fn begin(db: &DatabaseConnection) -> CoreResult<Self> {
         let mode = match db.get_database_backend() {
-            DbBackend::Postgres => Mode::Batched(Mutex::default()),
+            DbBackend::Postgres => Mode::Batched(Box::default()),
             _ => Mode::Direct,
         };
         Ok(Tx {
@@ -94,7 +94,7 @@ impl Tx {
             .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
         Ok(Tx {
             handle: Handle::Conn(tokio::sync::Mutex::new(conn)),
-            mode: Mode::Optimistic(Mutex::default()),
+            mode: Mode::Optimistic(Box::default()),
             on_commit: Mutex::new(Vec::new()),
         })
     }
