@@ -31,5 +31,6 @@ mod people;
 mod process;
 mod relay;
 mod retention;
+mod statements;
 mod tls;
 mod verification;

@@ -4,7 +4,9 @@
 -- the verdict at the end raises an error, which undoes every part, when
 --   * a guard did not hold (SQLSTATE 40001: the use-case runs again), or
 --   * a step did not fit (SQLSTATE EV429, message: the limit's label).
--- No two parts touch the same row, so the order they run in does not matter.
+-- No two parts touch the same row, so the order they run in does not matter. Each update
+-- names its rows by `= ANY (ARRAY(...))` too: an index condition whatever the planner
+-- guesses of a JSON array's length (it guesses 100 rows).
 --
 -- Each parameter is a JSON array of rows (empty: nothing of that kind):
 --   $1  the user's row as the use-case read it: {user_id, version, created_at, updated_at}
@@ -36,12 +38,14 @@ user_updated AS (
          updated_at = CASE WHEN e.email IS NULL THEN users.updated_at ELSE e.updated_at END
     FROM expected AS e
    WHERE e.version IS NOT NULL AND users.user_id = e.user_id AND users.version = e.version
+     AND users.user_id = ANY (ARRAY(SELECT user_id FROM expected))
   RETURNING users.user_id
 ),
 token_used AS (
   UPDATE tokens SET state = 'used', used_at = c.used_at
     FROM jsonb_populate_recordset(NULL::tokens, $2::jsonb) AS c
    WHERE tokens.digest = c.digest AND tokens.state = 'live' AND tokens.expires_at > c.used_at
+     AND tokens.digest = ANY (ARRAY(SELECT c.digest FROM jsonb_populate_recordset(NULL::tokens, $2::jsonb) AS c))
   RETURNING tokens.digest
 ),
 new_flows AS (
@@ -59,6 +63,7 @@ moved_flows AS (
          failed_codes = m.failed_codes, locked_until = m.locked_until
     FROM jsonb_populate_recordset(NULL::flows, $4::jsonb) AS m
    WHERE flows.flow_id = m.flow_id
+     AND flows.flow_id = ANY (ARRAY(SELECT m.flow_id FROM jsonb_populate_recordset(NULL::flows, $4::jsonb) AS m))
 ),
 new_tokens AS (
   INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at, used_at, code_digest)

@@ -18,6 +18,7 @@ address AS (
          verified_at = a.verified_at, updated_at = a.updated_at
     FROM jsonb_populate_recordset(NULL::users, $1::jsonb) AS a
    WHERE users.user_id = a.user_id
+     AND users.user_id = ANY (ARRAY(SELECT a.user_id FROM jsonb_populate_recordset(NULL::users, $1::jsonb) AS a))
 ),
 new_flows AS (
   INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, old_email, locale,
@@ -34,6 +35,7 @@ moved_flows AS (
          failed_codes = m.failed_codes, locked_until = m.locked_until
     FROM jsonb_populate_recordset(NULL::flows, $3::jsonb) AS m
    WHERE flows.flow_id = m.flow_id
+     AND flows.flow_id = ANY (ARRAY(SELECT m.flow_id FROM jsonb_populate_recordset(NULL::flows, $3::jsonb) AS m))
 ),
 new_tokens AS (
   INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at, used_at, code_digest)

@@ -1,0 +1,155 @@
+//! The static statements of `src/store/sql/` (PostgreSQL): each one's plan looks every row
+//! up by an index (so a lost index shows here, not as a slow production), and the guard of
+//! `commit.sql` that the other tests cannot isolate — a token no longer live — fires.
+//! The other guards fire in `optimistic.rs`: the user's version, a user created meanwhile,
+//! a limit's step, the index of verified addresses.
+
+use emailverify::store::statements::ALL;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+use crate::helpers::{Backend, fresh_database, postgres_available};
+
+async fn exec(conn: &DatabaseConnection, sql: &str) {
+    conn.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Sample arguments for a statement's placeholders, by file: enough to plan it.
+fn arguments(name: &str) -> &'static str {
+    match name {
+        "writes.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
+        "commit.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]', '[]'",
+        "lock_user_taking.sql" => "'u1', 1, 'u:x', 1000, 60000",
+        "lock_user_consuming.sql" => "'u1', 'digest', 1",
+        other => panic!("no sample arguments for {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_static_statement_finds_its_rows_by_an_index() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = fresh_database(Backend::Postgres).await;
+    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    // One connection: a prepared statement and a setting live in one session.
+    let mut one = sea_orm::ConnectOptions::new(db.url.clone());
+    one.max_connections(1).min_connections(1);
+    let conn = Database::connect(one).await.unwrap();
+    // With sequential scans priced out, a plan still holds one only where no index can
+    // serve the lookup: that is what a lost index looks like.
+    exec(&conn, "SET enable_seqscan = off").await;
+    for (name, sql) in ALL {
+        let body: String = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        exec(&conn, &format!("PREPARE s AS {body}")).await;
+        let plan: Vec<String> = conn
+            .query_all_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!("EXPLAIN EXECUTE s({})", arguments(name)),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect();
+        println!("-- {name}\n{}", plan.join("\n"));
+        for table in [
+            "users",
+            "flows",
+            "tokens",
+            "outbox",
+            "events",
+            "rate_limits",
+        ] {
+            assert!(
+                !plan
+                    .iter()
+                    .any(|l| l.contains(&format!("Seq Scan on {table}"))),
+                "{name} scans {table} whole:\n{}",
+                plan.join("\n")
+            );
+        }
+        // An index scan without a condition reads the whole index: a scan in disguise.
+        for (i, line) in plan.iter().enumerate() {
+            if line.contains("Index Scan") || line.contains("Index Only Scan") {
+                let cond = plan[i + 1..]
+                    .iter()
+                    .take_while(|l| !l.contains("->"))
+                    .any(|l| l.contains("Index Cond"));
+                assert!(
+                    cond,
+                    "{name}: {line} has no index condition:\n{}",
+                    plan.join("\n")
+                );
+            }
+        }
+        exec(&conn, "DEALLOCATE s").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = fresh_database(Backend::Postgres).await;
+    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let conn = Database::connect(&db.url).await.unwrap();
+    exec(
+        &conn,
+        "INSERT INTO users (user_id, email, email_key, email_verified, created_at, updated_at) \
+           VALUES ('u1', 'a@example.com', 'a@example.com', false, 1, 1); \
+         INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, locale, expires_at, \
+           resend_available_at, created_at, updated_at, failed_codes) \
+           VALUES ('f1', 'u1', 'verify', 'confirm_new', 'pending', 'a@example.com', 'en', \
+             999999, 0, 1, 1, 0); \
+         INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at) \
+           VALUES ('d1', 'f1', 'confirm_new', 'live', 999999, 1)",
+    )
+    .await;
+
+    let tx = store.begin_as(true).await.unwrap();
+    assert!(tx.is_optimistic());
+    let (token, _flow) = tx
+        .token_with_flow(&["d1".to_owned()])
+        .await
+        .unwrap()
+        .expect("the token is found");
+    assert_eq!(token.digest, "d1");
+    let (user, consumed) = tx.lock_user_consuming("u1", "d1", 2).await.unwrap();
+    assert!(
+        user.is_some() && consumed,
+        "an optimistic consumption answers at commit"
+    );
+    tx.set_verified_email("u1", "a@example.com", 2)
+        .await
+        .unwrap();
+
+    // Meanwhile the token stops being live, without the user's row changing.
+    exec(
+        &conn,
+        "UPDATE tokens SET state = 'superseded' WHERE digest = 'd1'",
+    )
+    .await;
+
+    let e = tx.commit().await.unwrap_err();
+    assert_eq!(e.contended_needs_lock(), Some(false), "{e:?}");
+    let verified = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT email_verified FROM users WHERE user_id = 'u1'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<bool>(0)
+        .unwrap();
+    assert!(!verified, "nothing of the statement was written");
+}
