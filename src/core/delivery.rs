@@ -4,7 +4,8 @@
 //! it masked: never a full address.
 
 use crate::domain::MailState;
-use crate::domain::email::mask;
+use crate::domain::email::{mask, mask_apart};
+use crate::domain::{FlowKind, FlowState, FlowStep, Locale};
 use crate::store::entity::{flow, outbox};
 
 use super::{Core, FlowView};
@@ -66,6 +67,34 @@ pub fn scrub(text: &str) -> String {
 }
 
 impl Core {
+    /// What callers see of `f`; a pending step's link mail as just queued (see
+    /// `delivered_view` for what became of it).
+    pub(super) fn view(&self, f: &flow::Model) -> FlowView {
+        let delivery = match (f.state, f.step) {
+            (FlowState::Pending, FlowStep::ConfirmCurrent | FlowStep::ConfirmNew) => {
+                DeliveryState::Queued
+            }
+            _ => DeliveryState::Unspecified,
+        };
+        FlowView {
+            flow_id: f.flow_id.clone(),
+            kind: f.kind,
+            step: f.step,
+            masked_recipient: {
+                let (old, new) = masks_of(f);
+                match (f.kind, f.step) {
+                    (FlowKind::Change, FlowStep::ConfirmCurrent) => old,
+                    _ => new,
+                }
+            },
+            locale: Locale::from_tag(&f.locale),
+            expires_at: f.expires_at,
+            resend_available_at: f.resend_available_at,
+            delivery,
+            delivery_detail: String::new(),
+        }
+    }
+
     /// `view` of a pending flow with its link mail's delivery read from the outbox.
     pub(super) fn delivered_view(&self, f: &flow::Model, mail: Option<&outbox::Model>) -> FlowView {
         let mut view = self.view(f);
@@ -73,6 +102,14 @@ impl Core {
             (view.delivery, view.delivery_detail) = delivery_of(mail);
         }
         view
+    }
+}
+
+/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them apart.
+pub(super) fn masks_of(f: &flow::Model) -> (String, String) {
+    match &f.old_email {
+        Some(old) => mask_apart(old, &f.new_email),
+        None => (String::new(), mask(&f.new_email)),
     }
 }
 

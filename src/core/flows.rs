@@ -3,7 +3,7 @@
 //! transaction and write nothing on their own.
 
 use crate::clock::duration_ms;
-use crate::domain::email::{mask, mask_apart};
+use crate::domain::email::mask;
 use crate::domain::mailbox::MailboxKey;
 use crate::domain::token::generate_code;
 use crate::domain::{
@@ -14,7 +14,8 @@ use crate::error::{CoreError, CoreResult};
 use crate::store::entity::{flow, token};
 use crate::store::{NewMail, NewToken, Tx};
 
-use super::{Core, DeliveryState, FlowView};
+use super::delivery::masks_of;
+use super::{Core, FlowView};
 
 /// What a new flow is for: RequestVerification's or RequestChange's input, checked.
 pub(super) struct FlowRequest<'a> {
@@ -267,42 +268,6 @@ impl Core {
             .into_iter()
             .map(|d| d.0)
             .collect()
-    }
-
-    /// What callers see of `f`; a pending step's link mail as just queued (see
-    /// `delivered_view` for what became of it).
-    pub(super) fn view(&self, f: &flow::Model) -> FlowView {
-        let delivery = match (f.state, f.step) {
-            (FlowState::Pending, FlowStep::ConfirmCurrent | FlowStep::ConfirmNew) => {
-                DeliveryState::Queued
-            }
-            _ => DeliveryState::Unspecified,
-        };
-        FlowView {
-            flow_id: f.flow_id.clone(),
-            kind: f.kind,
-            step: f.step,
-            masked_recipient: {
-                let (old, new) = masks_of(f);
-                match (f.kind, f.step) {
-                    (FlowKind::Change, FlowStep::ConfirmCurrent) => old,
-                    _ => new,
-                }
-            },
-            locale: Locale::from_tag(&f.locale),
-            expires_at: f.expires_at,
-            resend_available_at: f.resend_available_at,
-            delivery,
-            delivery_detail: String::new(),
-        }
-    }
-}
-
-/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them apart.
-fn masks_of(f: &flow::Model) -> (String, String) {
-    match &f.old_email {
-        Some(old) => mask_apart(old, &f.new_email),
-        None => (String::new(), mask(&f.new_email)),
     }
 }
 

@@ -2,12 +2,13 @@
 //! RPCs. Both front doors (gRPC and the HTTP link shim) call these methods in-process.
 //! A reading order:
 //!
-//! - `verify.rs` RequestVerification, `change.rs` RequestChange — both start a flow
-//!   through `flows.rs`, the steps every use-case shares (start a flow, send a link,
-//!   supersede, end, show);
+//! - `request.rs` RequestVerification and RequestChange, and the start they share — both
+//!   start a flow through `flows.rs`, the steps every use-case shares (start a flow, send
+//!   a link, supersede, end);
 //! - `confirm.rs` ConfirmLink (and the link page's read-only look), `codes.rs` ConfirmCode;
 //! - `resend.rs` Resend, `cancel.rs` CancelChange (and the link pages' buttons for both);
-//! - `status.rs` GetStatus (with `delivery.rs`, what became of the link mail),
+//! - `status.rs` GetStatus (with `delivery.rs`, what callers see of a flow and what became
+//!   of its link mail),
 //!   `events.rs` ListEvents and how use-cases write the trail;
 //! - `suppression.rs` the inboxes no mail may go to, and LiftSuppression;
 //! - `feed.rs` WatchEvents: the gap-free change feed and its cursors;
@@ -41,7 +42,6 @@
 //! the count first, then refuses the same way.
 
 mod cancel;
-mod change;
 mod codes;
 mod confirm;
 pub mod context;
@@ -57,7 +57,6 @@ mod resend;
 mod retry_dead;
 mod status;
 mod suppression;
-mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -193,7 +193,9 @@ impl HttpState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A link's token from a query or a form. No `Debug`: a raw token never reaches a log,
+/// not even by a `{:?}` of the request.
+#[derive(Deserialize)]
 pub struct TokenField {
     #[serde(default)]
     token: String,

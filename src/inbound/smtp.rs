@@ -66,7 +66,8 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stop: Cancellat
         let peer = peer_of(addr.ip());
         let (inbound, stop, slots) = (inbound.clone(), stop.clone(), slots.clone());
         tokio::spawn(async move {
-            let Some(_seat) = Seat::take(&inbound.peers, inbound.max_sessions_per_peer, peer) else {
+            let Some(_seat) = Seat::take(&inbound.peers, inbound.max_sessions_per_peer, peer)
+            else {
                 crate::metrics::inbound_session_refused("per_peer");
                 refuse(stream, "421 4.7.0 too many sessions from your address").await;
                 return;

@@ -13,4 +13,3 @@ pub(super) fn bad(setting: &'static str, message: impl Into<String>) -> SettingE
         message: message.into(),
     }
 }
-
