@@ -295,7 +295,8 @@ impl Application {
             stop.clone(),
         );
 
-        // Health: SERVING only while the database answers (migrations already ran).
+        // Health: SERVING only while the database answers and takes writes (migrations
+        // already ran); asked every second, so that a failover shows within seconds.
         let health_task = {
             let core = core.clone();
             let stop = stop.clone();
@@ -312,7 +313,7 @@ impl Application {
                     reporter.set_service_status("", status).await;
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
                 for name in [SERVICE_NAME, ""] {

@@ -1,6 +1,7 @@
-//! Database errors, classified once, here: a lost or unobtainable connection is
-//! UNAVAILABLE (safe to retry); anything else is internal. Decided by the driver's error
-//! *kind* and SQLSTATE class, never by message text. (The one constraint a statement can
+//! Database errors, classified once, here: a lost or unobtainable connection, or a server
+//! that cannot take the statement now (failing over, full), is UNAVAILABLE (safe to
+//! retry); anything else is internal. Decided by the driver's error *kind* and SQLSTATE,
+//! never by message text. (The one constraint a statement can
 //! trip on purpose, the verified-address index, is mapped where it is written: `users.rs`.)
 
 use sea_orm::{DbErr, RuntimeErr};
@@ -33,10 +34,17 @@ fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
         | Error::PoolTimedOut
         | Error::PoolClosed
         | Error::WorkerCrashed => true,
-        // SQLSTATE 08xxx connection exceptions and 57P01..03 (server shutting down or
-        // starting): the server went away, not our statement.
+        // SQLSTATE 08xxx connection exceptions, 57P01..03 (server shutting down or
+        // starting), 53300 (no connection slot left), 25006 (a read-only server: a standby,
+        // or a primary being failed over), 40001/40P01/40003 (the transaction was rolled
+        // back, or its end is unknown): the server's state, not our statement; a retry
+        // is safe (a repeated request returns what the first one did).
         Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "25006" | "40001" | "40P01" | "40003"
+                )
         }),
         _ => false,
     }

@@ -14,6 +14,7 @@
 //! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
+//! - `connect.rs` — the PostgreSQL pool: writable servers only, sized to the server's room;
 //! - `tx.rs` — `Tx`, a use-case's unit of work in one of its modes, and how its writes wait;
 //! - `rows.rs` — the rows that wait, as the static statements take them;
 //! - `statements.rs` and `sql/` — the statements a use-case sends whole, one file each;
@@ -28,6 +29,7 @@
 //! always taken user → flow → token, so use-cases cannot deadlock each other.
 
 mod buckets;
+pub mod connect;
 mod delivery;
 pub mod entity;
 mod erase;
@@ -50,8 +52,6 @@ mod users;
 
 #[cfg(test)]
 mod tests;
-
-use std::time::Duration;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
@@ -82,17 +82,19 @@ impl Store {
         Self::connect_with_pool(url, 32).await
     }
 
-    /// `pool`: the most PostgreSQL connections this process holds (SQLite always uses one).
+    /// `pool`: the most PostgreSQL connections this process holds (SQLite always uses one);
+    /// fewer when the server has room for fewer (`connect.rs`).
     pub async fn connect_with_pool(url: &str, pool: u32) -> Result<Self, sea_orm::DbErr> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5));
+            .connect_timeout(connect::ACQUIRE_TIMEOUT)
+            .acquire_timeout(connect::ACQUIRE_TIMEOUT);
         if url.starts_with("sqlite:") {
             opts.max_connections(1).min_connections(1);
         } else {
-            opts.max_connections(std::cmp::max(pool, 2))
-                .min_connections(2);
+            let pool = connect::pool_size(url, std::cmp::max(pool, 2)).await;
+            opts.max_connections(pool).min_connections(2);
+            connect::writable_only(&mut opts);
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == DbBackend::Sqlite {
@@ -116,12 +118,15 @@ impl Store {
     pub async fn single(url: &str) -> Result<Self, sea_orm::DbErr> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5))
+            .connect_timeout(connect::ACQUIRE_TIMEOUT)
+            .acquire_timeout(connect::ACQUIRE_TIMEOUT)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
+        if !url.starts_with("sqlite:") {
+            connect::writable_only(&mut opts);
+        }
         Ok(Self {
             db: Database::connect(opts).await?,
         })
@@ -173,8 +178,10 @@ impl Store {
             .collect())
     }
 
+    /// Whether the database answers and, on PostgreSQL, takes writes (a standby or a
+    /// read-only primary is not ready), within a couple of seconds.
     pub async fn ping(&self) -> bool {
-        self.db.ping().await.is_ok()
+        connect::ready(&self.db).await
     }
 
     /// Whether this store is PostgreSQL (where use-cases may run optimistically).

@@ -17,6 +17,7 @@ mod dkim;
 mod edges;
 mod erasure;
 mod errors;
+mod failover;
 mod faults;
 mod feed;
 mod keys;

@@ -85,14 +85,24 @@ impl Hosts {
         (of("current"), of("previous"))
     }
 
-    /// The pid of host `i`'s service and the release its running binary came from.
+    /// The pid of host `i`'s service and the release its running binary came from; when it
+    /// does not run, fails with the end of what it logged.
     fn running(&self, i: usize) -> (u32, String) {
         let pid: u32 = std::fs::read_to_string(self.root(i).join("emailverify.pid"))
             .expect("a pid file")
             .trim()
             .parse()
             .unwrap();
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the service runs");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|e| {
+            let log =
+                std::fs::read_to_string(self.root(i).join("emailverify.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "h{}'s service (pid {pid}) does not run ({e}); the end of its log:\n{}",
+                i + 1,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            )
+        });
         let release = exe.parent().unwrap().file_name().unwrap().to_string_lossy();
         (pid, release.into_owned())
     }

@@ -10,9 +10,11 @@
 //!   and a mail's link, token and code: [`ReceivedMail`];
 //! - waiting for something to hold: [`eventually`] (bounded in time and tries);
 //! - a free loopback port: [`free_port`];
-//! - PostgreSQL, and what a missing one means: [`postgres`];
+//! - PostgreSQL, and what a missing one means: [`postgres`]; a primary with a synchronous
+//!   standby, and a proxy a failover moves: [`pair`];
 //! - `TEST_LOG=1` shows the service's logs in a failing test's output.
 
+pub mod pair;
 pub mod postgres;
 pub mod process;
 mod service;

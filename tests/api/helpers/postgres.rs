@@ -143,12 +143,41 @@ pub struct PrivatePostgres {
     port: u16,
     /// Running as root: the server runs as the `postgres` user (initdb refuses root).
     as_postgres_user: bool,
+    /// `-c name=value …` added to the server's command line.
+    settings: String,
     watchdog: Option<Child>,
 }
 
 impl PrivatePostgres {
     /// Starts a server, or says why it cannot.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[], "")
+    }
+
+    /// Starts a server made by `initdb` with the `initdb` arguments added, run with the
+    /// `settings` added to its command line (`-c name=value …`, after the defaults).
+    pub fn start_with(initdb: &[&str], settings: &str) -> Result<Self, String> {
+        let mut pg = Self::empty(settings)?;
+        let data = pg.data();
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-A".as_ref(),
+            "trust".as_ref(),
+            "-U".as_ref(),
+            "postgres".as_ref(),
+            "-E".as_ref(),
+            "UTF8".as_ref(),
+            "--no-sync".as_ref(),
+        ];
+        args.extend(initdb.iter().map(|a| std::ffi::OsStr::new(*a)));
+        pg.run_as_server_user("initdb", &args)?;
+        pg.start_on_a_free_port()?;
+        Ok(pg)
+    }
+
+    /// A folder for a server (and its watchdog), no data in it yet.
+    pub(super) fn empty(settings: &str) -> Result<Self, String> {
         let bin = server_binaries().ok_or(
             "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH",
         )?;
@@ -164,6 +193,7 @@ impl PrivatePostgres {
             dir,
             port: 0,
             as_postgres_user,
+            settings: settings.to_owned(),
         };
         // From here on, whatever happens, the watchdog cleans up.
         pg.watchdog = Some(pg.spawn_watchdog()?);
@@ -171,31 +201,42 @@ impl PrivatePostgres {
             run(Command::new("chown").arg("postgres").arg(&pg.dir))
                 .map_err(|e| format!("running as root needs a `postgres` user: {e}"))?;
         }
-        let data = pg.dir.join("data");
-        pg.run_as_server_user(
-            "initdb",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-A".as_ref(),
-                "trust".as_ref(),
-                "-U".as_ref(),
-                "postgres".as_ref(),
-                "-E".as_ref(),
-                "UTF8".as_ref(),
-                "--no-sync".as_ref(),
-            ],
-        )?;
+        Ok(pg)
+    }
+
+    /// Starts the server in the folder on a free loopback port.
+    pub(super) fn start_on_a_free_port(&mut self) -> Result<(), String> {
         // The port is free when chosen, not necessarily when the server binds it.
         let mut last = String::new();
         for _ in 0..3 {
-            pg.port = super::free_port();
-            match pg.ctl("start") {
-                Ok(()) => return Ok(pg),
+            self.port = super::free_port();
+            match self.ctl("start") {
+                Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The settings this server runs with beyond the defaults.
+    pub(super) fn set_settings(&mut self, settings: &str) {
+        self.settings = settings.to_owned();
     }
 
     pub fn url(&self) -> String {
@@ -207,9 +248,10 @@ impl PrivatePostgres {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let mut args = vec![
             action.as_ref(),
@@ -230,7 +272,11 @@ impl PrivatePostgres {
         })
     }
 
-    fn run_as_server_user(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    pub(super) fn run_as_server_user(
+        &self,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<(), String> {
         let program = self.bin.join(program);
         let mut cmd = if self.as_postgres_user {
             let mut c = Command::new("runuser");
