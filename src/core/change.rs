@@ -17,7 +17,7 @@ impl Core {
         &self,
         user: &UserId,
         new_email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
     ) -> CoreResult<FlowView> {
         self.request(user, new_email, locale, Wanted::Change).await
     }
@@ -28,7 +28,7 @@ impl Core {
         tx: &Tx,
         row: &user::Model,
         new_email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         now: i64,
     ) -> CoreResult<FlowView> {
         let current = match (&row.email, row.email_verified) {

@@ -7,8 +7,8 @@ use crate::domain::email::{mask, mask_apart};
 use crate::domain::mailbox::MailboxKey;
 use crate::domain::token::generate_code;
 use crate::domain::{
-    EmailAddress, EventType, FlowKind, FlowState, FlowStep, Locale, MailParams, Secrets, Template,
-    Token, UserId,
+    EmailAddress, EventType, FlowKind, FlowState, FlowStep, Keyring, Locale, MailParams, Secrets,
+    Template, Token, UserId,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::store::entity::{flow, token};
@@ -23,7 +23,7 @@ pub(super) struct FlowRequest<'a> {
     pub new_email: &'a EmailAddress,
     /// The address of record a change starts from (None for a sign-up).
     pub old_email: Option<&'a str>,
-    pub locale: Locale,
+    pub locale: Option<Locale>,
 }
 
 impl Core {
@@ -141,7 +141,7 @@ impl Core {
             code,
         };
         let sealed = serde_json::to_vec(&secrets).map_err(|e| CoreError::Internal(e.into()))?;
-        let (masked_old, masked_new) = masks_of(f);
+        let (masked_old, masked_new) = masks_of(&self.keys, f);
         let params = MailParams {
             expires_at,
             ttl_secs: ttl.as_secs(),
@@ -174,7 +174,7 @@ impl Core {
         let Some(old) = &f.old_email else {
             return Ok(());
         };
-        let (masked_old, masked_new) = masks_of(f);
+        let (masked_old, masked_new) = masks_of(&self.keys, f);
         let params = MailParams {
             expires_at: 0,
             ttl_secs: 0,
@@ -283,13 +283,13 @@ impl Core {
             kind: f.kind,
             step: f.step,
             masked_recipient: {
-                let (old, new) = masks_of(f);
+                let (old, new) = masks_of(&self.keys, f);
                 match (f.kind, f.step) {
                     (FlowKind::Change, FlowStep::ConfirmCurrent) => old,
                     _ => new,
                 }
             },
-            locale: Locale::from_tag(&f.locale),
+            locale: Locale::requested(&f.locale),
             expires_at: f.expires_at,
             resend_available_at: f.resend_available_at,
             delivery,
@@ -298,10 +298,11 @@ impl Core {
     }
 }
 
-/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them apart.
-fn masks_of(f: &flow::Model) -> (String, String) {
+/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them
+/// apart (a keyed fingerprint where their shown characters read alike: `mask`).
+pub(super) fn masks_of(keys: &Keyring, f: &flow::Model) -> (String, String) {
     match &f.old_email {
-        Some(old) => mask_apart(old, &f.new_email),
+        Some(old) => mask_apart(old, &f.new_email, &keys.mask_key()),
         None => (String::new(), mask(&f.new_email)),
     }
 }
@@ -311,7 +312,7 @@ fn new_flow(
     kind: FlowKind,
     new_email: &EmailAddress,
     old_email: Option<&str>,
-    locale: Locale,
+    locale: Option<Locale>,
     now: i64,
 ) -> flow::Model {
     flow::Model {
@@ -322,7 +323,7 @@ fn new_flow(
         state: FlowState::Pending,
         new_email: new_email.as_str().to_owned(),
         old_email: old_email.map(str::to_owned),
-        locale: locale.as_tag().to_owned(),
+        locale: Locale::stored(locale).to_owned(),
         expires_at: now,
         resend_available_at: now,
         created_at: now,

@@ -21,7 +21,7 @@ impl Core {
         &self,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         wanted: Wanted,
     ) -> CoreResult<FlowView> {
         self.attempts("request", |optimistic| {
@@ -35,7 +35,7 @@ impl Core {
         optimistic: bool,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         wanted: &Wanted,
     ) -> CoreResult<FlowView> {
         let now = self.now_ms();

@@ -16,7 +16,7 @@ impl Core {
         &self,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
     ) -> CoreResult<FlowView> {
         self.request(user, email, locale, Wanted::Verification)
             .await
@@ -29,7 +29,7 @@ impl Core {
         tx: &Tx,
         row: &user::Model,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         now: i64,
     ) -> CoreResult<FlowView> {
         // Order (API.md): the user's own address first, then EMAIL_TAKEN (in start_flow).

@@ -12,6 +12,7 @@
 
 mod admin;
 mod client;
+mod links;
 pub mod pages;
 mod serve;
 
@@ -26,9 +27,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -36,6 +37,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::core::context::{self, RequestContext};
 use crate::core::{Core, CoreError};
 use crate::domain::{Locale, Token};
+use links::{cancel, confirm, resend, show_link};
 use pages::{Link, Pages};
 
 pub struct HttpState {
@@ -57,17 +59,18 @@ impl HttpState {
         client_of(self.trusted_proxies, peer, headers)
     }
 
-    /// What a page knows of its link: the flow's language and whether it is pending, if
-    /// the token is one we know; else the browser's language (`Accept-Language`).
+    /// What a page knows of its link: its flow and where that stands now, and the page's
+    /// language — the flow's, or the browser's (`Accept-Language`) when the flow chose
+    /// none or the token is not one we know.
     async fn link<'a>(&self, token: Option<&'a Token>, headers: &HeaderMap) -> Link<'a> {
         let now = self.core.now_ms();
         if let Some(token) = token
-            && let Ok(Some((flow, pending))) = self.core.link_flow(token).await
+            && let Ok(Some(flow)) = self.core.link_flow(token).await
         {
             return Link {
                 token: Some(token),
-                locale: flow.locale,
-                pending,
+                locale: page_locale(flow.flow.locale, headers),
+                flow: Some(flow),
                 now,
             };
         }
@@ -100,10 +103,13 @@ fn browser_locale(headers: &HeaderMap) -> Locale {
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    accept_language::intersection(asked, &["en", "ne"])
-        .first()
-        .map(|tag| Locale::from_tag(tag))
-        .unwrap_or_default()
+    Locale::from_accept_language(asked).unwrap_or_default()
+}
+
+/// A page's language: its flow's, or the browser's when the flow chose none (API.md,
+/// release 3).
+fn page_locale(flow: Option<Locale>, headers: &HeaderMap) -> Locale {
+    flow.unwrap_or_else(|| browser_locale(headers))
 }
 
 /// One request to a link page: the client it came from, which the brute-force guard
@@ -151,7 +157,10 @@ async fn button<'h, F: Future<Output = Response>>(
     if s.cross_site(headers) {
         crate::metrics::cross_site_post();
         tracing::info!("link page POST from another site refused");
-        return s.pages.cross_site(browser_locale(headers));
+        // In the language of the link's flow, if the token names one (a read only).
+        let token = Token::parse(&raw_token).ok();
+        let locale = s.link(token.as_ref(), headers).await.locale;
+        return s.pages.cross_site(locale);
     }
     visit(s, peer, headers, |v| async move {
         match s.token(&v, &raw_token).await {
@@ -193,7 +202,7 @@ impl HttpState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct TokenField {
     #[serde(default)]
     token: String,
@@ -250,94 +259,6 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 fn parse(raw: &str) -> Result<Token, CoreError> {
     Token::parse(raw).map_err(|_| CoreError::InvalidToken)
-}
-
-/// `GET /verify?token=T`: the Confirm page for a live token, otherwise the page the POST
-/// would give. Reads only.
-async fn show_link(
-    State(s): State<Arc<HttpState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<TokenField>,
-) -> Response {
-    let s: &HttpState = &s;
-    if q.token.is_empty() {
-        // A result page reopened (the browser sits on /verify after a button), or a link
-        // cut short: say where the link is.
-        return s.pages.open_from_mail(browser_locale(&headers));
-    }
-    visit(s, peer, &headers, |v| async move {
-        let result = match parse(&q.token) {
-            Ok(token) => s.core.inspect_token(&token).await.map(|flow| (flow, token)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok((flow, token)) => {
-                crate::metrics::link_page_view("live");
-                s.pages.confirm(&flow, &token)
-            }
-            Err(e) => {
-                // Not counted against the client: a GET changes nothing, so a mail
-                // scanner fetching stale links cannot lock out the users behind its IP.
-                // The lock-out (checked above) still applies.
-                crate::metrics::link_page_view(e.reason());
-                let token = Token::parse(&q.token).ok();
-                s.pages.error(&e, s.link(token.as_ref(), v.headers).await)
-            }
-        }
-    })
-    .await
-}
-
-async fn confirm(
-    State(s): State<Arc<HttpState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<TokenField>,
-) -> Response {
-    let s: &HttpState = &s;
-    button(s, peer, &headers, f.token, |v, token| async move {
-        match s.core.confirm_link(&token).await {
-            Ok(c) => match &s.success_url {
-                Some(url) => Redirect::to(url.as_str()).into_response(),
-                None => s.pages.confirmed(&c),
-            },
-            Err(e) => s.refuse(&v, &e, Some(&token)).await,
-        }
-    })
-    .await
-}
-
-async fn cancel(
-    State(s): State<Arc<HttpState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<TokenField>,
-) -> Response {
-    let s: &HttpState = &s;
-    button(s, peer, &headers, f.token, |v, token| async move {
-        match s.core.cancel_by_token(&token).await {
-            Ok(report) => s.pages.reported(&report),
-            Err(e) => s.refuse(&v, &e, Some(&token)).await,
-        }
-    })
-    .await
-}
-
-async fn resend(
-    State(s): State<Arc<HttpState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<TokenField>,
-) -> Response {
-    let s: &HttpState = &s;
-    button(s, peer, &headers, f.token, |v, token| async move {
-        match s.core.resend_by_token(&token).await {
-            Ok(flow) => s.pages.resent(&flow),
-            Err(e) => s.refuse(&v, &e, Some(&token)).await,
-        }
-    })
-    .await
 }
 
 /// `GET /cancel`, `GET /resend`: only their buttons' POSTs act; a person who reopens the
