@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{HttpState, TokenField, browser_locale, button, page_locale, parse, visit};
@@ -104,6 +104,19 @@ fn success_redirect(url: &url::Url, outcome: &str, locale: Locale) -> Response {
     Redirect::to(to.as_str()).into_response()
 }
 
+/// Chromium keeps even `no-store` pages in its back/forward cache, so the back button
+/// after Confirm would show the live-looking Confirm page again — unless the site's
+/// cookies changed meanwhile, which evicts `no-store` pages. So each press of a button
+/// sets a cookie that holds nothing (a counter of nothing: the time), read by no one.
+fn evict_back_forward_cache(mut resp: Response, now: i64) -> Response {
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "ev_pressed={now}; Path=/; Max-Age=600; HttpOnly; SameSite=Strict"
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
 pub(super) async fn confirm(
     State(s): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -115,7 +128,8 @@ pub(super) async fn confirm(
         Ok(raw) => raw,
         Err(page) => return *page,
     };
-    button(s, peer, &headers, raw, |v, token| async move {
+    let now = s.core.now_ms();
+    let resp = button(s, peer, &headers, raw, |v, token| async move {
         match s.core.confirm_link(&token).await {
             Ok(c) => {
                 let locale = page_locale(c.flow.locale, v.headers);
@@ -132,7 +146,8 @@ pub(super) async fn confirm(
             Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
-    .await
+    .await;
+    evict_back_forward_cache(resp, now)
 }
 
 pub(super) async fn cancel(
@@ -146,7 +161,8 @@ pub(super) async fn cancel(
         Ok(raw) => raw,
         Err(page) => return *page,
     };
-    button(s, peer, &headers, raw, |v, token| async move {
+    let now = s.core.now_ms();
+    let resp = button(s, peer, &headers, raw, |v, token| async move {
         match s.core.cancel_by_token(&token).await {
             Ok(report) => {
                 let locale = page_locale(report.flow.locale, v.headers);
@@ -157,7 +173,8 @@ pub(super) async fn cancel(
             Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
-    .await
+    .await;
+    evict_back_forward_cache(resp, now)
 }
 
 pub(super) async fn resend(
@@ -171,7 +188,8 @@ pub(super) async fn resend(
         Ok(raw) => raw,
         Err(page) => return *page,
     };
-    button(s, peer, &headers, raw, |v, token| async move {
+    let now = s.core.now_ms();
+    let resp = button(s, peer, &headers, raw, |v, token| async move {
         match s.core.resend_by_token(&token).await {
             Ok(flow) => {
                 let locale = page_locale(flow.locale, v.headers);
@@ -180,7 +198,8 @@ pub(super) async fn resend(
             Err(e) => s.refuse(&v, &e, Some(&token)).await,
         }
     })
-    .await
+    .await;
+    evict_back_forward_cache(resp, now)
 }
 
 #[cfg(test)]
