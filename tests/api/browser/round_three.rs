@@ -16,6 +16,33 @@ impl super::Session<'_> {
             .await;
     }
 
+    /// The font families Chromium drew the first element matching `css` with.
+    async fn fonts_of(&self, css: &str) -> Vec<String> {
+        self.cdp("DOM.enable", json!({})).await;
+        self.cdp("CSS.enable", json!({})).await;
+        let doc = self.cdp("DOM.getDocument", json!({})).await;
+        let node = self
+            .cdp(
+                "DOM.querySelector",
+                json!({ "nodeId": doc["root"]["nodeId"], "selector": css }),
+            )
+            .await;
+        let fonts = self
+            .cdp(
+                "CSS.getPlatformFontsForNode",
+                json!({ "nodeId": node["nodeId"] }),
+            )
+            .await;
+        fonts["fonts"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|f| f["familyName"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether the page now has a "This wasn't me" button.
     async fn can_report(&self) -> bool {
         self.script(r#"return !!document.querySelector('form[action="/cancel"] button');"#)
@@ -92,6 +119,12 @@ async fn after_the_click_no_wrong_turn_in_a_real_browser() {
         "{page}"
     );
     w.snap("done-changed-en").await;
+    // English text, digits and punctuation: never in the Devanagari face.
+    let fonts = w.fonts_of("main p").await;
+    assert!(
+        !fonts.is_empty() && fonts.iter().all(|f| !f.contains("Devanagari")),
+        "{fonts:?}"
+    );
 
     // A Nepali browser, a sign-up with no locale: Nepali pages, the mail in the default
     // locale (English), and the success URL told `lang=ne`.
@@ -129,6 +162,13 @@ async fn after_the_click_no_wrong_turn_in_a_real_browser() {
     assert!(page.contains("j***@example.com"), "{page}");
     assert_eq!(w.lang().await, "ne");
     w.snap("done-verified-ne").await;
+    // Nepali text with Latin in it (the address, "UTC"): each script in its own face.
+    let fonts = w.fonts_of("main p").await;
+    assert!(
+        fonts.iter().any(|f| f.contains("Devanagari"))
+            && fonts.iter().any(|f| !f.contains("Devanagari")),
+        "{fonts:?}"
+    );
     assert!(app.status("user-1").await.unwrap().email_verified);
     w.quit().await;
 }

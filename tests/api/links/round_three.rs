@@ -338,7 +338,36 @@ async fn a_wait_past_a_minute_is_said_in_minutes(backend: Backend) {
     assert!(!html.contains("seconds"), "{html}");
 }
 
+/// Dark mode, and the Devanagari face for Devanagari only: declared with a
+/// `unicode-range` of the Devanagari blocks, never as a family in the stack (where it
+/// would draw English digits and punctuation).
+async fn the_stylesheet_has_dark_mode_and_keeps_devanagari_to_its_script(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, html) = open(&app, "/cancel", "en").await;
+    let css = html
+        .split("<style>")
+        .nth(1)
+        .and_then(|rest| rest.split("</style>").next())
+        .unwrap();
+    assert!(css.contains("@media (prefers-color-scheme:dark)"), "{css}");
+    assert!(html.contains(r#"<meta name="color-scheme" content="light dark">"#));
+    let face = css
+        .split("@font-face{")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("a Devanagari face");
+    assert!(face.contains("unicode-range:U+0900-097F"), "{face}");
+    let stack = css
+        .split("font:16px/1.5 ")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap();
+    assert!(!stack.contains("Noto Sans Devanagari"), "{stack}");
+    assert!(stack.ends_with("sans-serif"), "{stack}");
+}
+
 crate::on_both_backends!(
+    the_stylesheet_has_dark_mode_and_keeps_devanagari_to_its_script,
     the_success_url_is_for_final_outcomes_only_with_outcome_and_lang,
     a_finished_links_buttons_tell_what_happened_and_when,
     the_address_removed_page_promises_only_what_happens,
