@@ -90,7 +90,8 @@ def uses(text):
 def defines(text):
     return set(
         re.findall(
-            r"\b(?:struct|enum|trait|fn|type|const|static|macro_rules!)\s+(" + IDENT + ")",
+            # (not the `'static` of a lifetime)
+            r"(?<!')\b(?:struct|enum|trait|fn|type|const|static|macro_rules!)\s+(" + IDENT + ")",
             text,
         )
     )

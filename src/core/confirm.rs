@@ -3,12 +3,32 @@
 //! address and sends the OLD one a notice. Also the read-only look of `GET /verify`.
 
 use crate::domain::email::mask;
-use crate::domain::{EmailAddress, EventType, FlowState, Outcome, Token, TokenState, UserId};
+use crate::domain::{
+    EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenState, UserId,
+};
 use crate::error::{CoreError, CoreResult};
 use crate::store::Tx;
 use crate::store::entity::{flow, token};
 
 use super::{Confirmation, Core, FlowView};
+
+/// What a link's page can tell of it (`Core::link_flow`).
+#[derive(Debug, Clone)]
+pub struct LinkFlow {
+    pub flow: FlowView,
+    /// Whether the flow is still pending (only then can "new link" or "this wasn't me" work).
+    pub pending: bool,
+    pub state: FlowState,
+    /// The step this link was for (a change's CONFIRM_CURRENT went to the old address).
+    pub step: FlowStep,
+    /// When this link was used, if it was.
+    pub used_at: Option<i64>,
+    /// When the flow last changed: for a flow no longer pending, when it ended.
+    pub updated_at: i64,
+    /// A change's old address (empty for a sign-up) and the new one, masked apart.
+    pub masked_old: String,
+    pub masked_new: String,
+}
 
 /// A token that cannot confirm: why, and its flow when it has one.
 type Refused = (CoreError, Option<flow::Model>);
@@ -82,15 +102,26 @@ impl Core {
         Ok(self.view(&f))
     }
 
-    /// The flow a link belongs to, whatever the link's own state, and whether that flow is
-    /// still pending: a page then speaks the flow's language and offers only the buttons
-    /// that can work (a finished flow's old link can neither resend nor cancel). Reads only.
-    pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<(FlowView, bool)>> {
+    /// The flow a link belongs to, whatever the link's own state, and where it stands now:
+    /// a page then speaks the flow's language, offers only the buttons that can work (a
+    /// finished flow's old link can neither resend nor cancel) and says what became of
+    /// the request and when. Reads only.
+    pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<LinkFlow>> {
         let tx = self.store.begin_as(true).await?;
-        let Some((_, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
+        let Some((tok, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
             return Ok(None);
         };
-        Ok(Some((self.view(&f), f.state == FlowState::Pending)))
+        let (masked_old, masked_new) = super::delivery::masks_of(&self.keys, &f);
+        Ok(Some(LinkFlow {
+            flow: self.view(&f),
+            pending: f.state == FlowState::Pending,
+            state: f.state,
+            step: tok.step,
+            used_at: tok.used_at,
+            updated_at: f.updated_at,
+            masked_old,
+            masked_new,
+        }))
     }
 
     /// Applies a consumed token's step to its flow. `current_email`: the user's address

@@ -5,7 +5,7 @@
 
 use crate::domain::MailState;
 use crate::domain::email::{mask, mask_apart};
-use crate::domain::{FlowKind, FlowState, FlowStep, Locale};
+use crate::domain::{FlowKind, FlowState, FlowStep, Keyring, Locale};
 use crate::store::entity::{flow, outbox};
 
 use super::{Core, FlowView};
@@ -81,13 +81,13 @@ impl Core {
             kind: f.kind,
             step: f.step,
             masked_recipient: {
-                let (old, new) = masks_of(f);
+                let (old, new) = masks_of(&self.keys, f);
                 match (f.kind, f.step) {
                     (FlowKind::Change, FlowStep::ConfirmCurrent) => old,
                     _ => new,
                 }
             },
-            locale: Locale::from_tag(&f.locale),
+            locale: Locale::requested(&f.locale),
             expires_at: f.expires_at,
             resend_available_at: f.resend_available_at,
             delivery,
@@ -105,10 +105,11 @@ impl Core {
     }
 }
 
-/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them apart.
-pub(super) fn masks_of(f: &flow::Model) -> (String, String) {
+/// A flow's old (empty for a sign-up) and new address, masked so a reader tells them
+/// apart (a keyed fingerprint where their shown characters read alike: `mask`).
+pub(super) fn masks_of(keys: &Keyring, f: &flow::Model) -> (String, String) {
     match &f.old_email {
-        Some(old) => mask_apart(old, &f.new_email),
+        Some(old) => mask_apart(old, &f.new_email, &keys.mask_key()),
         None => (String::new(), mask(&f.new_email)),
     }
 }

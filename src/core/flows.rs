@@ -24,7 +24,7 @@ pub(super) struct FlowRequest<'a> {
     pub new_email: &'a EmailAddress,
     /// The address of record a change starts from (None for a sign-up).
     pub old_email: Option<&'a str>,
-    pub locale: Locale,
+    pub locale: Option<Locale>,
 }
 
 impl Core {
@@ -142,7 +142,7 @@ impl Core {
             code,
         };
         let sealed = serde_json::to_vec(&secrets).map_err(|e| CoreError::Internal(e.into()))?;
-        let (masked_old, masked_new) = masks_of(f);
+        let (masked_old, masked_new) = masks_of(&self.keys, f);
         let params = MailParams {
             expires_at,
             ttl_secs: ttl.as_secs(),
@@ -175,7 +175,7 @@ impl Core {
         let Some(old) = &f.old_email else {
             return Ok(());
         };
-        let (masked_old, masked_new) = masks_of(f);
+        let (masked_old, masked_new) = masks_of(&self.keys, f);
         let params = MailParams {
             expires_at: 0,
             ttl_secs: 0,
@@ -276,7 +276,7 @@ fn new_flow(
     kind: FlowKind,
     new_email: &EmailAddress,
     old_email: Option<&str>,
-    locale: Locale,
+    locale: Option<Locale>,
     now: i64,
 ) -> flow::Model {
     flow::Model {
@@ -287,7 +287,7 @@ fn new_flow(
         state: FlowState::Pending,
         new_email: new_email.as_str().to_owned(),
         old_email: old_email.map(str::to_owned),
-        locale: locale.as_tag().to_owned(),
+        locale: Locale::stored(locale).to_owned(),
         expires_at: now,
         resend_available_at: now,
         created_at: now,

@@ -67,6 +67,7 @@ use crate::clock::Clock;
 use crate::domain::{FlowKind, FlowStep, Keyring, Locale, Outcome, Rate};
 pub use crate::error::{CoreError, CoreResult};
 use crate::store::{OutboxStats, Store};
+pub use confirm::LinkFlow;
 pub use delivery::{DeliveryState, delivery_of, scrub};
 pub use feed::FeedItem;
 pub use retry_dead::RetryReport;
@@ -109,8 +110,9 @@ pub struct FlowView {
     pub kind: FlowKind,
     pub step: FlowStep,
     pub masked_recipient: String,
-    /// The language the flow's mails are written in, and its link pages.
-    pub locale: Locale,
+    /// The language the flow's mails are written in, and its link pages; None: the
+    /// caller chose none (mails: `EMAILVERIFY_DEFAULT_LOCALE`; pages: the browser's).
+    pub locale: Option<Locale>,
     pub expires_at: i64,
     pub resend_available_at: i64,
     /// What became of the current step's link mail, and the relay's reply or the

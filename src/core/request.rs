@@ -26,7 +26,7 @@ impl Core {
         &self,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
     ) -> CoreResult<FlowView> {
         self.request(user, email, locale, Wanted::Verification)
             .await
@@ -39,7 +39,7 @@ impl Core {
         tx: &Tx,
         row: &user::Model,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         now: i64,
     ) -> CoreResult<FlowView> {
         // Order (API.md): the user's own address first, then EMAIL_TAKEN (in start_flow).
@@ -66,7 +66,7 @@ impl Core {
         &self,
         user: &UserId,
         new_email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
     ) -> CoreResult<FlowView> {
         self.request(user, new_email, locale, Wanted::Change).await
     }
@@ -77,7 +77,7 @@ impl Core {
         tx: &Tx,
         row: &user::Model,
         new_email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         now: i64,
     ) -> CoreResult<FlowView> {
         let current = match (&row.email, row.email_verified) {
@@ -108,7 +108,7 @@ impl Core {
         &self,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         wanted: Wanted,
     ) -> CoreResult<FlowView> {
         self.attempts("request", |optimistic| {
@@ -122,7 +122,7 @@ impl Core {
         optimistic: bool,
         user: &UserId,
         email: &EmailAddress,
-        locale: Locale,
+        locale: Option<Locale>,
         wanted: &Wanted,
     ) -> CoreResult<FlowView> {
         let now = self.now_ms();

@@ -117,7 +117,7 @@ impl pb::EmailVerification for GrpcService {
             let email = convert::email("email", &r.email)?;
             let flow = self
                 .core
-                .request_verification(&user, &email, Locale::from_tag(&r.locale))
+                .request_verification(&user, &email, Locale::requested(&r.locale))
                 .await?;
             Ok(pb::RequestVerificationResponse {
                 flow: Some(flow.into()),
@@ -135,7 +135,7 @@ impl pb::EmailVerification for GrpcService {
             let email = convert::email("new_email", &r.new_email)?;
             let flow = self
                 .core
-                .request_change(&user, &email, Locale::from_tag(&r.locale))
+                .request_change(&user, &email, Locale::requested(&r.locale))
                 .await?;
             Ok(pb::RequestChangeResponse {
                 flow: Some(flow.into()),

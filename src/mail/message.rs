@@ -28,6 +28,8 @@ pub struct Composer {
     bounce: Option<lettre::Address>,
     /// `EMAILVERIFY_DKIM_*`: every message is signed, d = the From domain.
     dkim: Option<DkimConfig>,
+    /// `EMAILVERIFY_DEFAULT_LOCALE`: the language of a flow that chose none.
+    default_locale: Locale,
 }
 
 impl Composer {
@@ -51,7 +53,14 @@ impl Composer {
             from,
             bounce,
             dkim,
+            default_locale: Locale::default(),
         })
+    }
+
+    /// Mails of flows whose `locale` was empty are written in `locale`.
+    pub fn with_default_locale(mut self, locale: Locale) -> Self {
+        self.default_locale = locale;
+        self
     }
 
     pub fn compose(&self, mail: &outbox::Model) -> Result<Message, String> {
@@ -73,7 +82,7 @@ impl Composer {
             .templates
             .render(
                 template,
-                Locale::from_tag(&mail.locale),
+                Locale::requested(&mail.locale).unwrap_or(self.default_locale),
                 &params,
                 secrets.as_ref(),
             )

@@ -283,8 +283,11 @@ mod tests {
     fn mails_document_matches_the_templates() {
         let tz = TimeZone::get("Asia/Kathmandu").unwrap();
         let t = Templates::new(tz);
-        let (masked_old, masked_new) =
-            crate::domain::email::mask_apart("bikash@example.com.np", "bikash.new@example.com.np");
+        let (masked_old, masked_new) = crate::domain::email::mask_apart(
+            "bikash@example.com.np",
+            "bikash.new@example.com.np",
+            &[1; 32],
+        );
         // 2026-11-30T15:34:36Z, and a day later.
         let (at, ttl) = (1_796_052_876_000_i64, 86_400_u64);
         let link = "https://wallet.example/verify?token=k3Qz0v-EXAMPLE-TOKEN-43-characters-long00";

@@ -38,6 +38,8 @@ pub struct Config {
     pub bounces: super::BounceConfig,
     /// Where the times in mails and pages are written for.
     pub time_zone: jiff::tz::TimeZone,
+    /// The language of the mails of a flow that chose none.
+    pub default_locale: crate::domain::Locale,
     pub retention: Retention,
     /// Where the change feed is published (NATS JetStream), if anywhere.
     pub events_nats_url: Option<String>,
@@ -305,6 +307,9 @@ impl Settings {
                 retain_events: positive(&self.retain_events, "EMAILVERIFY_RETAIN_EVENTS")?,
                 every: positive(&self.retention_every, "EMAILVERIFY_RETENTION_EVERY")?,
             },
+            default_locale: crate::domain::Locale::supported(&self.default_locale)
+                .filter(|l| l.as_tag().eq_ignore_ascii_case(self.default_locale.trim()))
+                .ok_or_else(|| bad("EMAILVERIFY_DEFAULT_LOCALE", "en or ne"))?,
             time_zone: jiff::tz::TimeZone::get(self.time_zone.trim()).map_err(|_| {
                 bad(
                     "EMAILVERIFY_TIME_ZONE",

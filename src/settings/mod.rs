@@ -112,6 +112,10 @@ pub struct Settings {
     /// `Asia/Kathmandu`).
     #[arg(long, env = "EMAILVERIFY_TIME_ZONE", default_value = "UTC")]
     pub time_zone: String,
+    /// The language of the mails of a flow requested with an empty `locale` (`en` or
+    /// `ne`); its pages follow the browser's Accept-Language.
+    #[arg(long, env = "EMAILVERIFY_DEFAULT_LOCALE", default_value = "en")]
+    pub default_locale: String,
     /// How many proxies in front of the HTTP port append to X-Forwarded-For: the client is
     /// the entry that many places from the right (across all lines of the header). 0: the
     /// TCP peer address.
@@ -254,6 +258,7 @@ impl std::fmt::Debug for Settings {
             .field("change_freeze", &self.change_freeze)
             .field("support_contact", &self.support_contact)
             .field("time_zone", &self.time_zone)
+            .field("default_locale", &self.default_locale)
             .field("retain_mail", &self.retain_mail)
             .field("retain_events", &self.retain_events)
             .field("retention_every", &self.retention_every)

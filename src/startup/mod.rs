@@ -121,7 +121,8 @@ impl Application {
                 config.relay.dkim.as_ref(),
                 config.time_zone.clone(),
             )
-            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_DKIM_KEY: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("EMAILVERIFY_DKIM_KEY: {e}"))?
+            .with_default_locale(config.default_locale),
             transport: config.transport.clone(),
             clock,
             wake,
@@ -259,7 +260,8 @@ impl Application {
 
         let state = Arc::new(HttpState {
             core: core.clone(),
-            pages: Pages::new(config.time_zone.clone()),
+            pages: Pages::new(config.time_zone.clone())
+                .with_support(&config.policy.support_contact),
             success_url: config.success_url.clone(),
             public_origin: url::Url::parse(&config.policy.public_url)
                 .map(|u| u.origin().ascii_serialization())

@@ -6,7 +6,9 @@ use emailverify::grpc::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, assert_reason, expect_err, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, assert_reason, expect_err, spawn_app};
+
+mod round_three;
 
 async fn opening_a_link_never_consumes_it(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -337,23 +339,6 @@ async fn unknown_and_malformed_links_get_their_pages(backend: Backend) {
     assert_eq!(app.post_form("/verify", "short").await.status(), 400);
 }
 
-async fn a_configured_success_url_gets_a_redirect(backend: Backend) {
-    let app = spawn_app_with(backend, |s| {
-        s.success_url = Some("https://wallet.example/verified".into())
-    })
-    .await;
-    app.request_verification("user-1", "jane@example.com")
-        .await
-        .unwrap();
-    let token = app.token_in(&app.next_mail().await);
-    let resp = app.post_form("/verify", &token).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(
-        resp.headers()["location"],
-        "https://wallet.example/verified"
-    );
-}
-
 crate::on_both_backends!(
     opening_a_link_never_consumes_it,
     pages_send_the_contracts_security_headers,
@@ -368,5 +353,4 @@ crate::on_both_backends!(
     the_raw_token_is_nowhere_in_the_database,
     this_was_not_me_cancels_the_flow_even_after_the_link_expired,
     unknown_and_malformed_links_get_their_pages,
-    a_configured_success_url_gets_a_redirect,
 );

@@ -50,7 +50,7 @@ async fn a_nepali_flows_pages_speak_nepali_and_have_the_button_its_mail_names(ba
     );
 
     // An English flow's page is English, whatever the browser asks.
-    app.request_verification("user-2", "ram@example.com")
+    app.request_verification_in("user-2", "ram@example.com", "en")
         .await
         .unwrap();
     let link = app.link_in(&app.next_mail().await);
@@ -281,7 +281,7 @@ async fn a_finished_flows_old_links_offer_no_buttons_that_can_only_fail(backend:
     // Cancelled and expired: neither a new link nor "this wasn't me" can work.
     let (status, html) = page(&app, &format!("/verify?token={token}"), "en").await;
     assert_eq!(status, 410);
-    assert!(html.contains("no longer active"), "{html}");
+    assert!(html.contains("This request was cancelled"), "{html}");
     assert!(!html.contains("<form"), "no buttons: {html}");
 
     // A pending flow's expired link offers both, and the new link works.

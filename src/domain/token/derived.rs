@@ -9,6 +9,7 @@ use super::{Keyring, derive, digest};
 
 const LIMIT_INFO: &[u8] = b"emailverify/limit-bucket/v1";
 const MAIL_TAG_INFO: &[u8] = b"emailverify/mail-tag/v1";
+const MASK_INFO: &[u8] = b"emailverify/mask-fingerprint/v1";
 
 impl Keyring {
     /// The key of a rate-limit bucket: `kind:` and a keyed digest (HMAC-SHA-256, key
@@ -21,6 +22,14 @@ impl Keyring {
         let key = derive(oldest, LIMIT_INFO);
         let message = format!("{kind}\0{value}");
         format!("{kind}:{}", digest(&key, message.as_bytes()).0)
+    }
+
+    /// The key of the fingerprint that tells two masked addresses apart (`mask_apart`):
+    /// derived from the OLDEST key, like the buckets, so it stays while a key is added.
+    /// Keyed, so a reader of a mask cannot test guesses of the address against it.
+    pub fn mask_key(&self) -> Vec<u8> {
+        let oldest = self.keys.last().expect("a keyring holds at least one key");
+        derive(oldest, MASK_INFO).to_vec()
     }
 
     /// HMAC-SHA-256 of a mail's id under a key derived (HKDF) from each configured key,

@@ -19,6 +19,7 @@ use crate::connections::which;
 use crate::helpers::{Backend, free_port, poll_until, spawn_app_with};
 
 mod pages;
+mod round_three;
 
 /// The WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -316,10 +317,12 @@ async fn confirming_in_a_real_browser_lands_on_the_success_url() {
     let page = window.text().await;
     assert!(page.contains("Confirm your email address"), "{page}");
     window.click(r#"form[action="/verify"] button"#).await;
-    let landed = window.lands_on(&success_url).await;
+    // A final outcome: the success URL, told which outcome and in which language.
+    let landed_on = format!("{success_url}?outcome=verified&lang=en");
+    let landed = window.lands_on(&landed_on).await;
     assert_eq!(
         landed,
-        success_url,
+        landed_on,
         "the browser did not follow the redirect: {}",
         window.text().await
     );

@@ -9,9 +9,36 @@ use serde_json::{Value, json};
 use super::{Driver, Session, browser};
 use crate::helpers::{Backend, poll_until};
 
+/// axe-core's script (`npm install --prefix target/axe axe-core`, as `.ci/run` does), or
+/// `EMAILVERIFY_AXE_JS`. Without it the accessibility check says so and is skipped,
+/// except under `CI=true`.
+fn axe_source() -> Option<&'static str> {
+    static SOURCE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let path = std::env::var("EMAILVERIFY_AXE_JS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("target/axe/node_modules/axe-core/axe.min.js")
+                });
+            match std::fs::read_to_string(&path) {
+                Ok(source) => Some(source),
+                Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("axe-core is needed under CI ({}): {e}", path.display())
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED the axe-core check: {} ({e})", path.display());
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
 impl Session<'_> {
     /// Waits (at most 15 s) until the page shows `text`; gives what it shows then.
-    async fn shows(&self, text: &str) -> String {
+    pub(super) async fn shows(&self, text: &str) -> String {
         poll_until(Duration::from_secs(15), async || {
             let now = self.text().await;
             now.contains(text).then_some(now)
@@ -20,7 +47,7 @@ impl Session<'_> {
         .unwrap_or_else(|| panic!("the page never showed {text:?}"))
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub(super) async fn script(&self, script: &str) -> Value {
         self.cmd(
             reqwest::Method::POST,
             "/execute/sync",
@@ -29,10 +56,11 @@ impl Session<'_> {
         .await
     }
 
-    /// Screenshots of the page at a desktop and a phone size, under
-    /// `target/browser-screenshots/<name>-{desktop,phone}.png`; at the phone size the
-    /// text is also doubled (WCAG's 200 % text size) and must still fit the width.
-    async fn snap(&self, name: &str) {
+    /// Screenshots of the page at a desktop and a phone size, light and dark, under
+    /// `target/browser-screenshots/<name>-{desktop,phone}[-dark].png`; axe-core must find
+    /// no violation in any of the four; at the phone size the text is also doubled
+    /// (WCAG's 200 % text size) and must still fit the width.
+    pub(super) async fn snap(&self, name: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         for (size, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
@@ -42,14 +70,20 @@ impl Session<'_> {
                 Some(json!({ "width": width, "height": height })),
             )
             .await;
-            let png = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
-            let png = base64::Engine::decode(
-                &base64::engine::general_purpose::STANDARD,
-                png.as_str().unwrap_or_default(),
-            )
-            .unwrap();
-            std::fs::write(dir.join(format!("{name}-{size}.png")), png).unwrap();
+            for scheme in ["light", "dark"] {
+                self.color_scheme(scheme).await;
+                let png = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+                let png = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    png.as_str().unwrap_or_default(),
+                )
+                .unwrap();
+                let suffix = if scheme == "dark" { "-dark" } else { "" };
+                std::fs::write(dir.join(format!("{name}-{size}{suffix}.png")), png).unwrap();
+                self.axe(&format!("{name} {size} {scheme}")).await;
+            }
         }
+        self.color_scheme("light").await;
         let fits = self
             .script(
                 "document.body.style.fontSize = '32px';\
@@ -63,7 +97,57 @@ impl Session<'_> {
         );
     }
 
-    async fn lang(&self) -> String {
+    /// A Chrome DevTools command, through chromedriver.
+    pub(super) async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// Emulates `prefers-color-scheme` (`light` or `dark`); the page's own colours must
+    /// then follow (checked on the body's background).
+    async fn color_scheme(&self, scheme: &str) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+        )
+        .await;
+        let dark = self
+            .script("return getComputedStyle(document.body).backgroundColor === 'rgb(13, 17, 23)';")
+            .await;
+        assert_eq!(
+            dark,
+            scheme == "dark",
+            "the page ignores prefers-color-scheme: {scheme}"
+        );
+    }
+
+    /// axe-core on the page as it is: no violation (`what` names the page in the failure).
+    pub(super) async fn axe(&self, what: &str) {
+        let Some(source) = axe_source() else {
+            return;
+        };
+        self.script(&format!("{source}\n;return true;")).await;
+        let found = self
+            .cmd(
+                reqwest::Method::POST,
+                "/execute/async",
+                Some(json!({
+                    "script": "const done = arguments[arguments.length - 1];\
+                        axe.run(document, { resultTypes: ['violations'] })\
+                          .then(r => done(r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.html).join(' | '))))\
+                          .catch(e => done(['axe failed: ' + e]));",
+                    "args": [],
+                })),
+            )
+            .await;
+        assert_eq!(found, json!([]), "axe-core on {what}");
+    }
+
+    pub(super) async fn lang(&self) -> String {
         self.script("return document.documentElement.lang;")
             .await
             .as_str()
@@ -117,10 +201,13 @@ async fn a_person_meets_every_page_in_a_real_browser_in_english_and_nepali() {
     app.request_change_in("user-2", "bikash.new@example.com.np", "ne")
         .await
         .unwrap();
-    w.open(&app.link_in(&app.next_mail().await)).await;
+    let first = app.link_in(&app.next_mail().await);
+    w.open(&first).await;
     let page = w.shows("परिवर्तन पुष्टि गर्नुहोस्").await;
     assert!(
-        page.contains("यो मैले गरेको होइन") && page.contains("b***h@example.com.np"),
+        page.contains("यो मैले गरेको होइन")
+            && page.contains("b***h@example.com.np")
+            && page.contains("नयाँ ठेगाना b***w@example.com.np हुनेछ"),
         "{page}"
     );
     assert_eq!(w.lang().await, "ne");
@@ -128,6 +215,11 @@ async fn a_person_meets_every_page_in_a_real_browser_in_english_and_nepali() {
     w.click(r#"form[action="/verify"] button"#).await;
     w.shows("नयाँ इमेल ठेगानाको इनबक्स").await;
     w.snap("change-current-confirmed-ne").await;
+    // The first link again while the change waits: what was done, and it can still stop.
+    w.open(&first).await;
+    let page = w.shows("तपाईंले यो परिवर्तन पहिले नै पुष्टि गर्नुभएको छ").await;
+    assert!(!page.contains("अरू केही गर्नुपर्दैन"), "{page}");
+    w.snap("used-pending-ne").await;
     w.open(&app.link_in(&app.next_mail().await)).await;
     let page = w.shows("नयाँ ठेगाना पुष्टि गर्नुहोस्").await;
     assert!(page.contains("b***w@example.com.np"), "{page}");
@@ -199,5 +291,20 @@ async fn a_person_meets_every_page_in_a_real_browser_in_english_and_nepali() {
     w.open(&format!("{}/nowhere", app.http_base)).await;
     w.shows("Page not found").await;
     w.snap("not-found-en").await;
+
+    // The same token-less pages for a Nepali browser (a region, as phones send it).
+    let agent = w.script("return navigator.userAgent;").await;
+    w.cdp(
+        "Emulation.setUserAgentOverride",
+        json!({ "userAgent": agent, "acceptLanguage": "ne-NP,ne;q=0.9" }),
+    )
+    .await;
+    w.open(&format!("{}/cancel", app.http_base)).await;
+    w.shows("आफ्नो इमेलको लिङ्क खोल्नुहोस्").await;
+    assert_eq!(w.lang().await, "ne");
+    w.snap("reopened-ne").await;
+    w.open(&format!("{}/nowhere", app.http_base)).await;
+    w.shows("पेज भेटिएन").await;
+    w.snap("not-found-ne").await;
     w.quit().await;
 }

@@ -1,0 +1,174 @@
+//! Round three in a real browser (issue 22): a Nepali browser on a flow with no locale,
+//! a change with a success URL (its first step stays on our page, its last goes to the
+//! wallet with `outcome` and `lang`), and the back button after Confirm, then "This
+//! wasn't me": the page tells what became of the address and when. (Pressing "This
+//! wasn't me" on a page kept from before is `links::round_three`'s
+//! `a_finished_links_buttons_tell_what_happened_and_when`: here the browser keeps none.)
+
+use serde_json::json;
+
+use super::{Driver, browser, other_site};
+use crate::helpers::{Backend, spawn_app_with};
+
+impl super::Session<'_> {
+    async fn back(&self) {
+        self.cmd(reqwest::Method::POST, "/back", Some(json!({})))
+            .await;
+    }
+
+    /// The font families Chromium drew the first element matching `css` with.
+    async fn fonts_of(&self, css: &str) -> Vec<String> {
+        self.cdp("DOM.enable", json!({})).await;
+        self.cdp("CSS.enable", json!({})).await;
+        let doc = self.cdp("DOM.getDocument", json!({})).await;
+        let node = self
+            .cdp(
+                "DOM.querySelector",
+                json!({ "nodeId": doc["root"]["nodeId"], "selector": css }),
+            )
+            .await;
+        let fonts = self
+            .cdp(
+                "CSS.getPlatformFontsForNode",
+                json!({ "nodeId": node["nodeId"] }),
+            )
+            .await;
+        fonts["fonts"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|f| f["familyName"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the page now has a "This wasn't me" button.
+    async fn can_report(&self) -> bool {
+        self.script(r#"return !!document.querySelector('form[action="/cancel"] button');"#)
+            .await
+            == json!(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_click_no_wrong_turn_in_a_real_browser() {
+    let (chromium, driver) = match browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the browser test cannot run under CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED after_the_click_no_wrong_turn_in_a_real_browser: {why}");
+            return;
+        }
+    };
+    let (site, _site_server) = other_site().await;
+    let success_url = format!("{site}/verified");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.success_url = Some(success_url.clone());
+        s.support_contact = "help@wallet.example".into();
+    })
+    .await;
+    let driver = Driver::start(&driver).await;
+    let profile = tempfile::tempdir().unwrap();
+    let w = driver.session(&chromium, profile.path()).await;
+
+    // A change with a success URL, in English: the first page names the new address, its
+    // Confirm stays on our "now check your new inbox" page.
+    app.verified_user("user-2", "bikash@example.com.np").await;
+    app.request_change_in("user-2", "bikash.new@example.com.np", "en")
+        .await
+        .unwrap();
+    w.open(&app.link_in(&app.next_mail().await)).await;
+    let page = w.shows("Confirm the change").await;
+    assert!(
+        page.contains("The new address would be b***w@example.com.np."),
+        "{page}"
+    );
+    w.snap("change-current-en").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    w.shows("Now check your new inbox").await;
+    assert!(
+        w.url().await.starts_with(&app.http_base),
+        "{}",
+        w.url().await
+    );
+    let second = app.link_in(&app.next_mail().await);
+    w.open(&second).await;
+    w.shows("Confirm your new email address").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    let landed_on = format!("{success_url}?outcome=changed&lang=en");
+    assert_eq!(w.lands_on(&landed_on).await, landed_on);
+    app.next_mail().await; // the notice to the old address
+
+    // Back to the Confirm page (restored, or fetched again), then "This wasn't me".
+    w.back().await;
+    let page = w.shows("address").await;
+    // The button's cookie evicted the Confirm page from the back/forward cache: the
+    // browser asks again, and the link's page now tells the truth without a press.
+    assert!(!w.can_report().await, "a stale live Confirm page: {page}");
+    let page = if page.contains("This change is already done") {
+        page
+    } else {
+        w.shows("This change is already done").await
+    };
+    assert!(
+        page.contains("from b***h@example.com.np to b***w@example.com.np on")
+            && page.contains("help@wallet.example"),
+        "{page}"
+    );
+    w.snap("done-changed-en").await;
+    // English text, digits and punctuation: never in the Devanagari face.
+    let fonts = w.fonts_of("main p").await;
+    assert!(
+        !fonts.is_empty() && fonts.iter().all(|f| !f.contains("Devanagari")),
+        "{fonts:?}"
+    );
+
+    // A Nepali browser, a sign-up with no locale: Nepali pages, the mail in the default
+    // locale (English), and the success URL told `lang=ne`.
+    let agent = w.script("return navigator.userAgent;").await;
+    w.cdp(
+        "Emulation.setUserAgentOverride",
+        json!({ "userAgent": agent, "acceptLanguage": "ne-NP" }),
+    )
+    .await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    let mail = app.next_mail().await;
+    assert!(
+        mail.subject.contains("Confirm your email"),
+        "{}",
+        mail.subject
+    );
+    w.open(&app.link_in(&mail)).await;
+    w.shows("आफ्नो इमेल ठेगाना पुष्टि गर्नुहोस्").await;
+    assert_eq!(w.lang().await, "ne");
+    w.snap("verify-browser-ne").await;
+    w.click(r#"form[action="/verify"] button"#).await;
+    let landed_on = format!("{success_url}?outcome=verified&lang=ne");
+    assert_eq!(w.lands_on(&landed_on).await, landed_on);
+    w.back().await;
+    let page = w.shows("इमेल ठेगाना").await;
+    assert!(!w.can_report().await, "a stale live Confirm page: {page}");
+    let page = if page.contains("यो ठेगाना पहिले नै पुष्टि भइसकेको छ")
+    {
+        page
+    } else {
+        w.shows("यो ठेगाना पहिले नै पुष्टि भइसकेको छ").await
+    };
+    assert!(page.contains("j***@example.com"), "{page}");
+    assert_eq!(w.lang().await, "ne");
+    w.snap("done-verified-ne").await;
+    // Nepali text with Latin in it (the address, "UTC"): each script in its own face.
+    let fonts = w.fonts_of("main p").await;
+    assert!(
+        fonts.iter().any(|f| f.contains("Devanagari"))
+            && fonts.iter().any(|f| !f.contains("Devanagari")),
+        "{fonts:?}"
+    );
+    assert!(app.status("user-1").await.unwrap().email_verified);
+    w.quit().await;
+}
