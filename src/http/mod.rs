@@ -14,6 +14,7 @@ mod admin;
 mod client;
 pub mod pages;
 mod serve;
+pub mod support;
 
 pub use admin::admin_router;
 pub use client::client_of;

@@ -31,5 +31,7 @@ mod people;
 mod process;
 mod relay;
 mod retention;
+mod support;
+mod support_refused;
 mod tls;
 mod verification;
