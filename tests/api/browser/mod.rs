@@ -19,6 +19,7 @@ use crate::connections::which;
 use crate::helpers::{Backend, free_port, poll_until, spawn_app_with};
 
 mod pages;
+mod support;
 
 /// The WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
