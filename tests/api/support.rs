@@ -407,7 +407,78 @@ async fn the_console_speaks_nepali_and_lists_several_customers_of_one_inbox(back
     assert_eq!(none.status, StatusCode::NOT_FOUND);
 }
 
+async fn the_history_is_paged_newest_first(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.support_auth = Some(format!("header:{HEADER}"));
+        s.resend_cooldown = "0s".into();
+        s.limit_per_user = "100/1h".into();
+        s.limit_per_recipient = "100/1h".into();
+    })
+    .await;
+    app.request_verification("user-1", "jane@example.com")
+        .await
+        .unwrap();
+    // 26 events at least: more than the 20 of a page.
+    for _ in 0..25 {
+        app.resend("user-1").await.unwrap();
+    }
+    let mut agent = Agent::new(&app);
+    agent.sign_in(Mode::Header, "dave", "").await;
+    let first = agent.get("/support/customer?id=user-1").await;
+    let history = |page: &str| {
+        let after = page
+            .split("History, newest first")
+            .nth(1)
+            .unwrap_or_default();
+        after
+            .split("</ol>")
+            .next()
+            .unwrap_or_default()
+            .matches("<li>")
+            .count()
+    };
+    assert_eq!(history(&first.body), 20, "a page of 20");
+    // The older pages, followed to the end (bounded): the oldest event is on the last.
+    let older_link = |body: &str| {
+        let p = body.find("page=")?;
+        let at = body[..p].rfind("href=")?;
+        let rest = &body[at + "href=\"".len()..];
+        // As HTML escapes it.
+        Some(
+            rest[..rest.find('"')?]
+                .replace("&amp;", "&")
+                .replace("&#x2f;", "/"),
+        )
+    };
+    let mut link = older_link(&first.body).expect("an older page");
+    let mut last = String::new();
+    for _ in 0..10 {
+        let page = agent.get(&link).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("Back to the newest"));
+        last = page.body;
+        match older_link(&last) {
+            Some(next) => link = next,
+            None => break,
+        }
+    }
+    assert!(
+        last.contains("Asked to verify an address"),
+        "the oldest event is on the last page"
+    );
+    assert!(!first.body.contains("Asked to verify an address"));
+    // A cursor that is not ours shows the newest page.
+    assert_eq!(
+        agent
+            .get("/support/customer?id=user-1&page=nonsense")
+            .await
+            .status,
+        200
+    );
+}
+
 crate::on_both_backends!(
+    the_history_is_paged_newest_first,
     an_agent_signs_in_with_a_token_finds_the_customer_and_unblocks_them,
     an_agent_behind_the_proxy_finds_the_customer_and_unblocks_them,
     the_console_speaks_nepali_and_lists_several_customers_of_one_inbox,
