@@ -31,6 +31,9 @@
 //! | `emailverify_watchers_refused_total` | | WatchEvents calls refused with `TOO_MANY_WATCHERS` |
 //! | `emailverify_watchers_closed_total` | reason | watchers the server closed: `idle` (read nothing while events waited) |
 //! | `emailverify_watchers_lagged_total` | | times a watcher fell so far behind the shared pages that it read the gap itself |
+//! | `emailverify_support_sign_ins_total` | mode | support console sessions begun: `header` (from the proxy's header), `tokens` (name and token) |
+//! | `emailverify_support_refused_total` | reason | support console requests refused: `anonymous`, `wrong_token`, `throttled`, `csrf`, `cross_site` |
+//! | `emailverify_support_actions_total` | action, outcome | support console actions (`resend`, `cancel`, `lift`, `erase`, `show`) by `done` or `refused` |
 //!
 //! Link page views that never lead to a confirmation (mail scanners) are
 //! `link_page_views_total{result="live"}` minus `confirmations_total{via="link"}`.
@@ -108,6 +111,22 @@ pub fn init() {
     metrics::counter!("emailverify_watchers_refused_total").increment(0);
     metrics::counter!("emailverify_watchers_closed_total", "reason" => "idle").increment(0);
     metrics::counter!("emailverify_watchers_lagged_total").increment(0);
+}
+
+/// A support console session begun (`header` or `tokens`).
+pub fn support_sign_in(mode: &'static str) {
+    metrics::counter!("emailverify_support_sign_ins_total", "mode" => mode).increment(1);
+}
+
+/// A support console request refused, and why.
+pub fn support_refused(reason: &'static str) {
+    metrics::counter!("emailverify_support_refused_total", "reason" => reason).increment(1);
+}
+
+/// A support console action and its outcome (`done` or `refused`).
+pub fn support_action(action: &'static str, outcome: &'static str) {
+    metrics::counter!("emailverify_support_actions_total", "action" => action, "outcome" => outcome)
+        .increment(1);
 }
 
 /// One read of the events table for the change feed (`poll`, `catch_up`, `start`, `publish`).

@@ -15,11 +15,29 @@ pub struct RequestContext {
 
 tokio::task_local! {
     static CONTEXT: RequestContext;
+    /// What the support console adds to the events it causes: `support:<name>: <reason>`.
+    static NOTE: String;
 }
 
 /// Runs `f` with `ctx` as the current request context.
 pub async fn scope<F: Future>(ctx: RequestContext, f: F) -> F::Output {
     CONTEXT.scope(ctx, f).await
+}
+
+/// Runs `f` with `ctx`, and `note` appended to the detail of every event it writes (the
+/// support console: who acted and why, so ListEvents and the feed show it).
+pub async fn scope_noted<F: Future>(ctx: RequestContext, note: String, f: F) -> F::Output {
+    CONTEXT.scope(ctx, NOTE.scope(note, f)).await
+}
+
+/// `detail` with the current note, if any, after it.
+pub fn noted(detail: &str) -> String {
+    let note = NOTE.try_with(Clone::clone).unwrap_or_default();
+    match (detail.is_empty(), note.is_empty()) {
+        (_, true) => detail.to_owned(),
+        (true, false) => note,
+        (false, false) => format!("{detail}; {note}"),
+    }
 }
 
 /// The current request's context; empty outside a request (e.g. in the mail worker).

@@ -23,12 +23,14 @@ impl Core {
         }
         tx.erase_user(user.as_str()).await?;
         let ctx = context::current();
+        // Only the support console's note (who erased, and why); never an address.
+        let detail = context::noted("");
         tx.event(NewEvent {
             user_id: user.as_str(),
             flow_id: None,
             event_type: EventType::UserErased,
             masked_address: "",
-            detail: "",
+            detail: &detail,
             at: now,
             actor: &ctx.actor,
             request_id: &ctx.request_id,

@@ -75,12 +75,13 @@ impl Core {
         now: i64,
     ) -> CoreResult<()> {
         let ctx = context::current();
+        let detail = context::noted(detail);
         tx.event(NewEvent {
             user_id: &f.user_id,
             flow_id: Some(&f.flow_id),
             event_type,
             masked_address,
-            detail,
+            detail: &detail,
             at: now,
             actor: &ctx.actor,
             request_id: &ctx.request_id,

@@ -11,6 +11,7 @@
 //!   of its link mail),
 //!   `events.rs` ListEvents and how use-cases write the trail;
 //! - `suppression.rs` the inboxes no mail may go to, and LiftSuppression;
+//! - `support.rs` what the support console reads, and its two actions without an RPC;
 //! - `feed.rs` WatchEvents: the gap-free change feed and its cursors;
 //! - `erase.rs` EraseUser: everything of one user goes, one `user_erased` event stays;
 //! - `limits.rs` the per-user and per-client limits, `retry_dead.rs` the operator's
@@ -56,6 +57,7 @@ mod request;
 mod resend;
 mod retry_dead;
 mod status;
+pub mod support;
 mod suppression;
 
 use std::sync::Arc;

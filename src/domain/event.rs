@@ -67,6 +67,12 @@ pub enum EventType {
     /// suppressed until support lifts it.
     MailComplained,
 
+    // ----- support console (actor `support:<name>`; detail: who and why) -----
+    /// Support lifted the suppression of one of the user's addresses (masked).
+    SuppressionLifted,
+    /// Support was shown the user's address in full.
+    AddressShown,
+
     // ----- erasure -----
     /// EraseUser removed everything the service held of the user; this is all that is
     /// left of them (no address, no detail).
@@ -102,6 +108,8 @@ impl EventType {
             EventType::MailBounced => "mail_bounced",
             EventType::MailDelayed => "mail_delayed",
             EventType::MailComplained => "mail_complained",
+            EventType::SuppressionLifted => "suppression_lifted",
+            EventType::AddressShown => "address_shown",
             EventType::UserErased => "user_erased",
         }
     }

@@ -1,5 +1,6 @@
-//! The admin port (`EMAILVERIFY_ADMIN_ADDR`): Prometheus metrics, and liveness and
-//! readiness as on the public port.
+//! The admin port (`EMAILVERIFY_ADMIN_ADDR`): Prometheus metrics, liveness and readiness
+//! as on the public port, and the support console under `/support/` when
+//! `EMAILVERIFY_SUPPORT_AUTH` turns it on (`support`; else those paths are 404).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use super::support::Console;
 use super::{HttpState, ready};
 
-/// The admin port (`EMAILVERIFY_ADMIN_ADDR`): `/metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(state: Arc<HttpState>) -> Router {
-    Router::new()
+/// The admin port (`EMAILVERIFY_ADMIN_ADDR`): `/metrics`, `/healthz`, `/readyz`, and the
+/// support console if it is on.
+pub fn admin_router(state: Arc<HttpState>, console: Option<Arc<Console>>) -> Router {
+    let operators = Router::new()
         .route("/metrics", get(prometheus))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -28,7 +31,11 @@ pub fn admin_router(state: Arc<HttpState>) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
-        .with_state(state)
+        .with_state(state);
+    match console {
+        Some(console) => operators.merge(super::support::router(console)),
+        None => operators,
+    }
 }
 
 /// Prometheus text format; the outbox gauges are read from the database at each scrape.

@@ -15,6 +15,7 @@ mod client;
 mod links;
 pub mod pages;
 mod serve;
+pub mod support;
 mod visit;
 
 pub use admin::admin_router;

@@ -44,6 +44,8 @@ pub struct Config {
     /// Where the change feed is published (NATS JetStream), if anywhere.
     pub events_nats_url: Option<String>,
     pub feed: FeedLimits,
+    /// Who may enter the support console (off unless set).
+    pub support: crate::http::support::SupportAuth,
 }
 
 /// What WatchEvents watchers may hold.
@@ -244,6 +246,7 @@ impl Settings {
             }
         };
         Ok(Config {
+            support: self.support()?,
             database_url: self.database_url.clone(),
             grpc_addr,
             http_addr,

@@ -210,6 +210,15 @@ pub struct Settings {
     /// `users.version` (docs/deploy.md), whose locks the optimistic guard cannot see.
     #[arg(long, env = "EMAILVERIFY_OPTIMISTIC", default_value = "on")]
     pub optimistic: String,
+    /// The support console on the admin port (`/support/`): unset, off (404);
+    /// `header:<Header-Name>`, the agent's name from that header, set by an
+    /// authenticating proxy in front; `tokens`, agents sign in with EMAILVERIFY_SUPPORT_TOKENS.
+    #[arg(long, env = "EMAILVERIFY_SUPPORT_AUTH")]
+    pub support_auth: Option<String>,
+    /// The support agents, `name:token,…` (with EMAILVERIFY_SUPPORT_AUTH=tokens; tokens of
+    /// at least 16 characters; only their digests are kept).
+    #[arg(long, env = "EMAILVERIFY_SUPPORT_TOKENS", hide_env_values = true)]
+    pub support_tokens: Option<String>,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "EMAILVERIFY_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -285,10 +294,23 @@ impl std::fmt::Debug for Settings {
             .field("optimistic", &self.optimistic)
             .field("mail_lease", &self.mail_lease)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("support_auth", &self.support_auth)
+            .field("support_tokens", &secret(&self.support_tokens))
             .field("log_format", &self.log_format)
             .field("relay", &self.relay)
             .field("bounces", &self.bounces)
             .finish()
+    }
+}
+
+impl Settings {
+    /// EMAILVERIFY_SUPPORT_AUTH and EMAILVERIFY_SUPPORT_TOKENS, parsed.
+    fn support(&self) -> Result<crate::http::support::SupportAuth, SettingError> {
+        crate::http::support::SupportAuth::parse(
+            self.support_auth.as_deref(),
+            self.support_tokens.as_deref(),
+        )
+        .map_err(|(setting, message)| SettingError { setting, message })
     }
 }
 

@@ -243,3 +243,34 @@ fn debug_never_shows_a_key_a_token_or_a_password() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_support_console_is_off_by_default_and_its_bad_settings_are_named() {
+    let c = defaults().resolve().unwrap();
+    assert!(matches!(c.support, crate::http::support::SupportAuth::Off));
+    let cases: [(Option<&str>, Option<&str>, &str); 4] = [
+        (Some("password"), None, "EMAILVERIFY_SUPPORT_AUTH"),
+        (Some("header:"), None, "EMAILVERIFY_SUPPORT_AUTH"),
+        (
+            Some("tokens"),
+            Some("alice:short"),
+            "EMAILVERIFY_SUPPORT_TOKENS",
+        ),
+        (
+            None,
+            Some("alice:0123456789abcdef"),
+            "EMAILVERIFY_SUPPORT_TOKENS",
+        ),
+    ];
+    for (auth, tokens, named) in cases {
+        let mut s = defaults();
+        s.support_auth = auth.map(str::to_owned);
+        s.support_tokens = tokens.map(str::to_owned);
+        let err = s.resolve().err().expect("refused");
+        assert_eq!(err.setting, named, "{auth:?} {tokens:?}: {err}");
+    }
+    // The agents' tokens are never shown.
+    let mut s = defaults();
+    s.support_tokens = Some("alice:0123456789abcdef".into());
+    assert!(!format!("{s:?}").contains("0123456789abcdef"));
+}

@@ -291,7 +291,15 @@ impl Application {
                 listen::Policy::capped(ADMIN_MAX_CONNECTIONS),
                 "admin",
             ),
-            http::admin_router(state),
+            http::admin_router(
+                state,
+                http::support::Console::new(
+                    core.clone(),
+                    config.support.clone(),
+                    config.time_zone.clone(),
+                    &config.policy.public_url,
+                ),
+            ),
             "admin",
             limits.header_timeout,
             stop.clone(),

@@ -11,6 +11,7 @@
 //! - `events.rs` — the audit trail;
 //! - `feed.rs` — the change feed's reads: events after a position, gap-free;
 //! - `suppressions.rs` — inboxes no mail may go to (bounced, complained);
+//! - `support.rs` — the support console's reads (users of an inbox, a user's mails);
 //! - `erase.rs` — EraseUser: every row that names one user, across the tables;
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
@@ -45,6 +46,7 @@ mod reads;
 mod retention;
 mod rows;
 pub mod statements;
+mod support;
 mod suppressions;
 mod tokens;
 mod tx;

@@ -33,5 +33,7 @@ mod process;
 mod relay;
 mod retention;
 mod statements;
+mod support;
+mod support_refused;
 mod tls;
 mod verification;

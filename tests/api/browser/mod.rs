@@ -20,6 +20,7 @@ use crate::helpers::{Backend, free_port, poll_until, spawn_app_with};
 
 mod pages;
 mod round_three;
+mod support;
 
 /// The WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
