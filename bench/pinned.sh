@@ -18,6 +18,9 @@ REQUESTS="${REQUESTS:-4000}"
 postmaster=$(head -n1 "$(psql -w "$PG/postgres" -Atc "SHOW data_directory")/postmaster.pid")
 pg_pids() { echo "$postmaster"; pgrep -P "$postmaster" || true; }
 # PostgreSQL on CPU 1: the postmaster and its children now; later backends inherit it.
+# Every CPU again when the script ends, however it ends.
+all_cpus=$(taskset -pc "$postmaster" | sed 's/.*: //')
+trap 'for pid in $(pg_pids); do taskset -pc "$all_cpus" "$pid" >/dev/null 2>&1 || true; done' EXIT
 for pid in $(pg_pids); do taskset -pc 1 "$pid" >/dev/null; done
 # CPU ticks of PostgreSQL so far: every live process's utime+stime, plus the postmaster's
 # cutime+cstime (its exited, reaped backends).
