@@ -6,7 +6,7 @@
 //! offers none, and says what became of its request and when (`errors.rs`).
 
 mod errors;
-mod texts;
+pub mod texts;
 
 pub use errors::http_status;
 

@@ -241,6 +241,8 @@ async fn other_site() -> (String, tokio::task::JoinHandle<()>) {
     #[derive(serde::Deserialize)]
     struct Target {
         to: String,
+        /// A real link's token (default: a well-formed one that matches nothing).
+        token: Option<String>,
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -257,7 +259,7 @@ async fn other_site() -> (String, tokio::task::JoinHandle<()>) {
                 Html(format!(
                     r#"<!doctype html><title>Win</title><form method="post" action="{}/verify"><input type="hidden" name="token" value="{}"><button type="submit">Claim</button></form>"#,
                     q.to,
-                    "A".repeat(43)
+                    q.token.clone().unwrap_or_else(|| "A".repeat(43))
                 ))
             }),
         );
