@@ -49,7 +49,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             .content_security_policy(success_origin.as_deref()),
     )
     .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    Router::new()
+    let router = Router::new()
         .route("/verify", get(show_link).post(confirm))
         .route("/cancel", get(open_from_mail).post(cancel))
         .route("/resend", get(open_from_mail).post(resend))
@@ -58,7 +58,19 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .fallback(no_such_page)
         .method_not_allowed_fallback(wrong_method)
         // A form carries one 43-character token: anything large is not ours.
-        .layer(DefaultBodyLimit::max(4 * 1024))
+        .layer(DefaultBodyLimit::max(4 * 1024));
+    with_page_headers(router, "no-referrer", csp).with_state(state)
+}
+
+/// What every page of ours is served with, the link pages and the support console alike:
+/// a 15 s deadline, no caching, the page's CSP, no framing, no sniffing, and `referrer`
+/// as the Referrer-Policy.
+pub(crate) fn with_page_headers<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    referrer: &'static str,
+    csp: HeaderValue,
+) -> Router<S> {
+    router
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(15),
@@ -69,7 +81,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static(referrer),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -83,7 +95,6 @@ pub fn router(state: Arc<HttpState>) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .with_state(state)
 }
 
 /// `GET /cancel`, `GET /resend`: only their buttons' POSTs act; a person who reopens the

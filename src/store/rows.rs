@@ -111,7 +111,9 @@ pub(super) fn address_row(user_id: &str, set: &UserSet) -> Value {
 
 /// Rows as one statement parameter: a JSON array (the statement casts it to `jsonb`).
 pub(super) fn array(rows: &[Value]) -> sea_orm::Value {
-    Value::Array(rows.to_vec()).to_string().into()
+    serde_json::to_string(rows)
+        .expect("JSON values always serialize")
+        .into()
 }
 
 /// A rate-limit step that goes out with a use-case's writes.

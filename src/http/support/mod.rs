@@ -26,20 +26,18 @@ pub use auth::SupportAuth;
 pub use console::Console;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::HeaderValue;
 use axum::response::Redirect;
 use axum::routing::{get, post};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The console's routes, with the link pages' headers.
 pub fn router(console: Arc<Console>) -> Router {
     let csp = HeaderValue::from_str(&console.views.content_security_policy())
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    Router::new()
+    let router = Router::new()
         .route(
             "/support",
             get(|| async { Redirect::permanent("/support/") }),
@@ -56,30 +54,8 @@ pub fn router(console: Arc<Console>) -> Router {
             get(front::no_such_page).post(front::no_such_page),
         )
         // A form carries a name and a token, a search, or a reason of 200 characters.
-        .layer(DefaultBodyLimit::max(8 * 1024))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(15),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            csp,
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .with_state(console)
+        .layer(DefaultBodyLimit::max(8 * 1024));
+    // The link pages' headers, but Referrer-Policy `same-origin`: with `no-referrer` the
+    // browser sends `Origin: null` on our own POSTs, which the cross-site check refuses.
+    crate::http::with_page_headers(router, "same-origin", csp).with_state(console)
 }
