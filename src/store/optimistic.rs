@@ -1,8 +1,8 @@
 //! Optimistic use-cases (PostgreSQL). The hot use-cases (a request, a link confirmation)
 //! first run WITHOUT a transaction or a lock: their reads are plain statements, and
 //! everything they would write waits in a `Plan` that `commit` sends as ONE static
-//! statement, `sql/commit.sql`, outside a transaction block: the writes as data-modifying
-//! CTEs, with
+//! statement per use-case, `sql/request.sql` or `sql/confirm.sql`, outside a transaction
+//! block: the writes as data-modifying CTEs, with
 //!
 //! - the GUARDS that say the reads still hold: the user's row is updated only `WHERE
 //!   version = ` the version read (every locking statement bumps it: `users.rs`), or
@@ -132,7 +132,7 @@ impl Plan {
 }
 
 impl UserWrite {
-    /// The user's row as `commit.sql`'s `$1` reads it.
+    /// The user's row as `request.sql` and `confirm.sql` read it.
     fn row(&self) -> serde_json::Value {
         let mut row = json!({
             "user_id": self.user_id, "version": self.version,
@@ -149,7 +149,9 @@ impl UserWrite {
     }
 }
 
-/// Sends the plan as ONE statement, `sql/commit.sql` (see the module doc).
+/// Sends the plan as ONE statement: `sql/confirm.sql` when it uses a token, else
+/// `sql/request.sql` (see the module doc). A plan of any other shape (e.g. a request that
+/// would also move a flow) has no statement: it runs again locked.
 pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     if plan.user.is_none()
         && plan.consume.is_none()
@@ -158,30 +160,26 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     {
         return Ok(());
     }
-    let verifies = plan
-        .user
-        .as_ref()
-        .and_then(|u| u.set.as_ref())
-        .is_some_and(|s| s.verified);
-    let user: Vec<_> = plan.user.iter().map(UserWrite::row).collect();
-    let consume: Vec<_> = plan
-        .consume
-        .iter()
-        .map(|(digest, now)| json!({ "digest": digest, "used_at": now }))
-        .collect();
-    let steps: Vec<_> = plan.takes.iter().map(Take::row).collect();
+    let Some(user) = &plan.user else {
+        return Err(CoreError::needs_lock());
+    };
+    let verifies = user.set.as_ref().is_some_and(|s| s.verified);
+    let user = array(&[user.row()]);
+    let steps = plan.takes.iter().map(Take::row).collect::<Vec<_>>();
     let [flows, moved, tokens, mails, events] = plan.rows.params();
-    let values = [
-        array(&user),
-        array(&consume),
-        flows,
-        moved,
-        tokens,
-        mails,
-        events,
-        array(&steps),
-    ];
-    let stmt = Statement::from_sql_and_values(DbBackend::Postgres, statements::COMMIT, values);
+    let (sql, values) = match &plan.consume {
+        Some((digest, now)) if !plan.rows.has_new_flows() => {
+            let token = array(&[json!({ "digest": digest, "used_at": now })]);
+            let values = vec![token, user, moved, tokens, mails, events, array(&steps)];
+            (statements::CONFIRM, values)
+        }
+        None if !plan.rows.has_moved_flows() => {
+            let values = vec![user, flows, tokens, mails, events, array(&steps)];
+            (statements::REQUEST, values)
+        }
+        _ => return Err(CoreError::needs_lock()),
+    };
+    let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     match db.query_one_raw(stmt).await {
         Ok(_) => Ok(()),
         Err(e) => Err(refusal(db, &plan.takes, verifies, e).await),

@@ -1,8 +1,8 @@
 //! The rows a PostgreSQL use-case writes, held until they go out together in one of the
-//! static statements of `sql/` (`writes.sql` for a locked use-case, `commit.sql` for an
-//! optimistic one). Each kind of row travels as ONE parameter, a JSON array read back by
-//! `jsonb_populate_recordset`, so the statement's text never changes with what a
-//! use-case writes: one prepared statement per connection, whatever the path.
+//! static statements of `sql/` (`writes.sql` for a locked use-case, `request.sql` or
+//! `confirm.sql` for an optimistic one). Each kind of row travels as ONE parameter, a JSON
+//! array read back by `jsonb_populate_recordset`, so the statement's text never changes
+//! with what a use-case writes: one prepared statement per connection, whatever the path.
 
 use serde_json::{Value, json};
 
@@ -35,6 +35,16 @@ impl Rows {
             && self.new_tokens.is_empty()
             && self.new_mails.is_empty()
             && self.new_events.is_empty()
+    }
+
+    /// Whether a new flow waits (a confirmation's statement inserts none).
+    pub fn has_new_flows(&self) -> bool {
+        !self.new_flows.is_empty()
+    }
+
+    /// Whether a moved flow waits (a request's statement moves none).
+    pub fn has_moved_flows(&self) -> bool {
+        !self.moved_flows.is_empty()
     }
 
     pub fn new_flow(&mut self, f: &flow::Model) {

@@ -5,17 +5,20 @@
 
 /// A locked use-case's waiting writes (`Tx::flush`).
 pub(super) const WRITES: &str = include_str!("sql/writes.sql");
-/// An optimistic use-case's one statement (`optimistic::commit`).
-pub(super) const COMMIT: &str = include_str!("sql/commit.sql");
+/// An optimistic request's one statement (`optimistic::commit`).
+pub(super) const REQUEST: &str = include_str!("sql/request.sql");
+/// An optimistic link confirmation's one statement (`optimistic::commit`).
+pub(super) const CONFIRM: &str = include_str!("sql/confirm.sql");
 /// A locked request's first statement: the user's lock and a limit's step.
 pub(super) const LOCK_USER_TAKING: &str = include_str!("sql/lock_user_taking.sql");
 /// A locked link confirmation's first write: the user's lock and the token's consumption.
 pub(super) const LOCK_USER_CONSUMING: &str = include_str!("sql/lock_user_consuming.sql");
 
 /// Every statement by its file's name (the golden test and `EXPLAIN` use it).
-pub const ALL: [(&str, &str); 4] = [
+pub const ALL: [(&str, &str); 5] = [
     ("writes.sql", WRITES),
-    ("commit.sql", COMMIT),
+    ("request.sql", REQUEST),
+    ("confirm.sql", CONFIRM),
     ("lock_user_taking.sql", LOCK_USER_TAKING),
     ("lock_user_consuming.sql", LOCK_USER_CONSUMING),
 ];

@@ -5,7 +5,8 @@
 //! Round trips on PostgreSQL: a use-case's fresh rows (a token, a mail, a flow, an event)
 //! and its last update of its flow do not go out one by one. They wait in `Rows` and go
 //! out together in ONE static statement: `sql/writes.sql` (locked), sent before the
-//! use-case's next read or at its commit, or `sql/commit.sql` (optimistic), the
+//! use-case's next read or at its commit, or `sql/request.sql` / `sql/confirm.sql`
+//! (optimistic), the
 //! use-case's only write. The parts of one statement run on one snapshot, in no fixed
 //! order, and none sees another's changes. So the rule every waiting write keeps is:
 //!
@@ -24,7 +25,7 @@
 //! the per-user limit's step (`sql/lock_user_taking.sql`); the read (verified owner,
 //! pending flow, suppression); every write with the per-recipient limit's step
 //! (`sql/writes.sql`); COMMIT. An optimistic one is two statements: the user's row with
-//! what the request must know; `sql/commit.sql` (see `optimistic.rs`).
+//! what the request must know; `sql/request.sql` (see `optimistic.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +56,7 @@ enum Mode {
     Batched(Box<Mutex<Batch>>),
     /// PostgreSQL, optimistic: no transaction and no lock; its reads run on one held
     /// connection, and everything it writes goes out at commit as ONE guarded statement
-    /// (`sql/commit.sql`, `optimistic.rs`).
+    /// (`sql/request.sql`, `sql/confirm.sql`: `optimistic.rs`).
     Optimistic(Box<Mutex<Plan>>),
 }
 

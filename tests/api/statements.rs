@@ -1,6 +1,6 @@
 //! The static statements of `src/store/sql/` (PostgreSQL): each one's plan looks every row
 //! up by an index (so a lost index shows here, not as a slow production), and the guard of
-//! `commit.sql` that the other tests cannot isolate — a token no longer live — fires.
+//! `confirm.sql` that the other tests cannot isolate — a token no longer live — fires.
 //! The other guards fire in `optimistic.rs`: the user's version, a user created meanwhile,
 //! a limit's step, the index of verified addresses.
 
@@ -19,7 +19,8 @@ async fn exec(conn: &DatabaseConnection, sql: &str) {
 fn arguments(name: &str) -> &'static str {
     match name {
         "writes.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
-        "commit.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]', '[]'",
+        "request.sql" => "'[]', '[]', '[]', '[]', '[]', '[]'",
+        "confirm.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
         "lock_user_taking.sql" => "'u1', 1, 'u:x', 1000, 60000",
         "lock_user_consuming.sql" => "'u1', 'digest', 1",
         other => panic!("no sample arguments for {other}"),
