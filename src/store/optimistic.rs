@@ -32,7 +32,7 @@ use super::entity::user;
 use super::error::database_error;
 use super::handle::Handle;
 use super::reads::RequestRead;
-use super::rows::{Rows, Take, UserSet, array};
+use super::rows::{Rows, Take, UserSet, array, object};
 use super::statements;
 use crate::error::{CoreError, CoreResult};
 
@@ -164,19 +164,21 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
         return Err(CoreError::needs_lock());
     };
     let verifies = user.set.as_ref().is_some_and(|s| s.verified);
-    let user = array(&[user.row()]);
-    let steps = plan.takes.iter().map(Take::row).collect::<Vec<_>>();
-    let [flows, moved, tokens, mails, events] = plan.rows.params();
-    let (sql, values) = match &plan.consume {
-        Some((digest, now)) if !plan.rows.has_new_flows() => {
-            let token = array(&[json!({ "digest": digest, "used_at": now })]);
-            let values = vec![token, user, moved, tokens, mails, events, array(&steps)];
+    let user = object(&user.row());
+    let steps = array(&plan.takes.iter().map(Take::row).collect::<Vec<_>>());
+    let [flows, _, tokens, mails, events] = plan.rows.params();
+    let (sql, values) = match (&plan.consume, plan.rows.one_moved_flow()) {
+        // A confirmation moves its flow, one row, and starts none.
+        (Some((digest, now)), Some(flow)) if !plan.rows.has_new_flows() => {
+            let token = object(&json!({ "digest": digest, "used_at": now }));
+            let values = vec![token, user, object(flow), tokens, mails, events, steps];
             (statements::CONFIRM, values)
         }
-        None if !plan.rows.has_moved_flows() => {
-            let values = vec![user, flows, tokens, mails, events, array(&steps)];
-            (statements::REQUEST, values)
-        }
+        // A request starts its flow and moves none (superseding one needs the lock).
+        (None, None) if !plan.rows.has_moved_flows() => (
+            statements::REQUEST,
+            vec![user, flows, tokens, mails, events, steps],
+        ),
         _ => return Err(CoreError::needs_lock()),
     };
     let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);

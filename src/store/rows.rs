@@ -47,6 +47,14 @@ impl Rows {
         !self.moved_flows.is_empty()
     }
 
+    /// The moved flow, when exactly one waits (a confirmation's statement moves one).
+    pub fn one_moved_flow(&self) -> Option<&Value> {
+        match self.moved_flows.as_slice() {
+            [flow] => Some(flow),
+            _ => None,
+        }
+    }
+
     pub fn new_flow(&mut self, f: &flow::Model) {
         self.new_flows.push(json!({
             "flow_id": f.flow_id, "user_id": f.user_id, "kind": f.kind.as_str(),
@@ -124,6 +132,12 @@ pub(super) fn array(rows: &[Value]) -> sea_orm::Value {
     serde_json::to_string(rows)
         .expect("JSON values always serialize")
         .into()
+}
+
+/// One row as one statement parameter: a JSON object (the statement casts it to `jsonb`
+/// and reads it with `jsonb_populate_record`: one row, found by its primary key).
+pub(super) fn object(row: &Value) -> sea_orm::Value {
+    row.to_string().into()
 }
 
 /// A rate-limit step that goes out with a use-case's writes.

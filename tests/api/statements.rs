@@ -19,8 +19,8 @@ async fn exec(conn: &DatabaseConnection, sql: &str) {
 fn arguments(name: &str) -> &'static str {
     match name {
         "writes.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
-        "request.sql" => "'[]', '[]', '[]', '[]', '[]', '[]'",
-        "confirm.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
+        "request.sql" => "'{}', '[]', '[]', '[]', '[]', '[]'",
+        "confirm.sql" => "'{}', '{}', '{}', '[]', '[]', '[]', '[]'",
         "lock_user_taking.sql" => "'u1', 1, 'u:x', 1000, 60000",
         "lock_user_consuming.sql" => "'u1', 'digest', 1",
         other => panic!("no sample arguments for {other}"),
@@ -118,7 +118,7 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
 
     let tx = store.begin_as(true).await.unwrap();
     assert!(tx.is_optimistic());
-    let (token, _flow) = tx
+    let (token, mut flow) = tx
         .token_with_flow(&["d1".to_owned()])
         .await
         .unwrap()
@@ -129,6 +129,10 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
         user.is_some() && consumed,
         "an optimistic consumption answers at commit"
     );
+    // What a confirmation of a sign-up writes: the flow completed, the address verified.
+    flow.state = emailverify::domain::FlowState::Completed;
+    flow.updated_at = 2;
+    tx.queue_flow_update(&flow).await.unwrap();
     tx.set_verified_email("u1", "a@example.com", 2)
         .await
         .unwrap();
@@ -153,4 +157,15 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
         .try_get_by_index::<bool>(0)
         .unwrap();
     assert!(!verified, "nothing of the statement was written");
+    let state = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT state FROM flows WHERE flow_id = 'f1'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<String>(0)
+        .unwrap();
+    assert_eq!(state, "pending", "the flow did not move either");
 }

@@ -9,13 +9,14 @@
 --   * or a limit's step did not fit (SQLSTATE EV429, message: the limit's label).
 -- No two parts touch the same row, so the order they run in does not matter.
 --
--- Parameters (each a JSON array of rows; empty: nothing of that kind):
---   $1  the token to use, exactly one        {digest, used_at}
+-- Parameters: $1-$3 one JSON object each (one row, found by its primary key); $4-$7
+-- a JSON array of rows each (empty: nothing of that kind):
+--   $1  the token to use        {digest, used_at}
 --       (guard: it is still live and unexpired at used_at)
---   $2  the user's row as read, exactly one  {user_id, version, updated_at} and, when the
---       confirmation sets the address of record, {email, email_key, email_verified,
---       verified_at} (guard: its version is still that one)
---   $3  the flow, moved to a step or state   {flow_id, step, state, expires_at,
+--   $2  the user's row as read  {user_id, version, updated_at} and, when the confirmation
+--       sets the address of record, {email, email_key, email_verified, verified_at}
+--       (guard: its version is still that one)
+--   $3  the flow, moved to its next step or completed   {flow_id, step, state, expires_at,
 --       resend_available_at, updated_at, failed_codes, locked_until}
 --   $4  new tokens     every column of `tokens`
 --   $5  new mails      every column of `outbox`
@@ -24,13 +25,9 @@
 WITH
 token_used AS (
   UPDATE tokens SET state = 'used', used_at = c.used_at
-    FROM jsonb_populate_recordset(NULL::tokens, $1::jsonb) AS c
+    FROM jsonb_populate_record(NULL::tokens, $1::jsonb) AS c
    WHERE tokens.digest = c.digest AND tokens.state = 'live' AND tokens.expires_at > c.used_at
-     AND tokens.digest = ANY (ARRAY(SELECT c.digest FROM jsonb_populate_recordset(NULL::tokens, $1::jsonb) AS c))
   RETURNING tokens.digest
-),
-expected AS (
-  SELECT * FROM jsonb_populate_recordset(NULL::users, $2::jsonb)
 ),
 user_updated AS (
   UPDATE users
@@ -40,19 +37,17 @@ user_updated AS (
          email_verified = CASE WHEN e.email IS NULL THEN users.email_verified ELSE e.email_verified END,
          verified_at = CASE WHEN e.email IS NULL THEN users.verified_at ELSE e.verified_at END,
          updated_at = CASE WHEN e.email IS NULL THEN users.updated_at ELSE e.updated_at END
-    FROM expected AS e
+    FROM jsonb_populate_record(NULL::users, $2::jsonb) AS e
    WHERE users.user_id = e.user_id AND users.version = e.version
-     AND users.user_id = ANY (ARRAY(SELECT user_id FROM expected))
   RETURNING users.user_id
 ),
-moved_flows AS (
+moved_flow AS (
   UPDATE flows
      SET step = m.step, state = m.state, expires_at = m.expires_at,
          resend_available_at = m.resend_available_at, updated_at = m.updated_at,
          failed_codes = m.failed_codes, locked_until = m.locked_until
-    FROM jsonb_populate_recordset(NULL::flows, $3::jsonb) AS m
+    FROM jsonb_populate_record(NULL::flows, $3::jsonb) AS m
    WHERE flows.flow_id = m.flow_id
-     AND flows.flow_id = ANY (ARRAY(SELECT m.flow_id FROM jsonb_populate_recordset(NULL::flows, $3::jsonb) AS m))
 ),
 new_tokens AS (
   INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at, used_at, code_digest)

@@ -7,8 +7,9 @@
 --   * or a limit's step did not fit (SQLSTATE EV429, message: the limit's label).
 -- No two parts touch the same row, so the order they run in does not matter.
 --
--- Parameters (each a JSON array of rows; empty: nothing of that kind):
---   $1  the user's row as the request read it, exactly one:
+-- Parameters: $1 one JSON object; $2-$6 a JSON array of rows each (empty: nothing of
+-- that kind):
+--   $1  the user's row as the request read it:
 --       {user_id, version, created_at, updated_at} and, when the request sets the address
 --       of record, {email, email_key, email_verified, verified_at}.
 --       version NULL: there was no row, so it is inserted (guard: nobody inserted it since);
@@ -20,7 +21,7 @@
 --   $6  the limits' steps   {bucket, now, emission, period, label}; each must fit
 WITH
 expected AS (
-  SELECT * FROM jsonb_populate_recordset(NULL::users, $1::jsonb)
+  SELECT * FROM jsonb_populate_record(NULL::users, $1::jsonb)
 ),
 user_inserted AS (
   INSERT INTO users (user_id, email, email_key, email_verified, verified_at, created_at, updated_at)
@@ -39,7 +40,6 @@ user_updated AS (
          updated_at = CASE WHEN e.email IS NULL THEN users.updated_at ELSE e.updated_at END
     FROM expected AS e
    WHERE e.version IS NOT NULL AND users.user_id = e.user_id AND users.version = e.version
-     AND users.user_id = ANY (ARRAY(SELECT user_id FROM expected))
   RETURNING users.user_id
 ),
 new_flows AS (
