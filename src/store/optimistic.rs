@@ -1,7 +1,8 @@
 //! Optimistic use-cases (PostgreSQL). The hot use-cases (a request, a link confirmation)
 //! first run WITHOUT a transaction or a lock: their reads are plain statements, and
 //! everything they would write waits in a `Plan` that `commit` sends as ONE static
-//! statement per use-case, `sql/request.sql` or `sql/confirm.sql`, outside a transaction
+//! statement per use-case (`sql/request.sql`, `sql/confirm.sql`, `sql/confirm_current.sql`),
+//! outside a transaction
 //! block: the writes as data-modifying CTEs, with
 //!
 //! - the GUARDS that say the reads still hold: the user's row is updated only `WHERE
@@ -149,8 +150,9 @@ impl UserWrite {
     }
 }
 
-/// Sends the plan as ONE statement: `sql/confirm.sql` when it uses a token, else
-/// `sql/request.sql` (see the module doc). A plan of any other shape (e.g. a request that
+/// Sends the plan as ONE statement, its use-case's: `sql/request.sql`, or, when it uses
+/// a token, `sql/confirm.sql` (a flow's last step) or `sql/confirm_current.sql` (a
+/// change's first step) (see the module doc). A plan of any other shape (e.g. a request that
 /// would also move a flow) has no statement: it runs again locked.
 pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     if plan.user.is_none()
@@ -168,11 +170,22 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     let steps = array(&plan.takes.iter().map(Take::row).collect::<Vec<_>>());
     let [flows, _, tokens, mails, events] = plan.rows.params();
     let (sql, values) = match (&plan.consume, plan.rows.one_moved_flow()) {
-        // A confirmation moves its flow, one row, and starts none.
+        // A confirmation moves its flow, one row, and starts none. At the flow's last step
+        // it sets the address (and sends no link, takes no step); at a change's first
+        // step it sends the second link and leaves the address as it is.
         (Some((digest, now)), Some(flow)) if !plan.rows.has_new_flows() => {
             let token = object(&json!({ "digest": digest, "used_at": now }));
-            let values = vec![token, user, object(flow), tokens, mails, events, steps];
-            (statements::CONFIRM, values)
+            let flow = object(flow);
+            match plan.user.as_ref().and_then(|u| u.set.as_ref()) {
+                Some(_) if !plan.rows.has_new_tokens() && plan.takes.is_empty() => {
+                    (statements::CONFIRM, vec![token, user, flow, mails, events])
+                }
+                None => (
+                    statements::CONFIRM_CURRENT,
+                    vec![token, user, flow, tokens, mails, events, steps],
+                ),
+                Some(_) => return Err(CoreError::needs_lock()),
+            }
         }
         // A request starts its flow and moves none (superseding one needs the lock).
         (None, None) if !plan.rows.has_moved_flows() => (

@@ -1,6 +1,6 @@
 //! The rows a PostgreSQL use-case writes, held until they go out together in one of the
-//! static statements of `sql/` (`writes.sql` for a locked use-case, `request.sql` or
-//! `confirm.sql` for an optimistic one). Each kind of row travels as ONE parameter, a JSON
+//! static statements of `sql/` (`writes.sql` for a locked use-case, `request.sql`,
+//! `confirm.sql` or `confirm_current.sql` for an optimistic one). Each kind of row travels as ONE parameter, a JSON
 //! array read back by `jsonb_populate_recordset`, so the statement's text never changes
 //! with what a use-case writes: one prepared statement per connection, whatever the path.
 
@@ -40,6 +40,11 @@ impl Rows {
     /// Whether a new flow waits (a confirmation's statement inserts none).
     pub fn has_new_flows(&self) -> bool {
         !self.new_flows.is_empty()
+    }
+
+    /// Whether a new token waits (a flow's last confirmation sends no link).
+    pub fn has_new_tokens(&self) -> bool {
+        !self.new_tokens.is_empty()
     }
 
     /// Whether a moved flow waits (a request's statement moves none).

@@ -20,7 +20,8 @@ fn arguments(name: &str) -> &'static str {
     match name {
         "writes.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'",
         "request.sql" => "'{}', '[]', '[]', '[]', '[]', '[]'",
-        "confirm.sql" => "'{}', '{}', '{}', '[]', '[]', '[]', '[]'",
+        "confirm.sql" => "'{}', '{}', '{}', '[]', '[]'",
+        "confirm_current.sql" => "'{}', '{}', '{}', '[]', '[]', '[]', '[]'",
         "lock_user_taking.sql" => "'u1', 1, 'u:x', 1000, 60000",
         "lock_user_consuming.sql" => "'u1', 'digest', 1",
         other => panic!("no sample arguments for {other}"),
