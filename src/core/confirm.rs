@@ -4,7 +4,7 @@
 
 use crate::domain::email::mask;
 use crate::domain::{
-    EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenState, UserId,
+    EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenDigest, TokenState, UserId,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::store::Tx;
@@ -56,11 +56,11 @@ impl Core {
                 return Err(self.refuse_token(refused).await);
             }
         };
-        let user = UserId::from_trusted(f.user_id.clone());
+        let user = f.user();
         // Lock order user → flow → token, as every use-case: the user's lock and the
         // token's consumption are one statement.
         let (user_row, consumed) = tx
-            .lock_user_consuming(user.as_str(), &tok.digest, now)
+            .lock_user_consuming(&user, &TokenDigest(tok.digest.clone()), now)
             .await?;
         // Locked, the token and its flow were read before the lock was waited for, and may
         // have changed meanwhile: read again under it, the refusal says what happened (a
@@ -71,7 +71,7 @@ impl Core {
         let (user_row, f) = match (tx.is_optimistic(), user_row, consumed) {
             (true, Some(row), _) => (row, f),
             (false, Some(row), true) => {
-                let fresh = tx.flow(&f.flow_id).await?.ok_or_else(|| {
+                let fresh = tx.flow(&f.id()).await?.ok_or_else(|| {
                     CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
                 })?;
                 (row, fresh)
@@ -108,7 +108,7 @@ impl Core {
     /// the request and when. Reads only.
     pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<LinkFlow>> {
         let tx = self.store.begin_as(true).await?;
-        let Some((tok, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
+        let Some((tok, f)) = tx.token_with_flow(&self.keys.candidates(token)).await? else {
             return Ok(None);
         };
         let (masked_old, masked_new) = super::delivery::masks_of(&self.keys, &f);
@@ -158,13 +158,12 @@ impl Core {
                 // EMAIL_TAKEN when another user has this inbox verified: the
                 // verified-address index refuses the write (no read before it), and the
                 // whole use-case rolls back.
-                tx.set_verified_email(user.as_str(), new_email.as_str(), now)
-                    .await?;
+                tx.set_verified_email(user, &new_email, now).await?;
                 new_email.as_str().to_owned()
             }
             Outcome::CurrentConfirmed => {
-                if let Some(owner) = tx.verified_owner(new_email.as_str()).await?
-                    && owner != user.as_str()
+                if let Some(owner) = tx.verified_owner(&new_email.mailbox_key()).await?
+                    && owner != *user
                 {
                     return Err(CoreError::EmailTaken);
                 }
@@ -193,7 +192,7 @@ impl Core {
         now: i64,
     ) -> Result<(token::Model, flow::Model), Refused> {
         let (tok, f) = tx
-            .token_with_flow(&self.candidates(token))
+            .token_with_flow(&self.keys.candidates(token))
             .await
             .map_err(|e| (e, None))?
             .ok_or((CoreError::TokenNotFound, None))?;
@@ -212,10 +211,7 @@ impl Core {
     /// A refused token is audited for the user of its flow (an unknown token has none).
     async fn refuse_token(&self, (e, f): Refused) -> CoreError {
         match f {
-            Some(f) => {
-                let user = UserId::from_trusted(f.user_id);
-                self.refuse(&user, Some(&f.flow_id), e).await
-            }
+            Some(f) => self.refuse(&f.user(), Some(&f.id()), e).await,
             None => e,
         }
     }

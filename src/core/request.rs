@@ -81,10 +81,10 @@ impl Core {
         now: i64,
     ) -> CoreResult<FlowView> {
         let current = match (&row.email, row.email_verified) {
-            (Some(current), true) => current,
+            (Some(current), true) => EmailAddress::from_trusted(current.clone()),
             _ => return self.verify_in(tx, row, new_email, locale, now).await,
         };
-        if current == new_email.as_str() {
+        if current == *new_email {
             return Err(CoreError::SameEmail);
         }
         if let Some(until) = row.change_frozen_until.filter(|until| *until > now) {
@@ -95,7 +95,7 @@ impl Core {
             user: &user,
             kind: FlowKind::Change,
             new_email,
-            old_email: Some(current),
+            old_email: Some(&current),
             locale,
         };
         self.start_flow(tx, request, now).await
@@ -130,7 +130,7 @@ impl Core {
         // The user's lock and the per-user limit's step: one statement.
         let (bucket, rate) = self.user_limit(user);
         let (row, step) = tx
-            .create_or_lock_user_taking(user.as_str(), email.as_str(), now, &bucket, rate)
+            .create_or_lock_user_taking(user, email, now, &bucket, rate)
             .await?;
         let result = async {
             if let Err(wait) = step {

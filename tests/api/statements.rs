@@ -4,6 +4,7 @@
 //! The other guards fire in `optimistic.rs`: the user's version, a user created meanwhile,
 //! a limit's step, the index of verified addresses.
 
+use emailverify::domain::{EmailAddress, TokenDigest, UserId};
 use emailverify::store::statements::ALL;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -118,17 +119,21 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
     let tx = store.begin_as(true).await.unwrap();
     assert!(tx.is_optimistic());
     let (token, _flow) = tx
-        .token_with_flow(&["d1".to_owned()])
+        .token_with_flow(&[TokenDigest("d1".to_owned())])
         .await
         .unwrap()
         .expect("the token is found");
     assert_eq!(token.digest, "d1");
-    let (user, consumed) = tx.lock_user_consuming("u1", "d1", 2).await.unwrap();
+    let u1 = UserId::parse("u1").unwrap();
+    let (user, consumed) = tx
+        .lock_user_consuming(&u1, &TokenDigest("d1".to_owned()), 2)
+        .await
+        .unwrap();
     assert!(
         user.is_some() && consumed,
         "an optimistic consumption answers at commit"
     );
-    tx.set_verified_email("u1", "a@example.com", 2)
+    tx.set_verified_email(&u1, &EmailAddress::parse("a@example.com").unwrap(), 2)
         .await
         .unwrap();
 
