@@ -7,8 +7,8 @@ use crate::domain::{
     EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenDigest, TokenState, UserId,
 };
 use crate::error::{CoreError, CoreResult};
-use crate::store::Tx;
 use crate::store::entity::{flow, token};
+use crate::store::{Attempt, Tx};
 
 use super::{Confirmation, Core, FlowView};
 
@@ -37,18 +37,23 @@ impl Core {
     #[tracing::instrument(skip_all)]
     pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
         let confirmation = self
-            .attempts("confirm_link", |optimistic| {
-                self.confirm_link_as(optimistic, token)
+            .store
+            .attempts("confirm_link", |attempt| {
+                self.confirm_link_as(attempt, token)
             })
             .await?;
         crate::metrics::confirmed(confirmation.outcome.as_str(), "link");
         Ok(confirmation)
     }
 
-    /// ConfirmLink, optimistically or locked (`Core::attempts`).
-    async fn confirm_link_as(&self, optimistic: bool, token: &Token) -> CoreResult<Confirmation> {
+    /// One try of ConfirmLink, optimistic or locked as the store chose (`Store::attempts`).
+    async fn confirm_link_as(
+        &self,
+        attempt: Attempt<'_>,
+        token: &Token,
+    ) -> CoreResult<Confirmation> {
         let now = self.now_ms();
-        let tx = self.store.begin_as(optimistic).await?;
+        let tx = attempt.begin().await?;
         let (tok, f) = match self.live_token(&tx, token, now).await {
             Ok(found) => found,
             Err(refused) => {
@@ -97,7 +102,7 @@ impl Core {
     pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
         let now = self.now_ms();
         // Reads only: one statement, no transaction around it.
-        let tx = self.store.begin_as(true).await?;
+        let tx = self.store.reader().await?;
         let (_, f) = self.live_token(&tx, token, now).await.map_err(|(e, _)| e)?;
         Ok(self.view(&f))
     }
@@ -107,7 +112,7 @@ impl Core {
     /// finished flow's old link can neither resend nor cancel) and says what became of
     /// the request and when. Reads only.
     pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<LinkFlow>> {
-        let tx = self.store.begin_as(true).await?;
+        let tx = self.store.reader().await?;
         let Some((tok, f)) = tx.token_with_flow(&self.keys.candidates(token)).await? else {
             return Ok(None);
         };

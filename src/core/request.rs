@@ -4,12 +4,12 @@
 //! one, `confirm.rs`; without a verified address it is exactly RequestVerification).
 //! They share their start: the user's row created or locked with the per-user limit's
 //! step in one statement, then the request's own rules, then `start_flow` (`flows.rs`);
-//! first optimistically (`Core::attempts`).
+//! first optimistically (`Store::attempts`).
 
 use crate::domain::{EmailAddress, FlowKind, Locale, UserId};
 use crate::error::{CoreError, CoreResult};
-use crate::store::Tx;
 use crate::store::entity::user;
+use crate::store::{Attempt, Tx};
 
 use super::flows::FlowRequest;
 use super::{Core, FlowView};
@@ -103,7 +103,7 @@ impl Core {
 
     /// RequestVerification and RequestChange: the user's row is created or locked, the
     /// per-user limit taken, then the request's own rules run, all in one transaction
-    /// (first optimistically: `Core::attempts`).
+    /// (first optimistically: `Store::attempts`).
     async fn request(
         &self,
         user: &UserId,
@@ -111,22 +111,24 @@ impl Core {
         locale: Option<Locale>,
         wanted: Wanted,
     ) -> CoreResult<FlowView> {
-        self.attempts("request", |optimistic| {
-            self.request_as(optimistic, user, email, locale, &wanted)
-        })
-        .await
+        self.store
+            .attempts("request", |attempt| {
+                self.request_as(attempt, user, email, locale, &wanted)
+            })
+            .await
     }
 
+    /// One try of `request`.
     async fn request_as(
         &self,
-        optimistic: bool,
+        attempt: Attempt<'_>,
         user: &UserId,
         email: &EmailAddress,
         locale: Option<Locale>,
         wanted: &Wanted,
     ) -> CoreResult<FlowView> {
         let now = self.now_ms();
-        let tx = self.store.begin_as(optimistic).await?;
+        let tx = attempt.begin().await?;
         // The user's lock and the per-user limit's step: one statement.
         let (bucket, rate) = self.user_limit(user);
         let (row, step) = tx

@@ -41,7 +41,7 @@ async fn optimistic_sign_up(
     email: &str,
     now: i64,
 ) -> emailverify::store::Tx {
-    let tx = store.begin_as(true).await.unwrap();
+    let tx = store.begin_optimistic().await.unwrap();
     assert!(tx.is_optimistic());
     let (_, step) = tx
         .create_or_lock_user_taking(
@@ -156,7 +156,7 @@ async fn a_limit_that_refuses_at_commit_is_rate_limited_and_nothing_is_written()
     let sign_up = |user: &'static str, email: &'static str| {
         let store = store.clone();
         async move {
-            let tx = store.begin_as(true).await.unwrap();
+            let tx = store.begin_optimistic().await.unwrap();
             let (_, step) = tx
                 .create_or_lock_user_taking(
                     &uid(user),
@@ -203,7 +203,7 @@ async fn a_verified_address_taken_meanwhile_is_email_taken_at_commit() {
     let verify = |user: &'static str| {
         let store = store.clone();
         async move {
-            let tx = store.begin_as(true).await.unwrap();
+            let tx = store.begin_optimistic().await.unwrap();
             let (row, _) = tx
                 .create_or_lock_user_taking(
                     &uid(user),

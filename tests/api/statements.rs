@@ -116,7 +116,7 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
     )
     .await;
 
-    let tx = store.begin_as(true).await.unwrap();
+    let tx = store.begin_optimistic().await.unwrap();
     assert!(tx.is_optimistic());
     let (token, _flow) = tx
         .token_with_flow(&[TokenDigest("d1".to_owned())])
