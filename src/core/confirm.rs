@@ -8,7 +8,7 @@ use crate::domain::{
 };
 use crate::error::{CoreError, CoreResult};
 use crate::store::entity::{flow, token};
-use crate::store::{Attempt, Tx};
+use crate::store::{Attempt, Consuming, Tx};
 
 use super::{Confirmation, Core, FlowView};
 
@@ -64,7 +64,7 @@ impl Core {
         let user = f.user();
         // Lock order user → flow → token, as every use-case: the user's lock and the
         // token's consumption are one statement.
-        let (user_row, consumed) = tx
+        let consuming = tx
             .lock_user_consuming(&user, &TokenDigest(tok.digest.clone()), now)
             .await?;
         // Locked, the token and its flow were read before the lock was waited for, and may
@@ -73,24 +73,27 @@ impl Core {
         // meanwhile, TOKEN_NOT_FOUND) and the flow written back is the newest (a wrong
         // code counted meanwhile stays counted). Optimistic, the statement's guards stand
         // for this: it commits only if neither the token nor the user changed.
-        let (user_row, f) = match (tx.is_optimistic(), user_row, consumed) {
-            (true, Some(row), _) => (row, f),
-            (false, Some(row), true) => {
+        let (user_row, f) = match consuming {
+            Consuming::Consumed {
+                user,
+                read_flow_again: false,
+            } => (user, f),
+            Consuming::Consumed {
+                user,
+                read_flow_again: true,
+            } => {
                 let fresh = tx.flow(&f.id()).await?.ok_or_else(|| {
                     CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
                 })?;
-                (row, fresh)
+                (user, fresh)
             }
-            (false, _, _) => {
+            Consuming::Refused => {
                 let refused = match self.live_token(&tx, token, now).await {
                     Err(refused) => refused,
                     Ok((_, f)) => (CoreError::TokenUsed, Some(f)),
                 };
                 drop(tx);
                 return Err(self.refuse_token(refused).await);
-            }
-            (true, None, _) => {
-                return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
             }
         };
         let result = self.advance(&tx, &user, user_row.email, f, now).await;

@@ -74,6 +74,7 @@ pub use reads::{Suppression, SuppressionCause};
 pub use retention::{PRUNE_BATCH, Prunable};
 pub use tokens::NewToken;
 pub use tx::Tx;
+pub use users::Consuming;
 
 #[derive(Clone, Debug)]
 pub struct Store {

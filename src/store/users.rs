@@ -59,6 +59,22 @@ fn lock_statement(user_id: &str) -> Statement {
     )
 }
 
+/// What `Tx::lock_user_consuming` did with a token.
+pub enum Consuming {
+    /// Consumed under the user's lock, or (optimistic) consumed by the statement at commit,
+    /// which holds only if neither the token nor the user changed since they were read:
+    /// the user's row. `read_flow_again`: locked, the token's flow was read before the
+    /// lock was waited for and may have changed meanwhile; optimistic, the statement's
+    /// guards stand for that, and the flow as read is the one.
+    Consumed {
+        user: user::Model,
+        read_flow_again: bool,
+    },
+    /// Not consumed (locked): the token is no longer live, or its user is gone. Read the
+    /// token again to say which.
+    Refused,
+}
+
 /// A user's row and the `counted` beside it (`sql/lock_user_*.sql`), if there is a user.
 async fn user_counted(
     conn: &impl ConnectionTrait,
@@ -140,21 +156,31 @@ impl Tx {
         user_id: &UserId,
         digest: &TokenDigest,
         now: i64,
-    ) -> CoreResult<(Option<user::Model>, bool)> {
+    ) -> CoreResult<Consuming> {
+        let locked = |row: Option<user::Model>, consumed: bool| match row {
+            Some(user) if consumed => Consuming::Consumed {
+                user,
+                read_flow_again: true,
+            },
+            _ => Consuming::Refused,
+        };
         if self.backend() != DbBackend::Postgres {
             let row = self.lock_user(user_id).await?;
-            return Ok((row, self.consume_token(digest, now).await?));
+            return Ok(locked(row, self.consume_token(digest, now).await?));
         }
         if let Some(mut plan) = self.plan() {
             // The user as read with the token (`token_with_flow`), and the token's
             // consumption as a guard: the statement at commit holds only if both still
             // are as read.
             let Some((row, version)) = plan.read_user.take() else {
-                return Ok((None, false));
+                return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
             };
             plan.expect_user(user_id.as_str(), Some(version), now)?;
             plan.consume(&digest.0, now)?;
-            return Ok((Some(row), true));
+            return Ok(Consuming::Consumed {
+                user: row,
+                read_flow_again: false,
+            });
         }
         let values = [
             user_id.as_str().into(),
@@ -167,8 +193,8 @@ impl Tx {
             values,
         );
         Ok(match user_counted(self.conn().await?, stmt).await? {
-            Some((user, consumed)) => (Some(user), consumed == 1),
-            None => (None, false),
+            Some((user, consumed)) => locked(Some(user), consumed == 1),
+            None => Consuming::Refused,
         })
     }
 

@@ -5,6 +5,7 @@
 //! a limit's step, the index of verified addresses.
 
 use emailverify::domain::{EmailAddress, TokenDigest, UserId};
+use emailverify::store::Consuming;
 use emailverify::store::statements::ALL;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -125,12 +126,18 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
         .expect("the token is found");
     assert_eq!(token.digest, "d1");
     let u1 = UserId::parse("u1").unwrap();
-    let (user, consumed) = tx
+    let consuming = tx
         .lock_user_consuming(&u1, &TokenDigest("d1".to_owned()), 2)
         .await
         .unwrap();
     assert!(
-        user.is_some() && consumed,
+        matches!(
+            consuming,
+            Consuming::Consumed {
+                read_flow_again: false,
+                ..
+            }
+        ),
         "an optimistic consumption answers at commit"
     );
     tx.set_verified_email(&u1, &EmailAddress::parse("a@example.com").unwrap(), 2)
