@@ -80,7 +80,7 @@ pub enum CoreError {
 
 /// Why an optimistic use-case gave up: what it read changed before it could write (or it
 /// needs a lock). It never reaches a caller: the core runs the use-case again, and its
-/// last try is a locked one, which cannot meet this (`Core::attempts`).
+/// last try is a locked one, which cannot meet this (`Store::attempts`).
 #[derive(Debug, thiserror::Error)]
 #[error("a concurrent change, or a step that needs a lock; the use-case runs again")]
 pub struct Contended {

@@ -3,7 +3,7 @@
 
 use crate::clock::duration_ms;
 use crate::domain::email::mask;
-use crate::domain::{EventType, FlowKind, FlowState, FlowStep, Token, UserId};
+use crate::domain::{EmailAddress, EventType, FlowKind, FlowState, FlowStep, Token, UserId};
 use crate::error::CoreResult;
 
 use super::flows::recipient_of;
@@ -43,13 +43,13 @@ impl Core {
             let (what, detail) = match (f.kind, tok.step) {
                 (FlowKind::Change, FlowStep::ConfirmCurrent) => {
                     let until = now + duration_ms(self.policy.change_freeze);
-                    tx.freeze_changes(user.as_str(), until).await?;
+                    tx.freeze_changes(&user, until).await?;
                     (Reported::ChangeFrozen { until }, "this_was_not_me")
                 }
                 (FlowKind::Change, _) => (Reported::ChangeCancelled, "this_was_not_me_new_address"),
                 (FlowKind::Verify, _) => {
-                    tx.remove_unverified_email(user.as_str(), &f.new_email, now)
-                        .await?;
+                    let address = EmailAddress::from_trusted(f.new_email.clone());
+                    tx.remove_unverified_email(&user, &address, now).await?;
                     (Reported::SignUpCancelled, "this_was_not_me_sign_up")
                 }
             };

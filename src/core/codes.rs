@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::clock::duration_ms;
-use crate::domain::{EventType, UserId};
+use crate::domain::{EventType, TokenDigest, UserId};
 use crate::error::{CoreError, CoreResult};
 use crate::store::Tx;
 use crate::store::entity::flow;
@@ -23,7 +23,7 @@ enum Presented {
     Right {
         email: Option<String>,
         flow: flow::Model,
-        digest: String,
+        digest: TokenDigest,
     },
     Wrong(flow::Model),
 }
@@ -67,7 +67,7 @@ impl Core {
         // Unknown user or nothing pending: the same statements either way (same answer,
         // same time).
         let (row, f) = tx
-            .lock_user_pending_flow(user.as_str())
+            .lock_user_pending_flow(user)
             .await?
             .ok_or(CoreError::NoPendingFlow)?;
         if let Some(until) = f.locked_until
@@ -90,7 +90,7 @@ impl Core {
         if let Err(wait) = tx.peek(&bucket, rate, now).await? {
             return Err(CoreError::rate_limited(wait, "wrong_codes"));
         }
-        let tok = match tx.live_token(&f.flow_id, f.step).await? {
+        let tok = match tx.live_token(&f.id(), f.step).await? {
             Some(t) if t.expires_at > now => t,
             _ => return Err(CoreError::TokenExpired),
         };
@@ -99,7 +99,7 @@ impl Core {
             Ok(Presented::Right {
                 email: row.email,
                 flow: f,
-                digest: tok.digest,
+                digest: TokenDigest(tok.digest),
             })
         } else {
             Ok(Presented::Wrong(f))
@@ -142,7 +142,6 @@ impl Core {
         if let Err(e) = counted {
             return e;
         }
-        self.refuse_as(user, Some(&f.flow_id), event_type, err)
-            .await
+        self.refuse_as(user, Some(&f.id()), event_type, err).await
     }
 }

@@ -4,11 +4,11 @@
 
 use crate::domain::email::mask;
 use crate::domain::{
-    EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenState, UserId,
+    EmailAddress, EventType, FlowState, FlowStep, Outcome, Token, TokenDigest, TokenState, UserId,
 };
 use crate::error::{CoreError, CoreResult};
-use crate::store::Tx;
 use crate::store::entity::{flow, token};
+use crate::store::{Attempt, Consuming, Tx};
 
 use super::{Confirmation, Core, FlowView};
 
@@ -37,18 +37,23 @@ impl Core {
     #[tracing::instrument(skip_all)]
     pub async fn confirm_link(&self, token: &Token) -> CoreResult<Confirmation> {
         let confirmation = self
-            .attempts("confirm_link", |optimistic| {
-                self.confirm_link_as(optimistic, token)
+            .store
+            .attempts("confirm_link", |attempt| {
+                self.confirm_link_as(attempt, token)
             })
             .await?;
         crate::metrics::confirmed(confirmation.outcome.as_str(), "link");
         Ok(confirmation)
     }
 
-    /// ConfirmLink, optimistically or locked (`Core::attempts`).
-    async fn confirm_link_as(&self, optimistic: bool, token: &Token) -> CoreResult<Confirmation> {
+    /// One try of ConfirmLink, optimistic or locked as the store chose (`Store::attempts`).
+    async fn confirm_link_as(
+        &self,
+        attempt: Attempt<'_>,
+        token: &Token,
+    ) -> CoreResult<Confirmation> {
         let now = self.now_ms();
-        let tx = self.store.begin_as(optimistic).await?;
+        let tx = attempt.begin().await?;
         let (tok, f) = match self.live_token(&tx, token, now).await {
             Ok(found) => found,
             Err(refused) => {
@@ -56,11 +61,11 @@ impl Core {
                 return Err(self.refuse_token(refused).await);
             }
         };
-        let user = UserId::from_trusted(f.user_id.clone());
+        let user = f.user();
         // Lock order user → flow → token, as every use-case: the user's lock and the
         // token's consumption are one statement.
-        let (user_row, consumed) = tx
-            .lock_user_consuming(user.as_str(), &tok.digest, now)
+        let consuming = tx
+            .lock_user_consuming(&user, &TokenDigest(tok.digest.clone()), now)
             .await?;
         // Locked, the token and its flow were read before the lock was waited for, and may
         // have changed meanwhile: read again under it, the refusal says what happened (a
@@ -68,24 +73,27 @@ impl Core {
         // meanwhile, TOKEN_NOT_FOUND) and the flow written back is the newest (a wrong
         // code counted meanwhile stays counted). Optimistic, the statement's guards stand
         // for this: it commits only if neither the token nor the user changed.
-        let (user_row, f) = match (tx.is_optimistic(), user_row, consumed) {
-            (true, Some(row), _) => (row, f),
-            (false, Some(row), true) => {
-                let fresh = tx.flow(&f.flow_id).await?.ok_or_else(|| {
+        let (user_row, f) = match consuming {
+            Consuming::Consumed {
+                user,
+                read_flow_again: false,
+            } => (user, f),
+            Consuming::Consumed {
+                user,
+                read_flow_again: true,
+            } => {
+                let fresh = tx.flow(&f.id()).await?.ok_or_else(|| {
                     CoreError::Internal(anyhow::anyhow!("consumed token without flow"))
                 })?;
-                (row, fresh)
+                (user, fresh)
             }
-            (false, _, _) => {
+            Consuming::Refused => {
                 let refused = match self.live_token(&tx, token, now).await {
                     Err(refused) => refused,
                     Ok((_, f)) => (CoreError::TokenUsed, Some(f)),
                 };
                 drop(tx);
                 return Err(self.refuse_token(refused).await);
-            }
-            (true, None, _) => {
-                return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
             }
         };
         let result = self.advance(&tx, &user, user_row.email, f, now).await;
@@ -97,7 +105,7 @@ impl Core {
     pub async fn inspect_token(&self, token: &Token) -> CoreResult<FlowView> {
         let now = self.now_ms();
         // Reads only: one statement, no transaction around it.
-        let tx = self.store.begin_as(true).await?;
+        let tx = self.store.reader().await?;
         let (_, f) = self.live_token(&tx, token, now).await.map_err(|(e, _)| e)?;
         Ok(self.view(&f))
     }
@@ -107,8 +115,8 @@ impl Core {
     /// finished flow's old link can neither resend nor cancel) and says what became of
     /// the request and when. Reads only.
     pub async fn link_flow(&self, token: &Token) -> CoreResult<Option<LinkFlow>> {
-        let tx = self.store.begin_as(true).await?;
-        let Some((tok, f)) = tx.token_with_flow(&self.candidates(token)).await? else {
+        let tx = self.store.reader().await?;
+        let Some((tok, f)) = tx.token_with_flow(&self.keys.candidates(token)).await? else {
             return Ok(None);
         };
         let (masked_old, masked_new) = super::delivery::masks_of(&self.keys, &f);
@@ -158,13 +166,12 @@ impl Core {
                 // EMAIL_TAKEN when another user has this inbox verified: the
                 // verified-address index refuses the write (no read before it), and the
                 // whole use-case rolls back.
-                tx.set_verified_email(user.as_str(), new_email.as_str(), now)
-                    .await?;
+                tx.set_verified_email(user, &new_email, now).await?;
                 new_email.as_str().to_owned()
             }
             Outcome::CurrentConfirmed => {
-                if let Some(owner) = tx.verified_owner(new_email.as_str()).await?
-                    && owner != user.as_str()
+                if let Some(owner) = tx.verified_owner(&new_email.mailbox_key()).await?
+                    && owner != *user
                 {
                     return Err(CoreError::EmailTaken);
                 }
@@ -193,7 +200,7 @@ impl Core {
         now: i64,
     ) -> Result<(token::Model, flow::Model), Refused> {
         let (tok, f) = tx
-            .token_with_flow(&self.candidates(token))
+            .token_with_flow(&self.keys.candidates(token))
             .await
             .map_err(|e| (e, None))?
             .ok_or((CoreError::TokenNotFound, None))?;
@@ -212,10 +219,7 @@ impl Core {
     /// A refused token is audited for the user of its flow (an unknown token has none).
     async fn refuse_token(&self, (e, f): Refused) -> CoreError {
         match f {
-            Some(f) => {
-                let user = UserId::from_trusted(f.user_id);
-                self.refuse(&user, Some(&f.flow_id), e).await
-            }
+            Some(f) => self.refuse(&f.user(), Some(&f.id()), e).await,
             None => e,
         }
     }

@@ -18,15 +18,15 @@ impl Core {
     pub async fn erase_user(&self, user: &UserId) -> CoreResult<()> {
         let now = self.now_ms();
         let tx = self.store.begin().await?;
-        if tx.lock_user(user.as_str()).await?.is_none() {
+        if tx.lock_user(user).await?.is_none() {
             return Ok(()); // unknown, or erased before: nothing to do (the drop rolls back)
         }
-        tx.erase_user(user.as_str()).await?;
+        tx.erase_user(user).await?;
         let ctx = context::current();
         // Only the support console's note (who erased, and why); never an address.
         let detail = context::noted("");
         tx.event(NewEvent {
-            user_id: user.as_str(),
+            user_id: user.clone(),
             flow_id: None,
             event_type: EventType::UserErased,
             masked_address: "",

@@ -28,7 +28,7 @@ impl Core {
         } else {
             Some(decode_cursor(page_token).ok_or(CoreError::InvalidPageToken)?)
         };
-        if self.store.user(user.as_str()).await?.is_none() {
+        if self.store.user(user).await?.is_none() {
             return Err(CoreError::UserNotFound);
         }
         let size = if page_size <= 0 {
@@ -37,7 +37,7 @@ impl Core {
             (page_size as u64).min(MAX_PAGE)
         };
         // One more than asked tells whether there is a next page.
-        let mut rows = self.store.events(user.as_str(), before, size + 1).await?;
+        let mut rows = self.store.events(user, before, size + 1).await?;
         let next = if rows.len() as u64 > size {
             rows.truncate(size as usize);
             rows.last()
@@ -77,8 +77,8 @@ impl Core {
         let ctx = context::current();
         let detail = context::noted(detail);
         tx.event(NewEvent {
-            user_id: &f.user_id,
-            flow_id: Some(&f.flow_id),
+            user_id: f.user(),
+            flow_id: Some(f.id()),
             event_type,
             masked_address,
             detail: &detail,

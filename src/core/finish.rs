@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::clock::duration_ms;
-use crate::domain::{EventType, UserId};
+use crate::domain::{EventType, FlowId, UserId};
 use crate::error::{CoreError, CoreResult};
 use crate::store::{NewEvent, Tx};
 
@@ -79,7 +79,7 @@ impl Core {
     pub(super) async fn refuse(
         &self,
         user: &UserId,
-        flow_id: Option<&str>,
+        flow_id: Option<&FlowId>,
         e: CoreError,
     ) -> CoreError {
         let event_type = refusal_event(&e);
@@ -95,7 +95,7 @@ impl Core {
     pub(super) async fn refuse_as(
         &self,
         user: &UserId,
-        flow_id: Option<&str>,
+        flow_id: Option<&FlowId>,
         event_type: EventType,
         e: CoreError,
     ) -> CoreError {
@@ -104,12 +104,12 @@ impl Core {
         }
         let ctx = context::current();
         let store = self.store.clone();
-        let (user, flow_id, detail) = (user.to_string(), flow_id.map(str::to_owned), e.reason());
+        let (user, flow_id, detail) = (user.clone(), flow_id.cloned(), e.reason());
         let now = self.now_ms();
         tokio::spawn(async move {
             let event = NewEvent {
-                user_id: &user,
-                flow_id: flow_id.as_deref(),
+                user_id: user,
+                flow_id,
                 event_type,
                 masked_address: "",
                 detail,

@@ -4,11 +4,10 @@
 
 use crate::clock::duration_ms;
 use crate::domain::email::mask;
-use crate::domain::mailbox::MailboxKey;
 use crate::domain::token::generate_code;
 use crate::domain::{
-    EmailAddress, EventType, FlowKind, FlowState, FlowStep, Locale, MailParams, Secrets, Template,
-    Token, UserId,
+    EmailAddress, EventType, FlowId, FlowKind, FlowState, FlowStep, Locale, MailId, MailParams,
+    Secrets, Template, Token, UserId,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::store::entity::{flow, token};
@@ -23,7 +22,7 @@ pub(super) struct FlowRequest<'a> {
     pub kind: FlowKind,
     pub new_email: &'a EmailAddress,
     /// The address of record a change starts from (None for a sign-up).
-    pub old_email: Option<&'a str>,
+    pub old_email: Option<&'a EmailAddress>,
     pub locale: Option<Locale>,
 }
 
@@ -47,13 +46,8 @@ impl Core {
         } = request;
         // One read: who has the inbox verified, the user's pending flow, and whether the
         // inbox — or, for a change, the current one its first link goes to — is suppressed.
-        let read = tx
-            .request_read(user.as_str(), new_email.as_str(), old_email, now)
-            .await?;
-        if read
-            .verified_owner
-            .is_some_and(|owner| owner != user.as_str())
-        {
+        let read = tx.request_read(user, new_email, old_email, now).await?;
+        if read.verified_owner.is_some_and(|owner| owner != *user) {
             return Err(CoreError::EmailTaken);
         }
         // No link goes to a suppressed inbox (a retry is told too).
@@ -67,7 +61,7 @@ impl Core {
             && p.expires_at > now
         {
             // A retry of the same request: same flow, no second email.
-            let mail = tx.link_mail(&p.flow_id).await?;
+            let mail = tx.link_mail(&p.id()).await?;
             return Ok(self.delivered_view(p, mail.as_ref()));
         }
         if let Some(p) = pending {
@@ -75,13 +69,12 @@ impl Core {
         }
         let (event, masked) = match kind {
             FlowKind::Verify => {
-                tx.set_unverified_email(user.as_str(), new_email.as_str(), now)
-                    .await?;
+                tx.set_unverified_email(user, new_email, now).await?;
                 (EventType::VerificationRequested, new_email.masked())
             }
             FlowKind::Change => (
                 EventType::ChangeRequested,
-                mask(old_email.unwrap_or_default()),
+                mask(old_email.map_or("", EmailAddress::as_str)),
             ),
         };
         let mut f = new_flow(user, kind, new_email, old_email, locale, now);
@@ -103,9 +96,9 @@ impl Core {
         step: FlowStep,
         now: i64,
     ) -> CoreResult<()> {
-        let recipient = recipient_of(f, step).to_owned();
-        let inbox = MailboxKey::of(&recipient);
-        self.take_recipient_limit(tx, inbox.as_str(), now).await?;
+        let recipient = EmailAddress::from_trusted(recipient_of(f, step).to_owned());
+        self.take_recipient_limit(tx, &recipient.mailbox_key(), now)
+            .await?;
         let ttl = match f.kind {
             FlowKind::Verify => self.policy.verify_ttl,
             FlowKind::Change => self.policy.change_ttl,
@@ -113,13 +106,14 @@ impl Core {
         let token = Token::generate();
         let code = generate_code();
         let expires_at = now + duration_ms(ttl);
-        let digest = self.keys.sign(&token).0;
+        let digest = self.keys.sign(&token);
+        let flow_id = f.id();
         tx.insert_token(NewToken {
             digest: &digest,
-            flow_id: &f.flow_id,
+            flow_id: &flow_id,
             step,
             expires_at,
-            code_digest: &self.keys.code_digest(&digest, &code),
+            code_digest: &self.keys.code_digest(&digest.0, &code),
             now,
         })
         .await?;
@@ -136,7 +130,7 @@ impl Core {
             (FlowKind::Change, _) => Template::ChangeNewLink,
             (FlowKind::Verify, _) => Template::VerifyLink,
         };
-        let mail_id = uuid::Uuid::now_v7().to_string();
+        let mail_id = MailId::generate();
         let secrets = Secrets {
             link: format!("{}/verify?token={}", self.policy.public_url, token.expose()),
             code,
@@ -152,13 +146,13 @@ impl Core {
             support: String::new(),
         };
         tx.enqueue_mail(NewMail {
-            sealed_link: Some(self.keys.seal(&sealed, mail_id.as_bytes())),
+            sealed_link: Some(self.keys.seal(&sealed, mail_id.as_str().as_bytes())),
             mail_id,
-            user_id: &f.user_id,
-            flow_id: Some(&f.flow_id),
+            user_id: &f.user(),
+            flow_id: Some(&flow_id),
             template,
             recipient: &recipient,
-            locale: &f.locale,
+            locale: Locale::requested(&f.locale),
             params: params_json(&params)?,
             now,
         })
@@ -172,7 +166,7 @@ impl Core {
         f: &flow::Model,
         now: i64,
     ) -> CoreResult<()> {
-        let Some(old) = &f.old_email else {
+        let Some(old) = f.old_email.clone().map(EmailAddress::from_trusted) else {
             return Ok(());
         };
         let (masked_old, masked_new) = masks_of(&self.keys, f);
@@ -185,12 +179,12 @@ impl Core {
             support: self.policy.support_contact.clone(),
         };
         tx.enqueue_mail(NewMail {
-            mail_id: uuid::Uuid::now_v7().to_string(),
-            user_id: &f.user_id,
-            flow_id: Some(&f.flow_id),
+            mail_id: MailId::generate(),
+            user_id: &f.user(),
+            flow_id: Some(&f.id()),
             template: Template::ChangeNotice,
-            recipient: old,
-            locale: &f.locale,
+            recipient: &old,
+            locale: Locale::requested(&f.locale),
             params: params_json(&params)?,
             sealed_link: None,
             now,
@@ -213,7 +207,7 @@ impl Core {
         state: FlowState,
         now: i64,
     ) -> CoreResult<()> {
-        tx.supersede_tokens(&f.flow_id).await?;
+        tx.supersede_tokens(&f.id()).await?;
         let mut ended = f.clone();
         ended.state = state;
         ended.updated_at = now;
@@ -223,7 +217,7 @@ impl Core {
     /// The user's row locked and their pending flow; NO_PENDING_FLOW for an unknown user
     /// as for a known one with nothing pending (the answer must not tell them apart).
     pub(super) async fn lock_pending(&self, tx: &Tx, user: &UserId) -> CoreResult<flow::Model> {
-        tx.lock_user_pending_flow(user.as_str())
+        tx.lock_user_pending_flow(user)
             .await?
             .map(|(_, pending)| pending)
             .ok_or(CoreError::NoPendingFlow)
@@ -237,11 +231,11 @@ impl Core {
     ) -> CoreResult<(Tx, UserId, token::Model)> {
         let tx = self.store.begin().await?;
         let (tok, f) = tx
-            .token_with_flow(&self.candidates(token))
+            .token_with_flow(&self.keys.candidates(token))
             .await?
             .ok_or(CoreError::TokenNotFound)?;
-        let user = UserId::from_trusted(f.user_id);
-        tx.lock_user(user.as_str()).await?;
+        let user = f.user();
+        tx.lock_user(&user).await?;
         Ok((tx, user, tok))
     }
 
@@ -252,7 +246,7 @@ impl Core {
         tok: &token::Model,
     ) -> CoreResult<flow::Model> {
         let f = tx
-            .flow(&tok.flow_id)
+            .flow(&FlowId::from_trusted(tok.flow_id.clone()))
             .await?
             .ok_or(CoreError::TokenNotFound)?;
         if f.state != FlowState::Pending {
@@ -260,33 +254,24 @@ impl Core {
         }
         Ok(f)
     }
-
-    /// The digests a presented token may be stored under (one per configured key).
-    pub(super) fn candidates(&self, token: &Token) -> Vec<String> {
-        self.keys
-            .candidates(token)
-            .into_iter()
-            .map(|d| d.0)
-            .collect()
-    }
 }
 
 fn new_flow(
     user: &UserId,
     kind: FlowKind,
     new_email: &EmailAddress,
-    old_email: Option<&str>,
+    old_email: Option<&EmailAddress>,
     locale: Option<Locale>,
     now: i64,
 ) -> flow::Model {
     flow::Model {
-        flow_id: uuid::Uuid::now_v7().to_string(),
+        flow_id: FlowId::generate().into_string(),
         user_id: user.as_str().to_owned(),
         kind,
         step: kind.first_step(),
         state: FlowState::Pending,
         new_email: new_email.as_str().to_owned(),
-        old_email: old_email.map(str::to_owned),
+        old_email: old_email.map(|e| e.as_str().to_owned()),
         locale: Locale::stored(locale).to_owned(),
         expires_at: now,
         resend_available_at: now,

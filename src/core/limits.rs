@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{Rate, UserId};
+use crate::domain::{MailboxKey, Rate, UserId};
 use crate::error::{CoreError, CoreResult};
 use crate::store::Tx;
 
@@ -87,14 +87,14 @@ impl Core {
     pub(super) async fn take_recipient_limit(
         &self,
         tx: &Tx,
-        recipient: &str,
+        recipient: &MailboxKey,
         now: i64,
     ) -> CoreResult<()> {
         // With the use-case's writes, in their statement (one round trip less).
         let rate = self.policy.recipient_rate;
         let step = tx
             .take_with_writes(
-                &self.bucket(kind::RECIPIENT, recipient),
+                &self.bucket(kind::RECIPIENT, recipient.as_str()),
                 rate,
                 now,
                 "recipient",

@@ -28,9 +28,11 @@
 //! 3. ends in `finish`: success commits and wakes the mail worker; a refusal rolls back.
 //!
 //! The hot use-cases (RequestVerification, RequestChange, ConfirmLink) run the same code
-//! OPTIMISTICALLY first (`attempts`): on PostgreSQL with no transaction and no lock, their
-//! writes sent at `finish` as one statement that holds only if what they read is still so
-//! (`store::optimistic`). If it is not, they run again; the last try takes the locks.
+//! OPTIMISTICALLY first: on PostgreSQL with no transaction and no lock, their writes sent
+//! at `finish` as one statement that holds only if what they read is still so
+//! (`store::optimistic`). If it is not, they run again; the last try takes the locks. The
+//! store decides how each try runs (`Store::attempts`): the core writes each use-case
+//! once, and starts its `Tx` from the `Attempt` it is given.
 //!
 //! # The one policy for auditing refusals
 //! A refusal changes nothing, so the use-case's transaction never records it: `finish`
@@ -94,8 +96,6 @@ pub struct Policy {
     pub change_freeze: Duration,
     /// Named in the change notice as whom to contact.
     pub support_contact: String,
-    /// PostgreSQL: the hot use-cases try optimistically first (`Core::attempts`).
-    pub optimistic: bool,
 }
 
 /// Wrong codes allowed per flow; the next one locks it.
@@ -208,39 +208,5 @@ impl Core {
     /// The outbox's depth and age (metrics).
     pub async fn outbox_stats(&self) -> CoreResult<OutboxStats> {
         self.store.outbox_stats(self.now_ms()).await
-    }
-}
-
-impl Core {
-    /// How a hot use-case is tried: optimistically (`store::optimistic`, PostgreSQL) and,
-    /// while a concurrent change beats it, again; the last try takes the locks, so it
-    /// always ends. `run(optimistic)` runs it once.
-    pub(super) async fn attempts<T, F, Fut>(&self, use_case: &'static str, run: F) -> CoreResult<T>
-    where
-        F: Fn(bool) -> Fut,
-        Fut: std::future::Future<Output = CoreResult<T>>,
-    {
-        const OPTIMISTIC_TRIES: usize = 2;
-        if self.store.is_postgres() && self.policy.optimistic {
-            for _ in 0..OPTIMISTIC_TRIES {
-                let done = run(true).await;
-                match done
-                    .as_ref()
-                    .err()
-                    .and_then(CoreError::contended_needs_lock)
-                {
-                    Some(true) => {
-                        crate::metrics::optimistic(use_case, "needs_lock");
-                        break;
-                    }
-                    Some(false) => crate::metrics::optimistic(use_case, "ran_again"),
-                    None => {
-                        crate::metrics::optimistic(use_case, "ended");
-                        return done;
-                    }
-                }
-            }
-        }
-        run(false).await
     }
 }

@@ -4,12 +4,12 @@
 //! one, `confirm.rs`; without a verified address it is exactly RequestVerification).
 //! They share their start: the user's row created or locked with the per-user limit's
 //! step in one statement, then the request's own rules, then `start_flow` (`flows.rs`);
-//! first optimistically (`Core::attempts`).
+//! first optimistically (`Store::attempts`).
 
 use crate::domain::{EmailAddress, FlowKind, Locale, UserId};
 use crate::error::{CoreError, CoreResult};
-use crate::store::Tx;
 use crate::store::entity::user;
+use crate::store::{Attempt, Tx};
 
 use super::flows::FlowRequest;
 use super::{Core, FlowView};
@@ -81,10 +81,10 @@ impl Core {
         now: i64,
     ) -> CoreResult<FlowView> {
         let current = match (&row.email, row.email_verified) {
-            (Some(current), true) => current,
+            (Some(current), true) => EmailAddress::from_trusted(current.clone()),
             _ => return self.verify_in(tx, row, new_email, locale, now).await,
         };
-        if current == new_email.as_str() {
+        if current == *new_email {
             return Err(CoreError::SameEmail);
         }
         if let Some(until) = row.change_frozen_until.filter(|until| *until > now) {
@@ -95,7 +95,7 @@ impl Core {
             user: &user,
             kind: FlowKind::Change,
             new_email,
-            old_email: Some(current),
+            old_email: Some(&current),
             locale,
         };
         self.start_flow(tx, request, now).await
@@ -103,7 +103,7 @@ impl Core {
 
     /// RequestVerification and RequestChange: the user's row is created or locked, the
     /// per-user limit taken, then the request's own rules run, all in one transaction
-    /// (first optimistically: `Core::attempts`).
+    /// (first optimistically: `Store::attempts`).
     async fn request(
         &self,
         user: &UserId,
@@ -111,26 +111,28 @@ impl Core {
         locale: Option<Locale>,
         wanted: Wanted,
     ) -> CoreResult<FlowView> {
-        self.attempts("request", |optimistic| {
-            self.request_as(optimistic, user, email, locale, &wanted)
-        })
-        .await
+        self.store
+            .attempts("request", |attempt| {
+                self.request_as(attempt, user, email, locale, &wanted)
+            })
+            .await
     }
 
+    /// One try of `request`.
     async fn request_as(
         &self,
-        optimistic: bool,
+        attempt: Attempt<'_>,
         user: &UserId,
         email: &EmailAddress,
         locale: Option<Locale>,
         wanted: &Wanted,
     ) -> CoreResult<FlowView> {
         let now = self.now_ms();
-        let tx = self.store.begin_as(optimistic).await?;
+        let tx = attempt.begin().await?;
         // The user's lock and the per-user limit's step: one statement.
         let (bucket, rate) = self.user_limit(user);
         let (row, step) = tx
-            .create_or_lock_user_taking(user.as_str(), email.as_str(), now, &bucket, rate)
+            .create_or_lock_user_taking(user, email, now, &bucket, rate)
             .await?;
         let result = async {
             if let Err(wait) = step {

@@ -74,7 +74,7 @@ impl Core {
 
     /// A fresh link for the flow's current step, replacing its earlier ones.
     pub(super) async fn relink(&self, tx: &Tx, f: &mut flow::Model, now: i64) -> CoreResult<()> {
-        tx.supersede_tokens(&f.flow_id).await?;
+        tx.supersede_tokens(&f.id()).await?;
         let step = f.step;
         self.send_link(tx, f, step, now).await?;
         tx.update_flow(f).await

@@ -4,7 +4,7 @@
 //! without the cooldown); a link mail of a flow that has ended is left dead.
 
 use crate::domain::email::mask;
-use crate::domain::{EventType, FlowState, Template};
+use crate::domain::{EventType, FlowId, FlowState, Template};
 use crate::error::CoreResult;
 use crate::store::entity::flow;
 
@@ -28,11 +28,11 @@ impl Core {
             let now = self.now_ms();
             let tx = self.store.begin().await?;
             if mail.template == Template::ChangeNotice {
-                tx.requeue_mail(&mail.mail_id, now).await?;
+                tx.requeue_mail(&mail.id(), now).await?;
                 report.requeued += 1;
             } else {
                 let flow = match &mail.flow_id {
-                    Some(id) => tx.flow(id).await?,
+                    Some(id) => tx.flow(&FlowId::from_trusted(id.clone())).await?,
                     None => None,
                 };
                 let pending = |f: &flow::Model| f.state == FlowState::Pending;
@@ -42,12 +42,12 @@ impl Core {
                 };
                 // Read again under the user's lock: the flow may have ended while the
                 // lock was waited for, and writing back what was read would revive it.
-                tx.lock_user(&seen.user_id).await?;
-                let Some(mut f) = tx.flow(&seen.flow_id).await?.filter(pending) else {
+                tx.lock_user(&seen.user()).await?;
+                let Some(mut f) = tx.flow(&seen.id()).await?.filter(pending) else {
                     report.left_dead += 1;
                     continue;
                 };
-                if !tx.mark_mail_retried(&mail.mail_id).await? {
+                if !tx.mark_mail_retried(&mail.id()).await? {
                     continue; // another run of the command gave it its fresh link
                 }
                 self.relink(&tx, &mut f, now).await?;

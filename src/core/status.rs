@@ -9,12 +9,12 @@ impl Core {
     pub async fn status(&self, user: &UserId) -> CoreResult<Status> {
         let row = self
             .store
-            .user(user.as_str())
+            .user(user)
             .await?
             .ok_or(CoreError::UserNotFound)?;
-        let pending = self.store.pending_flow(user.as_str()).await?;
+        let pending = self.store.pending_flow(user).await?;
         let mail = match &pending {
-            Some(f) => self.store.link_mail(&f.flow_id).await?,
+            Some(f) => self.store.link_mail(&f.id()).await?,
             None => None,
         };
         Ok(Status {

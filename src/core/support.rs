@@ -91,13 +91,14 @@ impl Core {
         match search {
             Search::User(user) => Ok(self
                 .store
-                .user(user.as_str())
+                .user(user)
                 .await?
                 .map(|u| vec![u.user_id])
                 .unwrap_or_default()),
             Search::Address(email) => {
                 let key = email.mailbox_key();
-                self.store.users_with_key(key.as_str(), MAX_FOUND).await
+                let users = self.store.users_with_key(&key, MAX_FOUND).await?;
+                Ok(users.into_iter().map(UserId::into_string).collect())
             }
         }
     }
@@ -112,12 +113,12 @@ impl Core {
             addresses.push(CustomerAddress {
                 role,
                 masked: mask(&address),
-                suppression: self.store.suppression(key.as_str(), now).await?,
+                suppression: self.store.suppression(&key, now).await?,
             });
         }
         let mails = self
             .store
-            .mails_of(user.as_str(), MAX_MAILS)
+            .mails_of(user, MAX_MAILS)
             .await?
             .into_iter()
             .map(|m| {
@@ -152,7 +153,7 @@ impl Core {
         if let Some(email) = &status.email {
             out.push((AddressRole::Record, email.clone()));
         }
-        if let Some(f) = self.store.pending_flow(user.as_str()).await?
+        if let Some(f) = self.store.pending_flow(user).await?
             && f.kind == FlowKind::Change
         {
             let key = MailboxKey::of(&f.new_email);
@@ -171,11 +172,7 @@ impl Core {
         let addresses = self.addresses_of(user, &status).await?;
         let (_, address) = addresses.get(index).ok_or(CoreError::NotSuppressed)?;
         let key = MailboxKey::of(address);
-        if !self
-            .store
-            .lift_suppression(key.as_str(), self.now_ms())
-            .await?
-        {
+        if !self.store.lift_suppression(&key, self.now_ms()).await? {
             return Err(CoreError::NotSuppressed);
         }
         tracing::info!("suppression lifted by support");
@@ -203,13 +200,13 @@ impl Core {
         masked: &str,
     ) -> CoreResult<()> {
         let tx = self.store.begin().await?;
-        if tx.lock_user(user.as_str()).await?.is_none() {
+        if tx.lock_user(user).await?.is_none() {
             return Err(CoreError::UserNotFound);
         }
         let ctx = context::current();
         let detail = context::noted("");
         tx.event(NewEvent {
-            user_id: user.as_str(),
+            user_id: user.clone(),
             flow_id: None,
             event_type,
             masked_address: masked,

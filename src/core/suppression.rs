@@ -24,7 +24,6 @@ impl Core {
         now: i64,
     ) -> CoreResult<()> {
         let keys: Vec<MailboxKey> = addresses.iter().map(|a| MailboxKey::of(a)).collect();
-        let keys: Vec<&str> = keys.iter().map(MailboxKey::as_str).collect();
         match tx.suppression(&keys, now).await? {
             Some(s) => Err(undeliverable(s)),
             None => Ok(()),
@@ -36,11 +35,7 @@ impl Core {
     #[tracing::instrument(skip_all, fields(address = %email.masked()))]
     pub async fn lift_suppression(&self, email: &EmailAddress) -> CoreResult<()> {
         let key = email.mailbox_key();
-        if self
-            .store
-            .lift_suppression(key.as_str(), self.now_ms())
-            .await?
-        {
+        if self.store.lift_suppression(&key, self.now_ms()).await? {
             tracing::info!("suppression lifted");
             Ok(())
         } else {

@@ -29,7 +29,8 @@ const GMAIL: &str = "gmail.com";
 /// Unicode's default (full) case folding, with ICU4X's compiled data.
 const CASE: CaseMapperBorrowed<'static> = CaseMapperBorrowed::new();
 
-/// The inbox an address reaches. Personal data: `Debug` shows it masked.
+/// The inbox an address reaches. Personal data: `Debug` shows it masked, and there is no
+/// `Display` (addresses never reach logs); `as_str` is for the store's statements.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct MailboxKey(String);
 
@@ -57,6 +58,10 @@ impl MailboxKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

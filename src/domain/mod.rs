@@ -30,6 +30,7 @@ macro_rules! stored_enum {
 pub mod email;
 pub mod event;
 pub mod flow;
+pub mod ids;
 pub mod locale;
 pub mod mail;
 pub mod mailbox;
@@ -43,8 +44,10 @@ pub mod when;
 pub use email::EmailAddress;
 pub use event::EventType;
 pub use flow::{FlowKind, FlowState, FlowStep, Outcome};
+pub use ids::{FlowId, MailId};
 pub use locale::Locale;
 pub use mail::{MailParams, MailState, Secrets, Template};
+pub use mailbox::MailboxKey;
 pub use rate::Rate;
 pub use token::{Keyring, Token, TokenDigest, TokenState};
 pub use user_id::UserId;

@@ -34,7 +34,7 @@ use crate::clock::{Clock, duration_ms};
 use crate::domain::mailbox::MailboxKey;
 use crate::domain::mask::mask;
 use crate::domain::status::report_detail as detail;
-use crate::domain::{EventType, Keyring};
+use crate::domain::{EventType, Keyring, MailId};
 use crate::error::CoreResult;
 use crate::mail::message::mail_of_tag;
 use crate::settings::BounceConfig;
@@ -146,7 +146,7 @@ impl Inbound {
             if !tried.insert(id.clone()) {
                 continue;
             }
-            if let Some(mail) = self.store.mail(&id).await? {
+            if let Some(mail) = self.store.mail(&MailId::from_trusted(id)).await? {
                 return Ok(Some(mail));
             }
         }
@@ -195,7 +195,7 @@ impl Inbound {
         }
         let key = MailboxKey::of(&mail.recipient);
         let until = now + duration_ms(self.suppression_ttl);
-        let suppress = cause.map(|c| (key.as_str(), c, Some(until)));
+        let suppress = cause.map(|c| (&key, c, Some(until)));
         let masked = mask(&mail.recipient);
         let written = self
             .store

@@ -298,7 +298,7 @@ impl Worker {
                     let cause = crate::store::SuppressionCause::Bounced;
                     match self
                         .store
-                        .suppress(key.as_str(), cause, Some(until), status, now)
+                        .suppress(&key, cause, Some(until), status, now)
                         .await
                     {
                         Ok(()) => {

@@ -30,6 +30,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub shutdown_timeout: std::time::Duration,
     pub db_pool: u32,
+    /// PostgreSQL: the hot use-cases try optimistically first (`store::Store::attempts`).
+    pub optimistic: bool,
     /// Proxies in front of the HTTP port that append to X-Forwarded-For (0: none).
     pub trusted_proxies: usize,
     pub connections: Connections,
@@ -268,11 +270,11 @@ impl Settings {
                 )?,
                 change_freeze: duration(&self.change_freeze, "EMAILVERIFY_CHANGE_FREEZE")?,
                 support_contact: self.support_contact.trim().to_owned(),
-                optimistic: match self.optimistic.trim() {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(bad("EMAILVERIFY_OPTIMISTIC", "on or off")),
-                },
+            },
+            optimistic: match self.optimistic.trim() {
+                "on" => true,
+                "off" => false,
+                _ => return Err(bad("EMAILVERIFY_OPTIMISTIC", "on or off")),
             },
             transport,
             mail_from,

@@ -29,7 +29,7 @@ pub(super) async fn store_for(config: &Config) -> anyhow::Result<Store> {
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-    Ok(store)
+    Ok(store.with_optimistic(config.optimistic))
 }
 
 /// The core over `store`, with the settings' keys and policy.

@@ -13,14 +13,17 @@ use super::outbox::{attempted, erased, outbox_event};
 use super::reads::SuppressionCause;
 use super::suppressions::suppress_statement;
 use super::{Store, Tx, events, raw};
-use crate::domain::{EventType, MailState, Template};
+use crate::domain::{EventType, FlowId, MailId, MailState, MailboxKey, Template, UserId};
 use crate::error::CoreResult;
 
 /// The latest link mail of a flow (the current step's: every step's link and every
 /// resend queue a new one; the change notice is not a link mail).
-async fn link_mail<C: ConnectionTrait>(db: &C, flow_id: &str) -> CoreResult<Option<outbox::Model>> {
+async fn link_mail<C: ConnectionTrait>(
+    db: &C,
+    flow_id: &FlowId,
+) -> CoreResult<Option<outbox::Model>> {
     Ok(outbox::Entity::find()
-        .filter(outbox::Column::FlowId.eq(flow_id))
+        .filter(outbox::Column::FlowId.eq(flow_id.as_str()))
         .filter(outbox::Column::Template.ne(Template::ChangeNotice))
         .order_by_desc(outbox::Column::CreatedAt)
         .order_by_desc(outbox::Column::MailId)
@@ -29,19 +32,19 @@ async fn link_mail<C: ConnectionTrait>(db: &C, flow_id: &str) -> CoreResult<Opti
 }
 
 impl Tx {
-    pub async fn link_mail(&self, flow_id: &str) -> CoreResult<Option<outbox::Model>> {
+    pub async fn link_mail(&self, flow_id: &FlowId) -> CoreResult<Option<outbox::Model>> {
         link_mail(self.conn().await?, flow_id).await
     }
 }
 
 impl Store {
-    pub async fn link_mail(&self, flow_id: &str) -> CoreResult<Option<outbox::Model>> {
+    pub async fn link_mail(&self, flow_id: &FlowId) -> CoreResult<Option<outbox::Model>> {
         link_mail(&self.db, flow_id).await
     }
 
     /// A mail by its id (the tag of a bounce address, or its Message-ID's left part).
-    pub async fn mail(&self, mail_id: &str) -> CoreResult<Option<outbox::Model>> {
-        Ok(outbox::Entity::find_by_id(mail_id.to_owned())
+    pub async fn mail(&self, mail_id: &MailId) -> CoreResult<Option<outbox::Model>> {
+        Ok(outbox::Entity::find_by_id(mail_id.as_str())
             .one(&self.db)
             .await?)
     }
@@ -60,12 +63,13 @@ impl Store {
         mail: &outbox::Model,
         event_type: EventType,
         detail: &str,
-        suppress: Option<(&str, SuppressionCause, Option<i64>)>,
+        suppress: Option<(&MailboxKey, SuppressionCause, Option<i64>)>,
         now: i64,
         masked: &str,
     ) -> CoreResult<bool> {
         let tx = self.begin().await?;
-        if tx.lock_user(&mail.user_id).await?.is_none() {
+        let user = UserId::from_trusted(mail.user_id.clone());
+        if tx.lock_user(&user).await?.is_none() {
             return Ok(false);
         }
         let about = format!("mail:{}", mail.mail_id);

@@ -7,13 +7,15 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::Tx;
 use super::entity::{event, flow, outbox, token, user};
+use crate::domain::UserId;
 use crate::error::CoreResult;
 
 impl Tx {
     /// Deletes the user's row, flows, tokens, mails (an unsent one is never sent) and
     /// events. Tokens first: they name flows. Rate-limit buckets stay (no personal data).
-    pub async fn erase_user(&self, user_id: &str) -> CoreResult<()> {
+    pub async fn erase_user(&self, user_id: &UserId) -> CoreResult<()> {
         let db = self.conn().await?;
+        let user_id = user_id.as_str();
         let flows: Vec<String> = flow::Entity::find()
             .select_only()
             .column(flow::Column::FlowId)

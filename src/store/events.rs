@@ -7,12 +7,12 @@ use sea_orm::{
 
 use super::entity::event;
 use super::{Store, Tx, raw};
-use crate::domain::EventType;
+use crate::domain::{EventType, FlowId, UserId};
 use crate::error::CoreResult;
 
 pub struct NewEvent<'a> {
-    pub user_id: &'a str,
-    pub flow_id: Option<&'a str>,
+    pub user_id: UserId,
+    pub flow_id: Option<FlowId>,
     pub event_type: EventType,
     pub masked_address: &'a str,
     pub detail: &'a str,
@@ -25,11 +25,11 @@ impl Store {
     /// The user's events, newest first, strictly older than `before` when given.
     pub async fn events(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         before: Option<i64>,
         limit: u64,
     ) -> CoreResult<Vec<event::Model>> {
-        let mut q = event::Entity::find().filter(event::Column::UserId.eq(user_id));
+        let mut q = event::Entity::find().filter(event::Column::UserId.eq(user_id.as_str()));
         if let Some(before) = before {
             q = q.filter(event::Column::EventId.lt(before));
         }
@@ -48,7 +48,7 @@ impl Store {
     /// databases.
     pub async fn record_refusal(&self, e: NewEvent<'_>, since: i64) -> CoreResult<()> {
         let tx = self.begin().await?;
-        if tx.lock_user(e.user_id).await?.is_none() {
+        if tx.lock_user(&e.user_id).await?.is_none() {
             return Ok(()); // unknown user: nothing (the drop rolls back)
         }
         let bump = raw(
@@ -57,7 +57,7 @@ impl Store {
                (SELECT event_id FROM events WHERE user_id = $1 AND event_type = $2 \
                   AND detail = $3 AND at >= $4 ORDER BY event_id DESC LIMIT 1)",
             [
-                e.user_id.into(),
+                e.user_id.as_str().into(),
                 e.event_type.as_str().into(),
                 cut(e.detail, DETAIL_LEN).into(),
                 since.into(),
@@ -90,8 +90,8 @@ impl Tx {
 pub(super) fn row(e: NewEvent<'_>) -> event::ActiveModel {
     event::ActiveModel {
         event_id: sea_orm::ActiveValue::NotSet,
-        user_id: Set(e.user_id.to_owned()),
-        flow_id: Set(e.flow_id.map(str::to_owned)),
+        user_id: Set(e.user_id.into_string()),
+        flow_id: Set(e.flow_id.map(FlowId::into_string)),
         event_type: Set(e.event_type.as_str().to_owned()),
         masked_address: Set(e.masked_address.to_owned()),
         detail: Set(cut(e.detail, DETAIL_LEN)),

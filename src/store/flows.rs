@@ -12,17 +12,17 @@ use std::sync::LazyLock;
 use super::entity::{flow, user};
 use super::reads::{RequestRead, Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
-use crate::domain::FlowState;
+use crate::domain::{EmailAddress, FlowId, FlowState, UserId};
 use crate::error::{CoreError, CoreResult};
 
 impl Store {
-    pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+    pub async fn pending_flow(&self, user_id: &UserId) -> CoreResult<Option<flow::Model>> {
         pending_flow(&self.db, user_id).await
     }
 }
 
 impl Tx {
-    pub async fn pending_flow(&self, user_id: &str) -> CoreResult<Option<flow::Model>> {
+    pub async fn pending_flow(&self, user_id: &UserId) -> CoreResult<Option<flow::Model>> {
         pending_flow(self.conn().await?, user_id).await
     }
 
@@ -34,7 +34,7 @@ impl Tx {
     /// code counted twice as one, a finished flow taken for pending).
     pub async fn lock_user_pending_flow(
         &self,
-        user_id: &str,
+        user_id: &UserId,
     ) -> CoreResult<Option<(user::Model, flow::Model)>> {
         let user = self.lock_user(user_id).await?;
         let pending = self.pending_flow(user_id).await?;
@@ -47,23 +47,23 @@ impl Tx {
     /// first link goes to the current address).
     pub async fn request_read(
         &self,
-        user_id: &str,
-        email: &str,
-        also_mailed: Option<&str>,
+        user_id: &UserId,
+        email: &EmailAddress,
+        also_mailed: Option<&EmailAddress>,
         now: i64,
     ) -> CoreResult<RequestRead> {
         let read_ahead = self
             .plan()
-            .and_then(|mut p| p.read_ahead(email, also_mailed));
+            .and_then(|mut p| p.read_ahead(email.as_str(), also_mailed.map(EmailAddress::as_str)));
         if let Some(read) = read_ahead {
             return Ok(read);
         }
-        let key = super::entity::user::key_of(email);
-        let other = also_mailed.map_or_else(|| key.clone(), super::entity::user::key_of);
+        let key = email.mailbox_key().into_string();
+        let other = also_mailed.map_or_else(|| key.clone(), |a| a.mailbox_key().into_string());
         static SQL: LazyLock<String> = LazyLock::new(|| request_read_sql("$5", "", ""));
         let values = [
             key.into(),
-            user_id.into(),
+            user_id.as_str().into(),
             FlowState::Pending.as_str().into(),
             now.into(),
             other.into(),
@@ -82,8 +82,8 @@ impl Tx {
     /// address, the one a change's first link goes to (`also_mailed`).
     pub(super) async fn user_and_request_read(
         &self,
-        user_id: &str,
-        email: &str,
+        user_id: &UserId,
+        email: &EmailAddress,
         now: i64,
     ) -> CoreResult<(Option<(user::Model, i64)>, RequestRead)> {
         static SQL: LazyLock<String> = LazyLock::new(|| {
@@ -94,8 +94,8 @@ impl Tx {
             )
         });
         let values = [
-            super::entity::user::key_of(email).into(),
-            user_id.into(),
+            email.mailbox_key().into_string().into(),
+            user_id.as_str().into(),
             FlowState::Pending.as_str().into(),
             now.into(),
         ];
@@ -111,8 +111,8 @@ impl Tx {
         ))
     }
 
-    pub async fn flow(&self, flow_id: &str) -> CoreResult<Option<flow::Model>> {
-        Ok(flow::Entity::find_by_id(flow_id.to_owned())
+    pub async fn flow(&self, flow_id: &FlowId) -> CoreResult<Option<flow::Model>> {
+        Ok(flow::Entity::find_by_id(flow_id.as_str())
             .one(self.conn().await?)
             .await?)
     }
@@ -171,10 +171,10 @@ fn flow_update(f: &flow::Model, backend: DbBackend) -> Statement {
 
 async fn pending_flow<C: ConnectionTrait>(
     db: &C,
-    user_id: &str,
+    user_id: &UserId,
 ) -> CoreResult<Option<flow::Model>> {
     Ok(flow::Entity::find()
-        .filter(flow::Column::UserId.eq(user_id))
+        .filter(flow::Column::UserId.eq(user_id.as_str()))
         .filter(flow::Column::State.eq(FlowState::Pending))
         .one(db)
         .await?)
@@ -207,7 +207,9 @@ fn request_read_of(row: &sea_orm::QueryResult) -> CoreResult<RequestRead> {
     let flow_id: Option<String> = row.try_get("", "flow_id")?;
     let cause: Option<String> = row.try_get("", "suppressed_cause")?;
     Ok(RequestRead {
-        verified_owner: row.try_get("", "verified_owner")?,
+        verified_owner: row
+            .try_get::<Option<String>>("", "verified_owner")?
+            .map(UserId::from_trusted),
         pending: match flow_id {
             Some(_) => Some(flow::Model::from_query_result(row, "")?),
             None => None,

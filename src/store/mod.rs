@@ -16,6 +16,7 @@
 //! - `delivery.rs` — what became of a mail: sent (a round at a time), a flow's link mail, bounces, complaints;
 //! - `retention.rs` — old rows pruned in small batches, safe with several replicas;
 //! - `connect.rs` — the PostgreSQL pool: writable servers only, sized to the server's room;
+//! - `attempts.rs` — how a hot use-case is tried: optimistically first, the last try locked;
 //! - `tx.rs` — `Tx`, a use-case's unit of work in one of its modes, and how its writes wait;
 //! - `rows.rs` — the rows that wait, as the static statements take them;
 //! - `statements.rs` and `sql/` — the statements a use-case sends whole, one file each;
@@ -29,6 +30,7 @@
 //! and writes only if that version is still the one it read (`optimistic.rs`). Locks are
 //! always taken user → flow → token, so use-cases cannot deadlock each other.
 
+mod attempts;
 mod buckets;
 pub mod connect;
 mod delivery;
@@ -63,6 +65,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::CoreResult;
 use crate::migrations::Migrator;
 
+pub use attempts::Attempt;
 pub use events::NewEvent;
 pub use feed::FeedPos;
 pub use outbox::{NewMail, OutboxStats};
@@ -71,10 +74,13 @@ pub use reads::{Suppression, SuppressionCause};
 pub use retention::{PRUNE_BATCH, Prunable};
 pub use tokens::NewToken;
 pub use tx::Tx;
+pub use users::Consuming;
 
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// PostgreSQL: whether the hot use-cases try optimistically first (`attempts.rs`).
+    optimistic: bool,
 }
 
 impl Store {
@@ -103,7 +109,22 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
                 .await?;
         }
-        Ok(Self { db })
+        Ok(Self::on(db))
+    }
+
+    /// A store on `db`, optimistic as `EMAILVERIFY_OPTIMISTIC` is by default.
+    fn on(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            optimistic: true,
+        }
+    }
+
+    /// `EMAILVERIFY_OPTIMISTIC`: whether the hot use-cases try optimistically first on
+    /// PostgreSQL (`attempts.rs`); on unless turned off.
+    pub fn with_optimistic(mut self, on: bool) -> Self {
+        self.optimistic = on;
+        self
     }
 
     /// For a task that leads (`try_lead`): on PostgreSQL a single connection of its own
@@ -129,9 +150,7 @@ impl Store {
         if !url.starts_with("sqlite:") {
             connect::writable_only(&mut opts);
         }
-        Ok(Self {
-            db: Database::connect(opts).await?,
-        })
+        Ok(Self::on(Database::connect(opts).await?))
     }
 
     /// Whether this process leads the task `key` names: on PostgreSQL it holds (or now
@@ -187,22 +206,27 @@ impl Store {
     }
 
     /// Whether this store is PostgreSQL (where use-cases may run optimistically).
-    pub fn is_postgres(&self) -> bool {
+    fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
     }
 
-    /// Starts a use-case's transaction (see `Tx`).
+    /// Starts a use-case's transaction (see `Tx`). The hot use-cases start theirs from
+    /// `attempts` instead.
     pub async fn begin(&self) -> CoreResult<Tx> {
         Tx::begin(&self.db).await
     }
 
-    /// Starts a use-case optimistically on PostgreSQL (see `optimistic.rs`), or (`false`,
-    /// and on SQLite) in a transaction.
-    pub async fn begin_as(&self, optimistic: bool) -> CoreResult<Tx> {
-        if optimistic {
-            return Tx::optimistic(&self.db).await;
-        }
-        Tx::begin(&self.db).await
+    /// For a use-case that only reads (a link page's look): on PostgreSQL its reads run on
+    /// one held connection, with no transaction around them; on SQLite in a transaction.
+    /// Dropped, never committed.
+    pub async fn reader(&self) -> CoreResult<Tx> {
+        Tx::optimistic(&self.db).await
+    }
+
+    /// An optimistic `Tx` whatever the setting (a transaction on SQLite): what an
+    /// optimistic try of `attempts` begins, for the store-level tests of its guards.
+    pub async fn begin_optimistic(&self) -> CoreResult<Tx> {
+        Tx::optimistic(&self.db).await
     }
 }
 

@@ -16,7 +16,7 @@
 //!   so the statement is all or nothing, like the transaction it replaces.
 //!
 //! A guard that did not hold is `CoreError::contended`: the core runs the use-case again,
-//! and its last try takes the locks (`Core::attempts`). The promises stay those of the
+//! and its last try takes the locks (`Store::attempts`). The promises stay those of the
 //! locked path: one writer per user at a time (the version is a compare-and-swap on the
 //! row the lock is taken on), the verified-address index (its violation is EMAIL_TAKEN
 //! when the statement verifies an address), the shared limits (their steps are in the

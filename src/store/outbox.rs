@@ -17,17 +17,18 @@ use super::entity::outbox;
 use super::events::{self, NewEvent};
 use super::{Store, Tx, raw};
 use crate::clock::duration_ms;
-use crate::domain::{EventType, MailState, Template};
+use crate::domain::{EmailAddress, EventType, FlowId, Locale, MailId, MailState, Template, UserId};
 use crate::error::CoreResult;
 
 /// A mail to queue in the same transaction as the change that causes it.
 pub struct NewMail<'a> {
-    pub mail_id: String,
-    pub user_id: &'a str,
-    pub flow_id: Option<&'a str>,
+    pub mail_id: MailId,
+    pub user_id: &'a UserId,
+    pub flow_id: Option<&'a FlowId>,
     pub template: Template,
-    pub recipient: &'a str,
-    pub locale: &'a str,
+    pub recipient: &'a EmailAddress,
+    /// `None`: the flow chose none (the worker writes it in `EMAILVERIFY_DEFAULT_LOCALE`).
+    pub locale: Option<Locale>,
     pub params: String,
     pub sealed_link: Option<String>,
     pub now: i64,
@@ -64,12 +65,12 @@ impl Tx {
     /// A fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn enqueue_mail(&self, m: NewMail<'_>) -> CoreResult<()> {
         let row = outbox::Model {
-            mail_id: m.mail_id,
-            user_id: m.user_id.to_owned(),
-            flow_id: m.flow_id.map(str::to_owned),
+            mail_id: m.mail_id.into_string(),
+            user_id: m.user_id.as_str().to_owned(),
+            flow_id: m.flow_id.map(|f| f.as_str().to_owned()),
             template: m.template,
-            recipient: m.recipient.to_owned(),
-            locale: m.locale.to_owned(),
+            recipient: m.recipient.as_str().to_owned(),
+            locale: Locale::stored(m.locale).to_owned(),
             params: m.params,
             sealed_link: m.sealed_link,
             state: MailState::Pending,
@@ -92,8 +93,8 @@ impl Tx {
 
     /// Puts a dead mail back in the queue as it is (only for mails without a link: a
     /// dead mail's link was erased).
-    pub async fn requeue_mail(&self, mail_id: &str, now: i64) -> CoreResult<()> {
-        released(update_if(mail_id, MailState::Dead))
+    pub async fn requeue_mail(&self, mail_id: &MailId, now: i64) -> CoreResult<()> {
+        released(update_if(mail_id.as_str(), MailState::Dead))
             .col_expr(outbox::Column::State, Expr::value(MailState::Pending))
             .col_expr(outbox::Column::Attempts, Expr::value(0))
             .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
@@ -104,8 +105,8 @@ impl Tx {
 
     /// Marks a dead mail as replaced by a fresh one: false if it is no longer dead (another
     /// run of the command replaced it first).
-    pub async fn mark_mail_retried(&self, mail_id: &str) -> CoreResult<bool> {
-        let marked = update_if(mail_id, MailState::Dead)
+    pub async fn mark_mail_retried(&self, mail_id: &MailId) -> CoreResult<bool> {
+        let marked = update_if(mail_id.as_str(), MailState::Dead)
             .col_expr(outbox::Column::State, Expr::value(MailState::Retried))
             .exec(self.conn().await?)
             .await?;
@@ -317,8 +318,8 @@ pub(super) fn outbox_event<'a>(
     masked: &'a str,
 ) -> NewEvent<'a> {
     NewEvent {
-        user_id: &mail.user_id,
-        flow_id: mail.flow_id.as_deref(),
+        user_id: UserId::from_trusted(mail.user_id.clone()),
+        flow_id: mail.flow_id.clone().map(FlowId::from_trusted),
         event_type,
         masked_address: masked,
         detail,

@@ -3,10 +3,11 @@
 //! (`suppressions.rs`).
 
 use super::entity::flow;
+use crate::domain::UserId;
 
 /// What `Tx::request_read` found.
 pub struct RequestRead {
-    pub verified_owner: Option<String>,
+    pub verified_owner: Option<UserId>,
     pub pending: Option<flow::Model>,
     pub suppression: Option<Suppression>,
 }

@@ -6,12 +6,13 @@ use sea_orm::ConnectionTrait;
 
 use super::reads::{Suppression, SuppressionCause};
 use super::{Store, Tx, raw};
+use crate::domain::MailboxKey;
 use crate::error::CoreResult;
 
 /// The first suppression in force at `now` among the inboxes `keys`.
 async fn active<C: ConnectionTrait>(
     db: &C,
-    keys: &[&str],
+    keys: &[MailboxKey],
     now: i64,
 ) -> CoreResult<Option<Suppression>> {
     if keys.is_empty() {
@@ -25,7 +26,7 @@ async fn active<C: ConnectionTrait>(
         places.join(", ")
     );
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
-    values.extend(keys.iter().map(|k| (*k).into()));
+    values.extend(keys.iter().map(|k| k.as_str().into()));
     let row = db
         .query_one_raw(raw(db.get_database_backend(), &sql, values))
         .await?;
@@ -38,21 +39,25 @@ async fn active<C: ConnectionTrait>(
 
 impl Tx {
     /// A suppression in force for any of the inboxes `keys`, read inside a use-case.
-    pub async fn suppression(&self, keys: &[&str], now: i64) -> CoreResult<Option<Suppression>> {
+    pub async fn suppression(
+        &self,
+        keys: &[MailboxKey],
+        now: i64,
+    ) -> CoreResult<Option<Suppression>> {
         active(self.conn().await?, keys, now).await
     }
 }
 
 impl Store {
-    pub async fn suppression(&self, key: &str, now: i64) -> CoreResult<Option<Suppression>> {
-        active(&self.db, &[key], now).await
+    pub async fn suppression(&self, key: &MailboxKey, now: i64) -> CoreResult<Option<Suppression>> {
+        active(&self.db, std::slice::from_ref(key), now).await
     }
 
     /// Suppresses the inbox `key`: a bounce until `until`, a complaint until lifted. One
     /// upsert; an existing complaint stays as it is.
     pub async fn suppress(
         &self,
-        key: &str,
+        key: &MailboxKey,
         cause: SuppressionCause,
         until: Option<i64>,
         detail: &str,
@@ -67,14 +72,14 @@ impl Store {
 
     /// Lifts the suppression of `key`; `false` when none was in force (an expired one is
     /// removed all the same).
-    pub async fn lift_suppression(&self, key: &str, now: i64) -> CoreResult<bool> {
+    pub async fn lift_suppression(&self, key: &MailboxKey, now: i64) -> CoreResult<bool> {
         let backend = self.db.get_database_backend();
         let rows = self
             .db
             .query_all_raw(raw(
                 backend,
                 "DELETE FROM suppressions WHERE email_key = $1 RETURNING \"until\"",
-                [key.into()],
+                [key.as_str().into()],
             ))
             .await?;
         let mut was_active = false;
@@ -89,7 +94,7 @@ impl Store {
 /// The upsert of [`Store::suppress`], for a caller's own transaction too.
 pub(super) fn suppress_statement(
     backend: sea_orm::DbBackend,
-    key: &str,
+    key: &MailboxKey,
     cause: SuppressionCause,
     until: Option<i64>,
     detail: &str,
@@ -109,7 +114,7 @@ pub(super) fn suppress_statement(
            created_at = excluded.created_at \
          WHERE suppressions.cause <> $6",
         [
-            key.into(),
+            key.as_str().into(),
             cause.as_str().into(),
             until.into(),
             detail.into(),

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::entity::flow;
 use super::{NewMail, Store, SuppressionCause};
-use crate::domain::{FlowKind, FlowState, FlowStep, Rate, Template};
+use crate::domain::{
+    EmailAddress, FlowKind, FlowState, FlowStep, Locale, MailId, MailboxKey, Rate, Template, UserId,
+};
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -13,6 +15,15 @@ async fn store() -> (Store, tempfile::TempDir) {
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     (store, dir)
+}
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+/// An address as the store gets it (stored as given: normalising is the edge's job).
+fn address(raw: &str) -> EmailAddress {
+    EmailAddress::from_trusted(raw.to_owned())
 }
 
 fn pending_flow(user: &str, email: &str) -> flow::Model {
@@ -61,15 +72,15 @@ async fn the_rate_limit_step_allows_the_burst_then_says_how_long_to_wait() {
 async fn a_claimed_mail_is_nobody_elses_until_its_lease_ends_or_it_is_released() {
     let (store, _dir) = store().await;
     let tx = store.begin().await.unwrap();
-    tx.create_or_lock_user("u", 0).await.unwrap();
+    tx.create_or_lock_user(&user("u"), 0).await.unwrap();
     for i in 0..3 {
         tx.enqueue_mail(NewMail {
-            mail_id: format!("m{i}"),
-            user_id: "u",
+            mail_id: MailId::from_trusted(format!("m{i}")),
+            user_id: &user("u"),
             flow_id: None,
             template: Template::ChangeNotice,
-            recipient: "j@example.com",
-            locale: "en",
+            recipient: &address("j@example.com"),
+            locale: Some(Locale::En),
             params: "{}".into(),
             sealed_link: None,
             now: i,
@@ -119,33 +130,34 @@ async fn a_claimed_mail_is_nobody_elses_until_its_lease_ends_or_it_is_released()
 async fn the_request_read_finds_the_verified_owner_the_pending_flow_and_a_suppression() {
     let (store, _dir) = store().await;
     let tx = store.begin().await.unwrap();
-    tx.create_or_lock_user("owner", 0).await.unwrap();
-    tx.set_verified_email("owner", "jane@example.com", 0)
+    tx.create_or_lock_user(&user("owner"), 0).await.unwrap();
+    tx.set_verified_email(&user("owner"), &address("jane@example.com"), 0)
         .await
         .unwrap();
-    tx.create_or_lock_user("u", 0).await.unwrap();
+    tx.create_or_lock_user(&user("u"), 0).await.unwrap();
     tx.insert_flow(pending_flow("u", "jane@example.com"))
         .await
         .unwrap();
     let read = tx
-        .request_read("u", "jane@example.com", None, 0)
+        .request_read(&user("u"), &address("jane@example.com"), None, 0)
         .await
         .unwrap();
-    assert_eq!(read.verified_owner.as_deref(), Some("owner"));
+    assert_eq!(read.verified_owner, Some(user("owner")));
     assert_eq!(read.pending, Some(pending_flow("u", "jane@example.com")));
     assert!(read.suppression.is_none());
     // Nobody has it verified, and "owner" has nothing pending.
     let read = tx
-        .request_read("owner", "free@example.com", None, 0)
+        .request_read(&user("owner"), &address("free@example.com"), None, 0)
         .await
         .unwrap();
     assert_eq!((read.verified_owner, read.pending), (None, None));
     // Unverified claims block nobody; a second verified claim trips the index.
-    tx.set_unverified_email("u", "jane@example.com", 0)
+    tx.set_unverified_email(&user("u"), &address("jane@example.com"), 0)
         .await
         .unwrap();
     assert!(matches!(
-        tx.set_verified_email("u", "jane@example.com", 0).await,
+        tx.set_verified_email(&user("u"), &address("jane@example.com"), 0)
+            .await,
         Err(crate::error::CoreError::EmailTaken)
     ));
     // A suppression of either inbox a request would mail is read in the same statement;
@@ -153,7 +165,7 @@ async fn the_request_read_finds_the_verified_owner_the_pending_flow_and_a_suppre
     tx.commit().await.unwrap();
     store
         .suppress(
-            "jane@example.com",
+            &MailboxKey::of("jane@example.com"),
             SuppressionCause::Bounced,
             Some(100),
             "5.1.1",
@@ -165,10 +177,16 @@ async fn the_request_read_finds_the_verified_owner_the_pending_flow_and_a_suppre
     let read = |also: Option<&'static str>, now: i64| {
         let tx = &tx;
         async move {
-            tx.request_read("owner", "free@example.com", also, now)
-                .await
-                .unwrap()
-                .suppression
+            let also = also.map(address);
+            tx.request_read(
+                &user("owner"),
+                &address("free@example.com"),
+                also.as_ref(),
+                now,
+            )
+            .await
+            .unwrap()
+            .suppression
         }
     };
     let s = read(Some("Jane@example.com"), 50).await.expect("in force");

@@ -9,12 +9,12 @@ use sea_orm::{
 
 use super::Tx;
 use super::entity::{flow, token};
-use crate::domain::{FlowStep, TokenState};
+use crate::domain::{FlowId, FlowStep, TokenDigest, TokenState};
 use crate::error::CoreResult;
 
 pub struct NewToken<'a> {
-    pub digest: &'a str,
-    pub flow_id: &'a str,
+    pub digest: &'a TokenDigest,
+    pub flow_id: &'a FlowId,
     pub step: FlowStep,
     pub expires_at: i64,
     pub code_digest: &'a str,
@@ -23,11 +23,11 @@ pub struct NewToken<'a> {
 
 impl Tx {
     /// Every live token of the flow stops working.
-    pub async fn supersede_tokens(&self, flow_id: &str) -> CoreResult<()> {
+    pub async fn supersede_tokens(&self, flow_id: &FlowId) -> CoreResult<()> {
         self.locked_only()?;
         token::Entity::update_many()
             .col_expr(token::Column::State, Expr::value(TokenState::Superseded))
-            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::FlowId.eq(flow_id.as_str()))
             .filter(token::Column::State.eq(TokenState::Live))
             .exec(self.conn().await?)
             .await?;
@@ -37,8 +37,8 @@ impl Tx {
     /// A fresh row, so it may wait for the next statement (see `batch.rs`).
     pub async fn insert_token(&self, t: NewToken<'_>) -> CoreResult<()> {
         let row = token::Model {
-            digest: t.digest.to_owned(),
-            flow_id: t.flow_id.to_owned(),
+            digest: t.digest.0.clone(),
+            flow_id: t.flow_id.as_str().to_owned(),
             step: t.step,
             state: TokenState::Live,
             expires_at: t.expires_at,
@@ -58,14 +58,14 @@ impl Tx {
     /// its flow: one read.
     pub async fn token_with_flow(
         &self,
-        candidates: &[String],
+        candidates: &[TokenDigest],
     ) -> CoreResult<Option<(token::Model, flow::Model)>> {
         let to_flow: RelationDef = token::Entity::belongs_to(flow::Entity)
             .from(token::Column::FlowId)
             .to(flow::Column::FlowId)
             .into();
         let select = token::Entity::find()
-            .filter(token::Column::Digest.is_in(candidates.iter().cloned()))
+            .filter(token::Column::Digest.is_in(candidates.iter().map(|d| d.0.as_str())))
             .join(JoinType::InnerJoin, to_flow)
             .select_also(flow::Entity);
         if self.is_optimistic() {
@@ -102,9 +102,9 @@ impl Tx {
 
     /// Consumes a live, unexpired token: one conditional update, so of any number of
     /// concurrent confirmations exactly one sees `true`.
-    pub async fn consume_token(&self, digest: &str, now: i64) -> CoreResult<bool> {
+    pub async fn consume_token(&self, digest: &TokenDigest, now: i64) -> CoreResult<bool> {
         self.locked_only()?;
-        let consume = self.backend().build(&consume_update(digest, now));
+        let consume = self.backend().build(&consume_update(&digest.0, now));
         let res = self.conn().await?.execute_raw(consume).await?;
         Ok(res.rows_affected() == 1)
     }
@@ -112,11 +112,11 @@ impl Tx {
     /// The newest live token of a flow's step (the one a code is checked against).
     pub async fn live_token(
         &self,
-        flow_id: &str,
+        flow_id: &FlowId,
         step: FlowStep,
     ) -> CoreResult<Option<token::Model>> {
         Ok(token::Entity::find()
-            .filter(token::Column::FlowId.eq(flow_id))
+            .filter(token::Column::FlowId.eq(flow_id.as_str()))
             .filter(token::Column::Step.eq(step))
             .filter(token::Column::State.eq(TokenState::Live))
             .order_by_desc(token::Column::CreatedAt)

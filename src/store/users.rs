@@ -15,12 +15,12 @@ use super::entity::user;
 use super::entity::user::key_of;
 use super::rows::{Take, UserSet};
 use super::{Store, Tx, raw, statements};
-use crate::domain::Rate;
+use crate::domain::{EmailAddress, MailboxKey, Rate, TokenDigest, UserId};
 use crate::error::{CoreError, CoreResult};
 
 impl Store {
-    pub async fn user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
-        Ok(user::Entity::find_by_id(user_id.to_owned())
+    pub async fn user(&self, user_id: &UserId) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.as_str())
             .one(&self.db)
             .await?)
     }
@@ -59,6 +59,22 @@ fn lock_statement(user_id: &str) -> Statement {
     )
 }
 
+/// What `Tx::lock_user_consuming` did with a token.
+pub enum Consuming {
+    /// Consumed under the user's lock, or (optimistic) consumed by the statement at commit,
+    /// which holds only if neither the token nor the user changed since they were read:
+    /// the user's row. `read_flow_again`: locked, the token's flow was read before the
+    /// lock was waited for and may have changed meanwhile; optimistic, the statement's
+    /// guards stand for that, and the flow as read is the one.
+    Consumed {
+        user: user::Model,
+        read_flow_again: bool,
+    },
+    /// Not consumed (locked): the token is no longer live, or its user is gone. Read the
+    /// token again to say which.
+    Refused,
+}
+
 /// A user's row and the `counted` beside it (`sql/lock_user_*.sql`), if there is a user.
 async fn user_counted(
     conn: &impl ConnectionTrait,
@@ -74,12 +90,12 @@ async fn user_counted(
 impl Tx {
     /// Creates the user's row if it does not exist, and locks it: one statement (the
     /// upsert's update takes the row lock and RETURNING hands back the row).
-    pub async fn create_or_lock_user(&self, user_id: &str, now: i64) -> CoreResult<user::Model> {
+    pub async fn create_or_lock_user(&self, user_id: &UserId, now: i64) -> CoreResult<user::Model> {
         self.locked_only()?;
         let row = self
             .conn()
             .await?
-            .query_one_raw(upsert(self.backend(), user_id, now))
+            .query_one_raw(upsert(self.backend(), user_id.as_str(), now))
             .await?
             .ok_or_else(|| CoreError::Internal(anyhow::anyhow!("an upsert returned no row")))?;
         Ok(user::Model::from_query_result(&row, "")?)
@@ -92,8 +108,8 @@ impl Tx {
     /// use-case reads what `request_read` will need for it with the user's row.
     pub async fn create_or_lock_user_taking(
         &self,
-        user_id: &str,
-        request_email: &str,
+        user_id: &UserId,
+        request_email: &EmailAddress,
         now: i64,
         bucket: &str,
         rate: Rate,
@@ -109,7 +125,7 @@ impl Tx {
         }
         let conn = self.conn().await?;
         let values = [
-            user_id.into(),
+            user_id.as_str().into(),
             now.into(),
             bucket.into(),
             rate.emission_ms().into(),
@@ -137,51 +153,65 @@ impl Tx {
     /// version of its row, so of concurrent confirmations exactly one consumes it.
     pub async fn lock_user_consuming(
         &self,
-        user_id: &str,
-        digest: &str,
+        user_id: &UserId,
+        digest: &TokenDigest,
         now: i64,
-    ) -> CoreResult<(Option<user::Model>, bool)> {
+    ) -> CoreResult<Consuming> {
+        let locked = |row: Option<user::Model>, consumed: bool| match row {
+            Some(user) if consumed => Consuming::Consumed {
+                user,
+                read_flow_again: true,
+            },
+            _ => Consuming::Refused,
+        };
         if self.backend() != DbBackend::Postgres {
             let row = self.lock_user(user_id).await?;
-            return Ok((row, self.consume_token(digest, now).await?));
+            return Ok(locked(row, self.consume_token(digest, now).await?));
         }
         if let Some(mut plan) = self.plan() {
             // The user as read with the token (`token_with_flow`), and the token's
             // consumption as a guard: the statement at commit holds only if both still
             // are as read.
             let Some((row, version)) = plan.read_user.take() else {
-                return Ok((None, false));
+                return Err(CoreError::Internal(anyhow::anyhow!("flow without user")));
             };
-            plan.expect_user(user_id, Some(version), now)?;
-            plan.consume(digest, now)?;
-            return Ok((Some(row), true));
+            plan.expect_user(user_id.as_str(), Some(version), now)?;
+            plan.consume(&digest.0, now)?;
+            return Ok(Consuming::Consumed {
+                user: row,
+                read_flow_again: false,
+            });
         }
-        let values = [user_id.into(), digest.into(), now.into()];
+        let values = [
+            user_id.as_str().into(),
+            digest.0.as_str().into(),
+            now.into(),
+        ];
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             statements::LOCK_USER_CONSUMING,
             values,
         );
         Ok(match user_counted(self.conn().await?, stmt).await? {
-            Some((user, consumed)) => (Some(user), consumed == 1),
-            None => (None, false),
+            Some((user, consumed)) => locked(Some(user), consumed == 1),
+            None => Consuming::Refused,
         })
     }
 
     /// Locks the user's row, if the user exists.
-    pub async fn lock_user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
+    pub async fn lock_user(&self, user_id: &UserId) -> CoreResult<Option<user::Model>> {
         self.locked_only()?;
         if self.backend() == DbBackend::Postgres {
             let row = self
                 .conn()
                 .await?
-                .query_one_raw(lock_statement(user_id))
+                .query_one_raw(lock_statement(user_id.as_str()))
                 .await?;
             return Ok(row
                 .map(|r| user::Model::from_query_result(&r, ""))
                 .transpose()?);
         }
-        Ok(user::Entity::find_by_id(user_id.to_owned())
+        Ok(user::Entity::find_by_id(user_id.as_str())
             .one(self.conn().await?)
             .await?)
     }
@@ -191,8 +221,8 @@ impl Tx {
     /// stays so and the limit's step in the plan. The step's answer comes with commit.
     async fn read_user_taking(
         &self,
-        user_id: &str,
-        request_email: &str,
+        user_id: &UserId,
+        request_email: &EmailAddress,
         now: i64,
         bucket: &str,
         rate: Rate,
@@ -212,13 +242,13 @@ impl Tx {
                 (u.email_key.as_deref() == Some(key_of(email).as_str())).then(|| email.clone())
             });
         self.plan().expect("optimistic").keep_request_read(
-            request_email,
+            request_email.as_str(),
             also_mailed,
             request_read,
         );
         let version = read.as_ref().map(|(_, v)| *v);
         let row = read.map(|(row, _)| row).unwrap_or(user::Model {
-            user_id: user_id.to_owned(),
+            user_id: user_id.as_str().to_owned(),
             email: None,
             email_key: None,
             email_verified: false,
@@ -229,7 +259,7 @@ impl Tx {
         });
         self.plan()
             .expect("optimistic")
-            .expect_user(user_id, version, now)?;
+            .expect_user(user_id.as_str(), version, now)?;
         let step = Take {
             bucket: bucket.to_owned(),
             rate,
@@ -241,20 +271,20 @@ impl Tx {
     }
 
     /// The user's row (already locked by this transaction, or read as it is).
-    pub async fn user(&self, user_id: &str) -> CoreResult<Option<user::Model>> {
-        Ok(user::Entity::find_by_id(user_id.to_owned())
+    pub async fn user(&self, user_id: &UserId) -> CoreResult<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(user_id.as_str())
             .one(self.conn().await?)
             .await?)
     }
 
-    /// The user who has an address of `email`'s inbox verified (the same key), if any.
-    pub async fn verified_owner(&self, email: &str) -> CoreResult<Option<String>> {
+    /// The user who has an address of the inbox `key` verified, if any.
+    pub async fn verified_owner(&self, key: &MailboxKey) -> CoreResult<Option<UserId>> {
         Ok(user::Entity::find()
-            .filter(user::Column::EmailKey.eq(key_of(email)))
+            .filter(user::Column::EmailKey.eq(key.as_str()))
             .filter(user::Column::EmailVerified.eq(true))
             .one(self.conn().await?)
             .await?
-            .map(|u| u.user_id))
+            .map(|u| UserId::from_trusted(u.user_id)))
     }
 
     /// Records `email` (a normalised address) as the (locked) user's address, unverified,
@@ -263,13 +293,13 @@ impl Tx {
     /// may wait for the next statement (see `batch.rs`).
     pub async fn set_unverified_email(
         &self,
-        user_id: &str,
-        email: &str,
+        user_id: &UserId,
+        email: &EmailAddress,
         now: i64,
     ) -> CoreResult<()> {
         let set = address(email, false, now);
         let update = address_update(user_id, &set, self.backend());
-        if self.set_address(user_id, set).await? {
+        if self.set_address(user_id.as_str(), set).await? {
             return Ok(());
         }
         self.conn().await?.execute_raw(update).await?;
@@ -279,10 +309,15 @@ impl Tx {
     /// Makes `email` (a normalised address) the user's verified address. It may trip the
     /// unique index on verified keys if another user won a race for the same inbox: that,
     /// and only that, is `EmailTaken`.
-    pub async fn set_verified_email(&self, user_id: &str, email: &str, now: i64) -> CoreResult<()> {
+    pub async fn set_verified_email(
+        &self,
+        user_id: &UserId,
+        email: &EmailAddress,
+        now: i64,
+    ) -> CoreResult<()> {
         let set = address(email, true, now);
         let update = address_update(user_id, &set, self.backend());
-        if self.set_address(user_id, set).await? {
+        if self.set_address(user_id.as_str(), set).await? {
             if self.is_optimistic() {
                 // The index's verdict comes with the statement at commit (`optimistic.rs`).
                 return Ok(());
@@ -304,8 +339,8 @@ impl Tx {
     /// reported as "this wasn't me"): the user has no address afterwards.
     pub async fn remove_unverified_email(
         &self,
-        user_id: &str,
-        email: &str,
+        user_id: &UserId,
+        email: &EmailAddress,
         now: i64,
     ) -> CoreResult<()> {
         self.locked_only()?;
@@ -313,31 +348,30 @@ impl Tx {
             .col_expr(user::Column::Email, Expr::value(Option::<String>::None))
             .col_expr(user::Column::EmailKey, Expr::value(Option::<String>::None))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::UserId.eq(user_id))
-            .filter(user::Column::Email.eq(email))
+            .filter(user::Column::UserId.eq(user_id.as_str()))
+            .filter(user::Column::Email.eq(email.as_str()))
             .filter(user::Column::EmailVerified.eq(false))
             .exec(self.conn().await?)
             .await?;
         Ok(())
     }
 
-    pub async fn freeze_changes(&self, user_id: &str, until: i64) -> CoreResult<()> {
+    pub async fn freeze_changes(&self, user_id: &UserId, until: i64) -> CoreResult<()> {
         self.locked_only()?;
         user::Entity::update_many()
             .col_expr(user::Column::ChangeFrozenUntil, Expr::value(until))
-            .filter(user::Column::UserId.eq(user_id))
+            .filter(user::Column::UserId.eq(user_id.as_str()))
             .exec(self.conn().await?)
             .await?;
         Ok(())
     }
 }
 
-/// `email` (a normalised address) as a user's address of record, verified or not, with
-/// its key.
-fn address(email: &str, verified: bool, now: i64) -> UserSet {
+/// `email` as a user's address of record, verified or not, with its key.
+fn address(email: &EmailAddress, verified: bool, now: i64) -> UserSet {
     UserSet {
-        email: email.to_owned(),
-        key: key_of(email),
+        email: email.as_str().to_owned(),
+        key: email.mailbox_key().into_string(),
         verified,
         verified_at: verified.then_some(now),
         updated_at: now,
@@ -345,13 +379,13 @@ fn address(email: &str, verified: bool, now: i64) -> UserSet {
 }
 
 /// The update that writes `set` on a user's row (a locked use-case's).
-fn address_update(user_id: &str, set: &UserSet, backend: DbBackend) -> Statement {
+fn address_update(user_id: &UserId, set: &UserSet, backend: DbBackend) -> Statement {
     user::Entity::update_many()
         .col_expr(user::Column::Email, Expr::value(set.email.clone()))
         .col_expr(user::Column::EmailKey, Expr::value(set.key.clone()))
         .col_expr(user::Column::EmailVerified, Expr::value(set.verified))
         .col_expr(user::Column::VerifiedAt, Expr::value(set.verified_at))
         .col_expr(user::Column::UpdatedAt, Expr::value(set.updated_at))
-        .filter(user::Column::UserId.eq(user_id))
+        .filter(user::Column::UserId.eq(user_id.as_str()))
         .build(backend)
 }

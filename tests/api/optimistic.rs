@@ -3,7 +3,7 @@
 //! real PostgreSQL, so that the interleavings are exact rather than left to chance (the
 //! races through the service are in `links.rs`, `limits.rs` and `process.rs`).
 
-use emailverify::domain::Rate;
+use emailverify::domain::{EmailAddress, Rate, UserId};
 use emailverify::error::CoreError;
 use emailverify::store::Store;
 
@@ -22,6 +22,14 @@ async fn store() -> Option<(Store, TestDb)> {
     Some((store, db))
 }
 
+fn uid(raw: &str) -> UserId {
+    UserId::parse(raw).unwrap()
+}
+
+fn address(raw: &str) -> EmailAddress {
+    EmailAddress::parse(raw).unwrap()
+}
+
 fn rate(raw: &str) -> Rate {
     Rate::parse(raw).unwrap()
 }
@@ -33,14 +41,22 @@ async fn optimistic_sign_up(
     email: &str,
     now: i64,
 ) -> emailverify::store::Tx {
-    let tx = store.begin_as(true).await.unwrap();
+    let tx = store.begin_optimistic().await.unwrap();
     assert!(tx.is_optimistic());
     let (_, step) = tx
-        .create_or_lock_user_taking(user, email, now, &format!("user:{user}"), rate("100/1h"))
+        .create_or_lock_user_taking(
+            &uid(user),
+            &address(email),
+            now,
+            &format!("user:{user}"),
+            rate("100/1h"),
+        )
         .await
         .unwrap();
     assert_eq!(step, Ok(()), "an optimistic step answers at commit");
-    tx.set_unverified_email(user, email, now).await.unwrap();
+    tx.set_unverified_email(&uid(user), &address(email), now)
+        .await
+        .unwrap();
     tx
 }
 
@@ -54,7 +70,7 @@ async fn signed_up(store: &Store, user: &str, email: &str, now: i64) {
 }
 
 async fn email_of(store: &Store, user: &str) -> Option<String> {
-    store.user(user).await.unwrap().and_then(|u| u.email)
+    store.user(&uid(user)).await.unwrap().and_then(|u| u.email)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +87,7 @@ async fn a_try_whose_user_was_locked_meanwhile_writes_nothing_and_runs_again() {
     let stale = optimistic_sign_up(&store, "u1", "second@example.com", 2_000).await;
     // Between its read and its write, a locked use-case of the same user commits.
     let locked = store.begin().await.unwrap();
-    assert!(locked.lock_user("u1").await.unwrap().is_some());
+    assert!(locked.lock_user(&uid("u1")).await.unwrap().is_some());
     locked.commit().await.unwrap();
 
     let e = stale.commit().await.unwrap_err();
@@ -102,8 +118,8 @@ async fn a_try_that_read_an_erased_user_never_writes_over_the_user_created_again
 
     // Meanwhile the user is erased and signs up again.
     let erase = store.begin().await.unwrap();
-    assert!(erase.lock_user("u1").await.unwrap().is_some());
-    erase.erase_user("u1").await.unwrap();
+    assert!(erase.lock_user(&uid("u1")).await.unwrap().is_some());
+    erase.erase_user(&uid("u1")).await.unwrap();
     erase.commit().await.unwrap();
     signed_up(&store, "u1", "again@example.com", 3_000).await;
 
@@ -140,13 +156,21 @@ async fn a_limit_that_refuses_at_commit_is_rate_limited_and_nothing_is_written()
     let sign_up = |user: &'static str, email: &'static str| {
         let store = store.clone();
         async move {
-            let tx = store.begin_as(true).await.unwrap();
+            let tx = store.begin_optimistic().await.unwrap();
             let (_, step) = tx
-                .create_or_lock_user_taking(user, email, 1_000, "shared-bucket", one_an_hour)
+                .create_or_lock_user_taking(
+                    &uid(user),
+                    &address(email),
+                    1_000,
+                    "shared-bucket",
+                    one_an_hour,
+                )
                 .await
                 .unwrap();
             assert_eq!(step, Ok(()), "an optimistic step answers at commit");
-            tx.set_unverified_email(user, email, 1_000).await.unwrap();
+            tx.set_unverified_email(&uid(user), &address(email), 1_000)
+                .await
+                .unwrap();
             tx.commit().await
         }
     };
@@ -158,7 +182,7 @@ async fn a_limit_that_refuses_at_commit_is_rate_limited_and_nothing_is_written()
         other => panic!("expected RATE_LIMITED, got {other:?}"),
     }
     assert!(
-        store.user("second").await.unwrap().is_none(),
+        store.user(&uid("second")).await.unwrap().is_none(),
         "a refused try created its user"
     );
 }
@@ -179,11 +203,11 @@ async fn a_verified_address_taken_meanwhile_is_email_taken_at_commit() {
     let verify = |user: &'static str| {
         let store = store.clone();
         async move {
-            let tx = store.begin_as(true).await.unwrap();
+            let tx = store.begin_optimistic().await.unwrap();
             let (row, _) = tx
                 .create_or_lock_user_taking(
-                    user,
-                    "shared@example.com",
+                    &uid(user),
+                    &address("shared@example.com"),
                     2_000,
                     &format!("user:{user}"),
                     rate("100/1h"),
@@ -191,7 +215,7 @@ async fn a_verified_address_taken_meanwhile_is_email_taken_at_commit() {
                 .await
                 .unwrap();
             assert!(!row.email_verified);
-            tx.set_verified_email(user, "shared@example.com", 2_000)
+            tx.set_verified_email(&uid(user), &address("shared@example.com"), 2_000)
                 .await
                 .unwrap();
             tx.commit().await
@@ -199,7 +223,7 @@ async fn a_verified_address_taken_meanwhile_is_email_taken_at_commit() {
     };
     verify("alice").await.unwrap();
     assert!(matches!(verify("bob").await, Err(CoreError::EmailTaken)));
-    let bob = store.user("bob").await.unwrap().unwrap();
+    let bob = store.user(&uid("bob")).await.unwrap().unwrap();
     assert!(!bob.email_verified);
 }
 

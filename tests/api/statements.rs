@@ -4,6 +4,8 @@
 //! The other guards fire in `optimistic.rs`: the user's version, a user created meanwhile,
 //! a limit's step, the index of verified addresses.
 
+use emailverify::domain::{EmailAddress, TokenDigest, UserId};
+use emailverify::store::Consuming;
 use emailverify::store::statements::ALL;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -117,24 +119,34 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
     )
     .await;
 
-    let tx = store.begin_as(true).await.unwrap();
+    let tx = store.begin_optimistic().await.unwrap();
     assert!(tx.is_optimistic());
     let (token, mut flow) = tx
-        .token_with_flow(&["d1".to_owned()])
+        .token_with_flow(&[TokenDigest("d1".to_owned())])
         .await
         .unwrap()
         .expect("the token is found");
     assert_eq!(token.digest, "d1");
-    let (user, consumed) = tx.lock_user_consuming("u1", "d1", 2).await.unwrap();
+    let u1 = UserId::parse("u1").unwrap();
+    let consuming = tx
+        .lock_user_consuming(&u1, &TokenDigest("d1".to_owned()), 2)
+        .await
+        .unwrap();
     assert!(
-        user.is_some() && consumed,
+        matches!(
+            consuming,
+            Consuming::Consumed {
+                read_flow_again: false,
+                ..
+            }
+        ),
         "an optimistic consumption answers at commit"
     );
     // What a confirmation of a sign-up writes: the flow completed, the address verified.
     flow.state = emailverify::domain::FlowState::Completed;
     flow.updated_at = 2;
     tx.queue_flow_update(&flow).await.unwrap();
-    tx.set_verified_email("u1", "a@example.com", 2)
+    tx.set_verified_email(&u1, &EmailAddress::parse("a@example.com").unwrap(), 2)
         .await
         .unwrap();
 

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-use crate::domain::{FlowKind, FlowState, FlowStep};
+use crate::domain::{FlowId, FlowKind, FlowState, FlowStep, UserId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "flows")]
@@ -28,3 +28,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The flow's id, as the store's API takes it.
+    pub fn id(&self) -> FlowId {
+        FlowId::from_trusted(self.flow_id.clone())
+    }
+
+    /// The flow's user, as the store's API takes it.
+    pub fn user(&self) -> UserId {
+        UserId::from_trusted(self.user_id.clone())
+    }
+}

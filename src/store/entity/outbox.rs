@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-use crate::domain::{MailState, Template};
+use crate::domain::{MailId, MailState, Template};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "outbox")]
@@ -35,3 +35,10 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The mail's id, as the store's API takes it.
+    pub fn id(&self) -> MailId {
+        MailId::from_trusted(self.mail_id.clone())
+    }
+}
