@@ -1,13 +1,15 @@
 //! The database fails over (docs/database.md): a primary with a synchronous standby, the
 //! service in front through a proxy the failover moves, a load of sign-ups and
-//! confirmations (`load`), `kill -9` of the primary, promotion of the standby. Nothing the
-//! service acknowledged is lost, the switch answers UNAVAILABLE only, the feed has no gap,
-//! and the old primary comes back as a standby that nothing writes to. Beside it, the
+//! confirmations, `kill -9` of the primary, promotion of the standby. Nothing the service
+//! acknowledged is lost, the switch answers UNAVAILABLE only (and health NOT_SERVING), the
+//! feed has no gap, the feed's publisher to NATS and retention resume on their own, and
+//! the old primary comes back as a standby that nothing writes to. Beside it, the
 //! neighbouring fault: a server with few connection slots makes requests wait, not fail
 //! (`slots`).
 
 mod load;
 mod slots;
+mod tasks;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +18,14 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
+use crate::helpers::nats::Nats;
 use crate::helpers::pair::{Pair, Proxy};
 use crate::helpers::postgres::skip_postgres_case;
 use crate::helpers::{TestApp, TestDb, eventually, start, test_settings};
 use load::Seen;
+
+/// The sign-up sent once the standby is promoted: the first request that must succeed.
+const AFTER: &str = "after-promotion";
 
 fn db_url(port: u16) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/ev")
@@ -43,6 +49,13 @@ async fn one_bool(db: &DatabaseConnection, sql: &str) -> bool {
         .unwrap()
 }
 
+/// "1.2 s after", or "(no NATS)".
+fn secs_after(d: Option<Duration>) -> String {
+    d.map_or("(no NATS)".into(), |d| {
+        format!("{:.1} s after", d.as_secs_f64())
+    })
+}
+
 /// Whether `/readyz` answers 200 and gRPC health says SERVING.
 async fn ready(app: &TestApp) -> (bool, bool) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -59,6 +72,8 @@ async fn ready(app: &TestApp) -> (bool, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_rejoins_as_a_standby()
 {
+    // Without nats-server (and not under CI=true), the rest runs without the publisher.
+    let nats_bin = crate::helpers::nats::binary("the failover test's NATS publisher");
     let mut pair = match tokio::task::spawn_blocking(Pair::start).await.unwrap() {
         Ok(pair) => pair,
         Err(why) => return skip_postgres_case(&format!("no private PostgreSQL pair: {why}")),
@@ -82,11 +97,22 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         assert_eq!(sync, ["sync"], "the standby streams synchronously");
         admin.close().await.unwrap();
     }
+    let nats = match &nats_bin {
+        Some(bin) => Some(Nats::start(bin).await),
+        None => None,
+    };
+    let nats_url = nats.as_ref().map(|n| n.url.clone());
     let proxy = Proxy::start(pair.primary.port()).await;
     let smtp = crate::helpers::SmtpSink::start().await;
     let mut settings = test_settings(&TestDb::at(proxy.url("ev")), &smtp);
     settings.limit_per_user = "1000/1h".into();
     settings.mail_lease = "2s".into();
+    // The background tasks that must resume after the switch: the feed's publisher, and
+    // retention with short settings (a sent mail goes 5 s after it was queued; a round
+    // every half second).
+    settings.events_nats_url = nats_url.clone();
+    settings.retain_mail = "5s".into();
+    settings.retention_every = "500ms".into();
     let app = start(
         TestDb::at(proxy.url("ev")),
         smtp.clone(),
@@ -119,36 +145,57 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
     )
     .await;
     let not_ready_after = killed.elapsed();
+    // And stays so while no server takes writes (health is asked every second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ready(&app).await,
+        (false, false),
+        "NOT_SERVING until a server takes writes"
+    );
 
     let promoted = Instant::now();
+    let published_again = match &nats_url {
+        Some(url) => Some(tasks::publisher_watch(url, promoted).await),
+        None => None,
+    };
     let outcome = tokio::task::block_in_place(|| pair.standby.promote());
     assert_eq!(outcome, Ok(()), "the standby is promoted");
     let first_ok = eventually(
         "a request succeeds after the promotion",
         Duration::from_secs(30),
         async || {
-            app.request_verification("after-promotion", "after@example.com")
+            app.request_verification(AFTER, "after@example.com")
                 .await
                 .ok()
                 .map(|_| promoted.elapsed())
         },
     )
     .await;
+    let new = Database::connect(db_url(pair.standby.port()))
+        .await
+        .unwrap();
+    tasks::mail_is_queued(&new, AFTER).await;
     eventually("SERVING again", Duration::from_secs(15), async || {
         (ready(&app).await == (true, true)).then_some(())
     })
     .await;
     let serving_after = promoted.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The publisher and retention resume on their own while the load goes on.
+    let published_after = match &nats_url {
+        Some(url) => Some(tasks::publisher_resumed(url, &new, AFTER, promoted).await),
+        None => None,
+    };
+    let pruned_after = tasks::retention_resumed(&new, AFTER, promoted).await;
+    let published_again = match published_again {
+        Some(task) => Some(task.await.unwrap().expect("the publisher publishes again")),
+        None => None,
+    };
     stop_load.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
     }
 
     // Every acknowledged sign-up's mail arrives (and the confirmer confirms it).
-    let new = Database::connect(db_url(pair.standby.port()))
-        .await
-        .unwrap();
     let wanted: HashSet<String> = {
         let seen = seen.lock().unwrap();
         seen.signed_up
@@ -198,7 +245,9 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         "FAILOVER FIGURES: {} sign-ups OK ({before_kill} before the kill), {} confirmations OK, \
          {} UNAVAILABLE, {} other; NOT_SERVING {:.1} s after the kill; first request OK \
          {:.2} s after `pg_ctl promote` began, SERVING again after {:.1} s; {} mails, {duplicates} \
-         duplicate(s); feed {} events",
+         duplicate(s); feed {} events; the publisher published again {} and had published \
+         the first event committed after the promotion {}; retention had deleted a mail \
+         queued after it {:.1} s after (retained 5 s)",
         seen.signed_up.len(),
         seen.confirmed.len(),
         seen.unavailable,
@@ -207,7 +256,10 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         first_ok.as_secs_f64(),
         serving_after.as_secs_f64(),
         seen.mails.len(),
-        table.len()
+        table.len(),
+        secs_after(published_again),
+        secs_after(published_after),
+        pruned_after.as_secs_f64(),
     );
     assert!(
         seen.wrong.is_empty(),
@@ -307,4 +359,10 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         "rows on the old primary the new one lacks: {extra:?}"
     );
     assert_eq!(ready(&app).await, (true, true));
+
+    // What the publisher put in the stream across both switches is the new primary's feed.
+    if let Some(url) = &nats_url {
+        let messages = tasks::assert_the_stream_is_the_table(url, &new).await;
+        eprintln!("FAILOVER NATS: {messages} messages, each event once, in feed order");
+    }
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use super::poll_until;
+use super::{free_port, poll_until};
 
 /// The `nats-server` binary; `None` (said) when it is missing and the test may skip, a
 /// failure under `CI=true` (`.ci/run` installs it).
@@ -49,6 +49,25 @@ pub async fn server(bin: &Path, port: u16, dir: &Path) -> tokio::process::Child 
     .await;
     assert!(up.is_some(), "nats-server did not listen within 10 s");
     child
+}
+
+/// A NATS server with JetStream on a free loopback port, for the whole test.
+pub struct Nats {
+    pub url: String,
+    _server: tokio::process::Child,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    pub async fn start(bin: &Path) -> Self {
+        let (port, store) = (free_port(), tempfile::tempdir().unwrap());
+        let server = server(bin, port, store.path()).await;
+        Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            _server: server,
+            _store: store,
+        }
+    }
 }
 
 /// One message of the stream: its `Nats-Msg-Id`, subject and payload.
