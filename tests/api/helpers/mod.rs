@@ -12,8 +12,10 @@
 //! - a free loopback port: [`free_port`];
 //! - PostgreSQL, and what a missing one means: [`postgres`]; a primary with a synchronous
 //!   standby, and a proxy a failover moves: [`pair`];
+//! - a NATS server with JetStream, and what the feed's publisher put there: [`nats`];
 //! - `TEST_LOG=1` shows the service's logs in a failing test's output.
 
+pub mod nats;
 pub mod pair;
 pub mod postgres;
 pub mod process;

@@ -1,27 +1,31 @@
 //! The database fails over (docs/database.md): a primary with a synchronous standby, the
 //! service in front through a proxy the failover moves, a load of sign-ups and
 //! confirmations, `kill -9` of the primary, promotion of the standby. Nothing the service
-//! acknowledged is lost, the switch answers UNAVAILABLE only, the feed has no gap, and the
-//! old primary comes back as a standby that nothing writes to. Beside it, the neighbouring
-//! fault: a server with few connection slots makes requests wait, not fail.
+//! acknowledged is lost, the switch answers UNAVAILABLE only (and health NOT_SERVING), the
+//! feed has no gap, the feed's publisher to NATS and retention resume on their own, and
+//! the old primary comes back as a standby that nothing writes to. Beside it, the
+//! neighbouring fault: a server with few connection slots makes requests wait, not fail
+//! (`slots`).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod load;
+mod slots;
+mod tasks;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use emailverify::grpc::pb;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use tonic::Code;
 
+use crate::helpers::nats::Nats;
 use crate::helpers::pair::{Pair, Proxy};
-use crate::helpers::postgres::{PrivatePostgres, skip_postgres_case};
-use crate::helpers::{TestApp, TestDb, eventually, sign_up, start, test_settings};
+use crate::helpers::postgres::skip_postgres_case;
+use crate::helpers::{TestApp, TestDb, eventually, start, test_settings};
+use load::Seen;
 
-/// Sign-ups under way at once.
-const CONCURRENCY: usize = 16;
-/// The most sign-ups one run sends (the load stops earlier, on time).
-const MOST: usize = 20_000;
+/// The sign-up sent once the standby is promoted: the first request that must succeed.
+const AFTER: &str = "after-promotion";
 
 fn db_url(port: u16) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/ev")
@@ -45,147 +49,10 @@ async fn one_bool(db: &DatabaseConnection, sql: &str) -> bool {
         .unwrap()
 }
 
-/// What the load saw.
-#[derive(Default)]
-struct Seen {
-    /// Sign-up `i` answered OK with this flow.
-    signed_up: HashMap<usize, String>,
-    /// Addresses whose confirmation answered OK.
-    confirmed: HashSet<String>,
-    unavailable: usize,
-    /// Any answer other than OK and UNAVAILABLE.
-    wrong: Vec<String>,
-    /// Mails by Message-ID: recipient, deliveries.
-    mails: HashMap<String, (String, u32)>,
-    /// The feed as a watcher read it across the switch: (cursor, user, type).
-    feed: Vec<(String, String, String)>,
-}
-
-fn answer(seen: &Mutex<Seen>, what: &str, s: tonic::Status) {
-    let mut seen = seen.lock().unwrap();
-    if s.code() == Code::Unavailable {
-        seen.unavailable += 1;
-    } else {
-        seen.wrong
-            .push(format!("{what}: {:?} {}", s.code(), s.message()));
-    }
-}
-
-/// Sign-ups, `CONCURRENCY` at a time, until `stop` (bounded by `MOST` and two minutes).
-fn load(
-    app: &TestApp,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    (0..CONCURRENCY)
-        .map(|_| {
-            let (grpc, seen, stop, next) =
-                (app.grpc.clone(), seen.clone(), stop.clone(), next.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120)
-                {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= MOST {
-                        break;
-                    }
-                    match grpc.clone().request_verification(sign_up(i)).await {
-                        Ok(r) => {
-                            let flow = r.into_inner().flow.map(|f| f.flow_id).unwrap_or_default();
-                            seen.lock().unwrap().signed_up.insert(i, flow);
-                        }
-                        Err(s) => answer(&seen, &format!("sign-up {i}"), s),
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Takes the mails as they come and confirms the first of each recipient, until `stop`
-/// and a quiet second (bounded by three minutes).
-fn confirmer(
-    app: &TestApp,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let (smtp, grpc, base) = (app.smtp.clone(), app.grpc.clone(), app.http_base.clone());
-    let started = Instant::now();
-    tokio::spawn(async move {
-        while started.elapsed() < Duration::from_secs(180) {
-            let Some(mail) = smtp.next_within(Duration::from_secs(1)).await else {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                continue;
-            };
-            let to = mail.to.join(",");
-            let first = {
-                let mut seen = seen.lock().unwrap();
-                let entry = seen
-                    .mails
-                    .entry(mail.message_id.clone())
-                    .or_insert((to.clone(), 0));
-                entry.1 += 1;
-                entry.1 == 1
-            };
-            if !first || stop.load(Ordering::Relaxed) {
-                continue;
-            }
-            let token = mail.token(&base);
-            match grpc
-                .clone()
-                .confirm_link(pb::ConfirmLinkRequest { token })
-                .await
-            {
-                Ok(_) => {
-                    seen.lock().unwrap().confirmed.insert(to);
-                }
-                Err(s) => answer(&seen, &format!("confirm {to}"), s),
-            }
-        }
-    })
-}
-
-/// Watches the feed from the beginning, resuming after the last cursor it read whenever
-/// the stream breaks, until `stop` (bounded by three minutes).
-fn watcher(
-    app: &TestApp,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let grpc = app.grpc.clone();
-    let started = Instant::now();
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(180) {
-            let after = seen
-                .lock()
-                .unwrap()
-                .feed
-                .last()
-                .map(|e| e.0.clone())
-                .unwrap_or_default();
-            let req = pb::WatchEventsRequest {
-                from_beginning: after.is_empty(),
-                after,
-                types: vec![],
-            };
-            if let Ok(stream) = grpc.clone().watch_events(req).await {
-                let mut stream = stream.into_inner();
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
-                        Ok(Ok(Some(e))) => {
-                            let kind = e.event.map(|e| e.r#type).unwrap_or_default();
-                            seen.lock().unwrap().feed.push((e.cursor, e.user_id, kind));
-                        }
-                        Ok(_) => break,
-                        Err(_) => continue,
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+/// "1.2 s after", or "(no NATS)".
+fn secs_after(d: Option<Duration>) -> String {
+    d.map_or("(no NATS)".into(), |d| {
+        format!("{:.1} s after", d.as_secs_f64())
     })
 }
 
@@ -205,6 +72,8 @@ async fn ready(app: &TestApp) -> (bool, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_rejoins_as_a_standby()
 {
+    // Without nats-server (and not under CI=true), the rest runs without the publisher.
+    let nats_bin = crate::helpers::nats::binary("the failover test's NATS publisher");
     let mut pair = match tokio::task::spawn_blocking(Pair::start).await.unwrap() {
         Ok(pair) => pair,
         Err(why) => return skip_postgres_case(&format!("no private PostgreSQL pair: {why}")),
@@ -228,11 +97,22 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         assert_eq!(sync, ["sync"], "the standby streams synchronously");
         admin.close().await.unwrap();
     }
+    let nats = match &nats_bin {
+        Some(bin) => Some(Nats::start(bin).await),
+        None => None,
+    };
+    let nats_url = nats.as_ref().map(|n| n.url.clone());
     let proxy = Proxy::start(pair.primary.port()).await;
     let smtp = crate::helpers::SmtpSink::start().await;
     let mut settings = test_settings(&TestDb::at(proxy.url("ev")), &smtp);
     settings.limit_per_user = "1000/1h".into();
     settings.mail_lease = "2s".into();
+    // The background tasks that must resume after the switch: the feed's publisher, and
+    // retention with short settings (a sent mail goes 5 s after it was queued; a round
+    // every half second).
+    settings.events_nats_url = nats_url.clone();
+    settings.retain_mail = "5s".into();
+    settings.retention_every = "500ms".into();
     let app = start(
         TestDb::at(proxy.url("ev")),
         smtp.clone(),
@@ -247,9 +127,9 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let load = load(&app, seen.clone(), stop_load.clone());
-    let confirmer = confirmer(&app, seen.clone(), stop_rest.clone());
-    let watcher = watcher(&app, seen.clone(), stop_rest.clone());
+    let load = load::load(&app, seen.clone(), stop_load.clone());
+    let confirmer = load::confirmer(&app, seen.clone(), stop_rest.clone());
+    let watcher = load::watcher(&app, seen.clone(), stop_rest.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before_kill = seen.lock().unwrap().signed_up.len();
 
@@ -265,36 +145,57 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
     )
     .await;
     let not_ready_after = killed.elapsed();
+    // And stays so while no server takes writes (health is asked every second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ready(&app).await,
+        (false, false),
+        "NOT_SERVING until a server takes writes"
+    );
 
     let promoted = Instant::now();
+    let published_again = match &nats_url {
+        Some(url) => Some(tasks::publisher_watch(url, promoted).await),
+        None => None,
+    };
     let outcome = tokio::task::block_in_place(|| pair.standby.promote());
     assert_eq!(outcome, Ok(()), "the standby is promoted");
     let first_ok = eventually(
         "a request succeeds after the promotion",
         Duration::from_secs(30),
         async || {
-            app.request_verification("after-promotion", "after@example.com")
+            app.request_verification(AFTER, "after@example.com")
                 .await
                 .ok()
                 .map(|_| promoted.elapsed())
         },
     )
     .await;
+    let new = Database::connect(db_url(pair.standby.port()))
+        .await
+        .unwrap();
+    tasks::mail_is_queued(&new, AFTER).await;
     eventually("SERVING again", Duration::from_secs(15), async || {
         (ready(&app).await == (true, true)).then_some(())
     })
     .await;
     let serving_after = promoted.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The publisher and retention resume on their own while the load goes on.
+    let published_after = match &nats_url {
+        Some(url) => Some(tasks::publisher_resumed(url, &new, AFTER, promoted).await),
+        None => None,
+    };
+    let pruned_after = tasks::retention_resumed(&new, AFTER, promoted).await;
+    let published_again = match published_again {
+        Some(task) => Some(task.await.unwrap().expect("the publisher publishes again")),
+        None => None,
+    };
     stop_load.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
     }
 
     // Every acknowledged sign-up's mail arrives (and the confirmer confirms it).
-    let new = Database::connect(db_url(pair.standby.port()))
-        .await
-        .unwrap();
     let wanted: HashSet<String> = {
         let seen = seen.lock().unwrap();
         seen.signed_up
@@ -344,7 +245,9 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         "FAILOVER FIGURES: {} sign-ups OK ({before_kill} before the kill), {} confirmations OK, \
          {} UNAVAILABLE, {} other; NOT_SERVING {:.1} s after the kill; first request OK \
          {:.2} s after `pg_ctl promote` began, SERVING again after {:.1} s; {} mails, {duplicates} \
-         duplicate(s); feed {} events",
+         duplicate(s); feed {} events; the publisher published again {} and had published \
+         the first event committed after the promotion {}; retention had deleted a mail \
+         queued after it {:.1} s after (retained 5 s)",
         seen.signed_up.len(),
         seen.confirmed.len(),
         seen.unavailable,
@@ -353,7 +256,10 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         first_ok.as_secs_f64(),
         serving_after.as_secs_f64(),
         seen.mails.len(),
-        table.len()
+        table.len(),
+        secs_after(published_again),
+        secs_after(published_after),
+        pruned_after.as_secs_f64(),
     );
     assert!(
         seen.wrong.is_empty(),
@@ -453,62 +359,10 @@ async fn a_failover_under_load_loses_nothing_acknowledged_and_the_old_primary_re
         "rows on the old primary the new one lacks: {extra:?}"
     );
     assert_eq!(ready(&app).await, (true, true));
-}
 
-/// SQLSTATE 53300 as back-pressure: a server with 17 connection slots (two held by another
-/// program), a service asked for a pool of 32, 2,000 sign-ups 64 at a time: the pool is
-/// sized to the server's room and every sign-up waits for a pooled connection instead of
-/// failing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_with_few_connection_slots_makes_requests_wait_not_fail() {
-    let pg = match tokio::task::spawn_blocking(|| {
-        PrivatePostgres::start_with(&[], "-c max_connections=17")
-    })
-    .await
-    .unwrap()
-    {
-        Ok(pg) => pg,
-        Err(why) => return skip_postgres_case(&format!("no private PostgreSQL: {why}")),
-    };
-    let other = {
-        let mut opts = sea_orm::ConnectOptions::new(pg.url());
-        opts.max_connections(2).min_connections(2);
-        Database::connect(opts).await.unwrap()
-    };
-    other.execute_unprepared("SELECT 1").await.unwrap();
-    let smtp = crate::helpers::SmtpSink::start().await;
-    let mut settings = test_settings(&TestDb::at(pg.url()), &smtp);
-    settings.db_pool = "32".into();
-    let app = start(TestDb::at(pg.url()), smtp, settings, Default::default()).await;
-
-    use futures::StreamExt;
-    let started = Instant::now();
-    let results: Vec<_> = futures::stream::iter(0..2000)
-        .map(|i| {
-            let mut grpc = app.grpc.clone();
-            async move { grpc.request_verification(sign_up(i)).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| {
-            r.as_ref()
-                .err()
-                .map(|s| format!("{:?} {}", s.code(), s.message()))
-        })
-        .collect();
-    eprintln!(
-        "53300 FIGURES: 2000 sign-ups at c=64 against max_connections=17: {} failed, {:.1} s",
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of 2000 failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    other.close().await.unwrap();
+    // What the publisher put in the stream across both switches is the new primary's feed.
+    if let Some(url) = &nats_url {
+        let messages = tasks::assert_the_stream_is_the_table(url, &new).await;
+        eprintln!("FAILOVER NATS: {messages} messages, each event once, in feed order");
+    }
 }
