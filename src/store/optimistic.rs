@@ -166,32 +166,51 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
         return Err(CoreError::needs_lock());
     };
     let verifies = user.set.as_ref().is_some_and(|s| s.verified);
-    let user = object(&user.row());
-    let steps = array(&plan.takes.iter().map(Take::row).collect::<Vec<_>>());
-    let [flows, _, tokens, mails, events] = plan.rows.params();
-    let (sql, values) = match (&plan.consume, plan.rows.one_moved_flow()) {
-        // A confirmation moves its flow, one row, and starts none. At the flow's last step
-        // it sets the address (and sends no link, takes no step); at a change's first
-        // step it sends the second link and leaves the address as it is.
-        (Some((digest, now)), Some(flow)) if !plan.rows.has_new_flows() => {
-            let token = object(&json!({ "digest": digest, "used_at": now }));
-            let flow = object(flow);
-            match plan.user.as_ref().and_then(|u| u.set.as_ref()) {
-                Some(_) if !plan.rows.has_new_tokens() && plan.takes.is_empty() => {
-                    (statements::CONFIRM, vec![token, user, flow, mails, events])
-                }
-                None => (
-                    statements::CONFIRM_CURRENT,
-                    vec![token, user, flow, tokens, mails, events, steps],
-                ),
-                Some(_) => return Err(CoreError::needs_lock()),
-            }
+    let rows = &plan.rows;
+    let steps = || array(&plan.takes.iter().map(Take::row).collect::<Vec<_>>());
+    let used = |(digest, now): &(String, i64)| object(&json!({ "digest": digest, "used_at": now }));
+    // Each statement gets exactly its parameters, so nothing else is serialized.
+    let (sql, values) = match (&plan.consume, rows.moved_flows.as_slice(), &user.set) {
+        // A flow's last link: it completes the flow and sets the address; it sends no
+        // link and takes no step.
+        (Some(token), [flow], Some(_))
+            if rows.new_flows.is_empty() && rows.new_tokens.is_empty() && plan.takes.is_empty() =>
+        {
+            let values = vec![
+                used(token),
+                object(&user.row()),
+                object(flow),
+                array(&rows.new_mails),
+                array(&rows.new_events),
+            ];
+            (statements::CONFIRM, values)
+        }
+        // A change's first link: it moves the flow on and sends the second link; the
+        // address stays as it is.
+        (Some(token), [flow], None) if rows.new_flows.is_empty() => {
+            let values = vec![
+                used(token),
+                object(&user.row()),
+                object(flow),
+                array(&rows.new_tokens),
+                array(&rows.new_mails),
+                array(&rows.new_events),
+                steps(),
+            ];
+            (statements::CONFIRM_CURRENT, values)
         }
         // A request starts its flow and moves none (superseding one needs the lock).
-        (None, None) if !plan.rows.has_moved_flows() => (
-            statements::REQUEST,
-            vec![user, flows, tokens, mails, events, steps],
-        ),
+        (None, [], _) => {
+            let values = vec![
+                object(&user.row()),
+                array(&rows.new_flows),
+                array(&rows.new_tokens),
+                array(&rows.new_mails),
+                array(&rows.new_events),
+                steps(),
+            ];
+            (statements::REQUEST, values)
+        }
         _ => return Err(CoreError::needs_lock()),
     };
     let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);

@@ -21,11 +21,11 @@ pub(super) struct UserSet {
 /// What a use-case has written so far and not yet sent.
 #[derive(Default)]
 pub(super) struct Rows {
-    new_flows: Vec<Value>,
-    moved_flows: Vec<Value>,
-    new_tokens: Vec<Value>,
-    new_mails: Vec<Value>,
-    new_events: Vec<Value>,
+    pub new_flows: Vec<Value>,
+    pub moved_flows: Vec<Value>,
+    pub new_tokens: Vec<Value>,
+    pub new_mails: Vec<Value>,
+    pub new_events: Vec<Value>,
 }
 
 impl Rows {
@@ -35,29 +35,6 @@ impl Rows {
             && self.new_tokens.is_empty()
             && self.new_mails.is_empty()
             && self.new_events.is_empty()
-    }
-
-    /// Whether a new flow waits (a confirmation's statement inserts none).
-    pub fn has_new_flows(&self) -> bool {
-        !self.new_flows.is_empty()
-    }
-
-    /// Whether a new token waits (a flow's last confirmation sends no link).
-    pub fn has_new_tokens(&self) -> bool {
-        !self.new_tokens.is_empty()
-    }
-
-    /// Whether a moved flow waits (a request's statement moves none).
-    pub fn has_moved_flows(&self) -> bool {
-        !self.moved_flows.is_empty()
-    }
-
-    /// The moved flow, when exactly one waits (a confirmation's statement moves one).
-    pub fn one_moved_flow(&self) -> Option<&Value> {
-        match self.moved_flows.as_slice() {
-            [flow] => Some(flow),
-            _ => None,
-        }
     }
 
     pub fn new_flow(&mut self, f: &flow::Model) {
