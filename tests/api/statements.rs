@@ -1,12 +1,13 @@
 //! The static statements of `src/store/sql/` (PostgreSQL): each one's plan looks every row
 //! up by an index (so a lost index shows here, not as a slow production), and the guard of
-//! `confirm.sql` that the other tests cannot isolate — a token no longer live — fires.
+//! `confirm.sql` and `confirm_current.sql` that the other tests cannot isolate — a token no
+//! longer live — fires.
 //! The other guards fire in `optimistic.rs`: the user's version, a user created meanwhile,
 //! a limit's step, the index of verified addresses.
 
-use emailverify::domain::{EmailAddress, TokenDigest, UserId};
-use emailverify::store::Consuming;
+use emailverify::domain::{EmailAddress, FlowStep, TokenDigest, UserId};
 use emailverify::store::statements::ALL;
+use emailverify::store::{Consuming, NewToken};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 use crate::helpers::{Backend, fresh_database, postgres_available};
@@ -97,25 +98,47 @@ async fn every_static_statement_finds_its_rows_by_an_index() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
-    if !postgres_available().await {
-        return;
-    }
+/// What the confirmation writes before its commit, so that its plan is the one of a
+/// statement: a flow's last link (`confirm.sql`), or a change's first (`confirm_current.sql`).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Last,
+    Current,
+}
+
+/// One value a query answers.
+async fn value<T: sea_orm::TryGetable>(conn: &DatabaseConnection, sql: &str) -> T {
+    conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+        .try_get_by_index::<T>(0)
+        .unwrap()
+}
+
+/// The token guard of each confirmation statement: the token stops being live after the
+/// read (the user's row unchanged), so the commit is contended and writes nothing.
+async fn a_token_no_longer_live_fails(step: Step) {
     let db = fresh_database(Backend::Postgres).await;
     let store = emailverify::store::Store::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     let conn = Database::connect(&db.url).await.unwrap();
+    let (kind, first) = match step {
+        Step::Last => ("verify", "confirm_new"),
+        Step::Current => ("change", "confirm_current"),
+    };
     exec(
         &conn,
-        "INSERT INTO users (user_id, email, email_key, email_verified, created_at, updated_at) \
-           VALUES ('u1', 'a@example.com', 'a@example.com', false, 1, 1); \
-         INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, locale, expires_at, \
-           resend_available_at, created_at, updated_at, failed_codes) \
-           VALUES ('f1', 'u1', 'verify', 'confirm_new', 'pending', 'a@example.com', 'en', \
-             999999, 0, 1, 1, 0); \
-         INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at) \
-           VALUES ('d1', 'f1', 'confirm_new', 'live', 999999, 1)",
+        &format!(
+            "INSERT INTO users (user_id, email, email_key, email_verified, created_at, updated_at) \
+               VALUES ('u1', 'a@example.com', 'a@example.com', false, 1, 1); \
+             INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, locale, expires_at, \
+               resend_available_at, created_at, updated_at, failed_codes) \
+               VALUES ('f1', 'u1', '{kind}', '{first}', 'pending', 'a@example.com', 'en', \
+                 999999, 0, 1, 1, 0); \
+             INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at) \
+               VALUES ('d1', 'f1', '{first}', 'live', 999999, 1)"
+        ),
     )
     .await;
 
@@ -142,13 +165,32 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
         ),
         "an optimistic consumption answers at commit"
     );
-    // What a confirmation of a sign-up writes: the flow completed, the address verified.
-    flow.state = emailverify::domain::FlowState::Completed;
     flow.updated_at = 2;
-    tx.queue_flow_update(&flow).await.unwrap();
-    tx.set_verified_email(&u1, &EmailAddress::parse("a@example.com").unwrap(), 2)
-        .await
-        .unwrap();
+    match step {
+        // A sign-up's link: the flow completed, the address verified.
+        Step::Last => {
+            flow.state = emailverify::domain::FlowState::Completed;
+            tx.queue_flow_update(&flow).await.unwrap();
+            tx.set_verified_email(&u1, &EmailAddress::parse("a@example.com").unwrap(), 2)
+                .await
+                .unwrap();
+        }
+        // A change's first link: the flow moved on, the second link.
+        Step::Current => {
+            flow.step = FlowStep::ConfirmNew;
+            tx.queue_flow_update(&flow).await.unwrap();
+            tx.insert_token(NewToken {
+                digest: &TokenDigest("d2".to_owned()),
+                flow_id: &flow.id(),
+                step: FlowStep::ConfirmNew,
+                expires_at: 999999,
+                code_digest: "c2",
+                now: 2,
+            })
+            .await
+            .unwrap();
+        }
+    }
 
     // Meanwhile the token stops being live, without the user's row changing.
     exec(
@@ -158,27 +200,32 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_the_commit() {
     .await;
 
     let e = tx.commit().await.unwrap_err();
-    assert_eq!(e.contended_needs_lock(), Some(false), "{e:?}");
-    let verified = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT email_verified FROM users WHERE user_id = 'u1'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<bool>(0)
-        .unwrap();
-    assert!(!verified, "nothing of the statement was written");
-    let state = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT state FROM flows WHERE flow_id = 'f1'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<String>(0)
-        .unwrap();
-    assert_eq!(state, "pending", "the flow did not move either");
+    assert_eq!(e.contended_needs_lock(), Some(false), "{step:?}: {e:?}");
+    let verified: bool = value(
+        &conn,
+        "SELECT email_verified FROM users WHERE user_id = 'u1'",
+    )
+    .await;
+    assert!(!verified, "{step:?}: the address was not verified");
+    let moved: String = value(
+        &conn,
+        "SELECT state || ' ' || step FROM flows WHERE flow_id = 'f1'",
+    )
+    .await;
+    assert_eq!(
+        moved,
+        format!("pending {first}"),
+        "{step:?}: the flow did not move"
+    );
+    let tokens: i64 = value(&conn, "SELECT count(*) FROM tokens").await;
+    assert_eq!(tokens, 1, "{step:?}: no second link");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_stopped_being_live_after_the_read_fails_either_confirmation() {
+    if !postgres_available().await {
+        return;
+    }
+    a_token_no_longer_live_fails(Step::Last).await;
+    a_token_no_longer_live_fails(Step::Current).await;
 }
