@@ -36,6 +36,21 @@ fn browser() -> Result<(PathBuf, PathBuf), String> {
     Ok((chromium, driver))
 }
 
+/// What a browser test needs, or `None` once it has said why the test is skipped; under
+/// `CI=true` a missing piece fails the test instead of skipping it.
+fn needed_or_skip<T>(test: &str, found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} cannot run under CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
 /// A chromedriver process on a loopback port (killed when dropped).
 struct Driver {
     _child: tokio::process::Child,
@@ -271,15 +286,11 @@ async fn other_site() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirming_in_a_real_browser_lands_on_the_success_url() {
-    let (chromium, driver) = match browser() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the browser test cannot run under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED confirming_in_a_real_browser_lands_on_the_success_url: {why}");
-            return;
-        }
+    let Some((chromium, driver)) = needed_or_skip(
+        "confirming_in_a_real_browser_lands_on_the_success_url",
+        browser(),
+    ) else {
+        return;
     };
     // The other site runs first: its address is a setting of the service.
     let (site, _site_server) = other_site().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Driver, Session, browser};
+use super::{Driver, Session, browser, needed_or_skip};
 use crate::helpers::{Backend, poll_until};
 
 /// axe-core's script (`npm install --prefix target/axe axe-core`, as `.ci/run` does), or
@@ -162,17 +162,11 @@ impl Session<'_> {
 /// phone size go to `target/browser-screenshots/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_meets_every_page_in_a_real_browser_in_english_and_nepali() {
-    let (chromium, driver) = match browser() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the browser test cannot run under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!(
-                "SKIPPED a_person_meets_every_page_in_a_real_browser_in_english_and_nepali: {why}"
-            );
-            return;
-        }
+    let Some((chromium, driver)) = needed_or_skip(
+        "a_person_meets_every_page_in_a_real_browser_in_english_and_nepali",
+        browser(),
+    ) else {
+        return;
     };
     let app = crate::helpers::spawn_app(Backend::Sqlite).await;
     let driver = Driver::start(&driver).await;

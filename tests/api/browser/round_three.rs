@@ -9,7 +9,7 @@ use emailverify::domain::Locale;
 use emailverify::http::pages::texts::texts;
 use serde_json::json;
 
-use super::{Driver, browser, other_site};
+use super::{Driver, browser, needed_or_skip, other_site};
 use crate::helpers::{Backend, spawn_app_with};
 
 impl super::Session<'_> {
@@ -55,15 +55,10 @@ impl super::Session<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_click_no_wrong_turn_in_a_real_browser() {
-    let (chromium, driver) = match browser() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the browser test cannot run under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED after_the_click_no_wrong_turn_in_a_real_browser: {why}");
-            return;
-        }
+    let Some((chromium, driver)) =
+        needed_or_skip("after_the_click_no_wrong_turn_in_a_real_browser", browser())
+    else {
+        return;
     };
     let (site, _site_server) = other_site().await;
     let success_url = format!("{site}/verified");
@@ -182,15 +177,10 @@ async fn after_the_click_no_wrong_turn_in_a_real_browser() {
 /// nothing (`Session::snap`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_kind_passes_axe_in_both_languages() {
-    let (chromium, driver) = match browser() {
-        Ok(found) => found,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the browser test cannot run under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED every_page_kind_passes_axe_in_both_languages: {why}");
-            return;
-        }
+    let Some((chromium, driver)) =
+        needed_or_skip("every_page_kind_passes_axe_in_both_languages", browser())
+    else {
+        return;
     };
     let (site, _site_server) = other_site().await;
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
