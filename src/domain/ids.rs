@@ -6,21 +6,17 @@
 //! so a flow's id cannot be passed where a mail's is meant. `from_trusted` wraps one read
 //! back from a row.
 
-use std::fmt;
-
-macro_rules! row_id {
+/// A `String` with a type: `from_trusted` (a value read back from a row), `as_str`,
+/// `into_string`, and `Debug`/`Display` that show it whole (for ids only: never for
+/// personal data). `UserId` is one too (`user_id.rs`), with its own `parse`.
+macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(String);
 
         impl $name {
-            /// A fresh id (UUIDv7).
-            pub fn generate() -> Self {
-                Self(uuid::Uuid::now_v7().to_string())
-            }
-
-            /// An id read back from a row (or named by one).
+            /// A value read back from a row (or named by one).
             pub fn from_trusted(stored: String) -> Self {
                 Self(stored)
             }
@@ -34,15 +30,30 @@ macro_rules! row_id {
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 write!(f, "{}({:?})", stringify!($name), self.0)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use string_id;
+
+/// An id the service gives its own rows: a `string_id!` with `generate`.
+macro_rules! row_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        string_id!($(#[$meta])* $name);
+
+        impl $name {
+            /// A fresh id (UUIDv7).
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::now_v7().to_string())
             }
         }
     };

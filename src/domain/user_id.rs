@@ -1,11 +1,13 @@
 //! `UserId`: the wallet's opaque user id, 1..128 printable ASCII characters.
 
-use std::fmt;
+use super::ids::string_id;
 
 pub const MAX_LEN: usize = 128;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct UserId(String);
+string_id!(
+    /// The wallet's user id, checked by `parse` (or read back with `from_trusted`).
+    UserId
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
@@ -30,30 +32,6 @@ impl UserId {
             return Err(UserIdError::NotPrintable);
         }
         Ok(Self(raw.to_owned()))
-    }
-
-    pub fn from_trusted(stored: String) -> Self {
-        Self(stored)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({:?})", self.0)
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
