@@ -84,7 +84,9 @@ pub const ROUNDS_IN_FLIGHT: usize = 3;
 /// The most mails a crash can send twice: those handed to the relay and not yet marked
 /// sent. A round's sent mails are marked at its end, in one statement (a statement per
 /// mail cost the database more than the sign-ups it follows, BENCHMARKS.md), so: every
-/// round under way, whole. Their Message-ID tells a duplicate.
+/// round under way, whole. A round renews its claims while it runs (`holding`), so
+/// otherwise only a database outage longer than the lease (a failover) can let them go
+/// under it, and again at most these. Their Message-ID tells a duplicate.
 pub const UNMARKED_AT_MOST: usize = ROUNDS_IN_FLIGHT * MAILS_PER_ROUND as usize;
 /// Longest pause between probes while the SMTP server is unreachable.
 const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
@@ -130,13 +132,14 @@ impl Worker {
                 }
             };
             let full = claimed.len() as u64 == MAILS_PER_ROUND;
+            let ids: Vec<String> = claimed.iter().map(|m| m.mail_id.clone()).collect();
             // Several sends at once: each SMTP exchange spends most of its time waiting
             // on the network (the transport keeps a connection per send in flight).
             let unreachable = std::sync::atomic::AtomicBool::new(false);
             let unsent = std::sync::Mutex::new(Vec::new());
             let sent = std::sync::Mutex::new(Vec::new());
-            futures::stream::iter(claimed)
-                .for_each_concurrent(SENDS_IN_FLIGHT, |mail| {
+            let sends =
+                futures::stream::iter(claimed).for_each_concurrent(SENDS_IN_FLIGHT, |mail| {
                     let (me, unreachable, unsent, sent, stop, this) =
                         (&me, &unreachable, &unsent, &sent, stop, self);
                     async move {
@@ -180,8 +183,8 @@ impl Worker {
                             Delivery::Done => {}
                         }
                     }
-                })
-                .await;
+                });
+            self.holding(&me, &ids, sends).await;
             let unreachable = unreachable.into_inner();
             // The round's sent mails are marked together: one statement instead of one
             // per mail. A crash before this sends them again (see `UNMARKED_AT_MOST`).
@@ -230,6 +233,30 @@ impl Worker {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Runs a round's sends while renewing its claims every third of the lease: a round
+    /// slower than the lease (a slow relay) would otherwise let the worker's other rounds,
+    /// or another process, claim and send again a mail it has sent and not yet marked. So
+    /// only a database outage lets a claim run out under a round (`UNMARKED_AT_MOST`).
+    async fn holding(&self, me: &str, ids: &[String], sends: impl Future<Output = ()>) {
+        let keep = async {
+            loop {
+                tokio::time::sleep(self.retry.lease / 3).await;
+                let now = self.clock.now_ms();
+                if let Err(e) = self
+                    .store
+                    .renew_claims(ids, me, now, self.retry.lease)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot renew the round's mail claims");
+                }
+            }
+        };
+        tokio::select! {
+            () = sends => {}
+            _ = keep => {}
         }
     }
 

@@ -177,6 +177,29 @@ impl Store {
         Ok(res.rows_affected == 1)
     }
 
+    /// While a round sends: extends this worker's claims on `mail_ids` that are still
+    /// pending and unexpired, so that none is claimed again before the round marks it.
+    pub async fn renew_claims(
+        &self,
+        mail_ids: &[String],
+        worker: &str,
+        now: i64,
+        lease: Duration,
+    ) -> CoreResult<u64> {
+        let res = outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(now + duration_ms(lease)),
+            )
+            .filter(outbox::Column::MailId.is_in(mail_ids.iter().cloned()))
+            .filter(outbox::Column::State.eq(MailState::Pending))
+            .filter(outbox::Column::ClaimedBy.eq(worker))
+            .filter(outbox::Column::ClaimedUntil.gte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+
     /// Gives up claims this worker will not use (on shutdown, or when the SMTP server is
     /// down): another worker may take them at once.
     pub async fn release_claims(&self, mail_ids: &[String]) -> CoreResult<()> {

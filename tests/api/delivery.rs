@@ -175,7 +175,27 @@ async fn a_long_smtp_outage_kills_no_mail(backend: Backend) {
     assert_eq!(app.count("events WHERE event_type = 'mail_dead'").await, 0);
 }
 
+/// A slow relay makes a round of sends outlast the mail lease: the worker keeps its claims
+/// while it sends and until it marks them sent, so no mail of the round is claimed and sent
+/// again by its other rounds (or another process) meanwhile.
+async fn rounds_slower_than_the_lease_send_each_mail_once(backend: Backend) {
+    const MAILS: usize = 120;
+    let app = spawn_app_with(backend, |s| s.mail_lease = "1s".into()).await;
+    // 120 mails through 16 connections at 0.4 s each: about 3 s of sends, three rounds of
+    // 32 at once, each round over the 1 s lease.
+    app.smtp.accept_after(Duration::from_millis(400));
+    crate::helpers::sign_ups(std::slice::from_ref(&app.grpc), MAILS, MAILS).await;
+    let mut inbox = Inbox::default();
+    app.smtp.receive(&mut inbox, MAILS, &app.db_url).await;
+    app.smtp.receive_stragglers(&mut inbox).await;
+    assert_eq!(inbox.duplicates(), 0, "a mail went out twice");
+    assert_eq!(inbox.mails.len(), MAILS);
+    app.eventually_count("outbox WHERE state = 'sent'", MAILS as i64)
+        .await;
+}
+
 crate::on_both_backends!(
+    rounds_slower_than_the_lease_send_each_mail_once,
     a_long_smtp_outage_kills_no_mail,
     a_mail_that_keeps_failing_is_dead_after_the_last_attempt_and_its_link_erased,
     two_hundred_sign_ups_while_smtp_is_down_all_arrive_once_it_is_back_none_twice,

@@ -159,6 +159,8 @@ struct Counters {
     failed_handshakes: AtomicUsize,
     /// Whether any command arrived before the reply to the one before it was written.
     pipelined: std::sync::atomic::AtomicBool,
+    /// How long the sink waits before it accepts a message (milliseconds).
+    accept_after_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct SmtpSink {
@@ -234,6 +236,14 @@ impl SmtpSink {
     /// never comes. The message is not delivered.
     pub fn hang_after_data(&self) {
         self.mode.send_replace(Mode::HangAfterData);
+    }
+
+    /// From now on each message is accepted only `delay` after its data arrived: a slow
+    /// relay.
+    pub fn accept_after(&self, delay: Duration) {
+        self.counters
+            .accept_after_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Messages left without an answer since the sink started.

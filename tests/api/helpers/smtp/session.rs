@@ -196,6 +196,10 @@ impl Session {
                     while io.read_line(&mut line).await? != 0 {}
                     return Ok(None);
                 }
+                let wait = self.counters.accept_after_ms.load(Ordering::SeqCst);
+                if wait > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
                 let scripted = self.script.lock().unwrap().pop_front();
                 match scripted {
                     Some(reply) => format!("{reply}\r\n").into_bytes(),
