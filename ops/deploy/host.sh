@@ -33,6 +33,15 @@ running_pid() { # the service's pid when it runs (process manager)
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+start_process() { # the process manager's start: a session of its own, its pid in the pid file
+  settings
+  (
+    cd "$root"
+    setsid "$root/current/emailverify" serve >>"$root/emailverify.log" 2>&1 </dev/null &
+    echo $! >"$pid_file"
+  )
+}
+
 case "$step" in
   releases) # current and previous release ids
     echo "$(release_of current) $(release_of previous)"
@@ -88,34 +97,46 @@ case "$step" in
       exit 0
     fi
     if running_pid >/dev/null; then echo "already running" >&2; exit 1; fi
-    settings
-    cd "$root"
-    setsid "$root/current/emailverify" serve >>"$root/emailverify.log" 2>&1 </dev/null &
-    echo $! >"$pid_file"
+    start_process
     ;;
-  wait-ready) # until `emailverify probe` passes, the process dies, or TIMEOUT seconds pass
+  wait-ready) # until `emailverify probe` passes or TIMEOUT seconds pass
+    # A service that exits meanwhile is started again 2 s later, as systemd does for the unit
+    # (Restart=on-failure, RestartSec=2s): a start refused for a passing reason (PostgreSQL
+    # out of connection slots, 53300, or restarting) must not leave the host without one.
     timeout=$1
     settings
     deadline=$((SECONDS + timeout))
-    why="no probe yet"
+    why="no probe yet" restarts=0
     while [ "$SECONDS" -lt "$deadline" ]; do
       if [ "$manager" = process ] && ! running_pid >/dev/null; then
-        echo "the service exited; its last log lines:"
-        tail -n 5 "$root/emailverify.log" 2>/dev/null | sed 's/^/  /'
-        exit 1
+        why="the service exited: $(tail -n 1 "$root/emailverify.log" 2>/dev/null)"
+        sleep 2
+        [ "$SECONDS" -lt "$deadline" ] || break
+        start_process
+        restarts=$((restarts + 1))
+        continue
       fi
       if [ "$manager" = systemd ] && systemctl is-failed -q emailverify; then
         echo "the unit failed; see journalctl -u emailverify"
         exit 1
       fi
       if why=$("$root/current/emailverify" probe 2>&1); then
+        [ "$restarts" = 0 ] || echo "started again ${restarts} time(s) after it exited"
         echo "$why"
         exit 0
       fi
       sleep 0.5
     done
-    echo "not ready within ${timeout}s: ${why##*$'\n'}"
+    echo "not ready within ${timeout}s (started again ${restarts} time(s)): ${why##*$'\n'}"
+    if [ "$manager" = process ] && ! running_pid >/dev/null; then
+      echo "the service does not run; its last log lines:"
+      tail -n 5 "$root/emailverify.log" 2>/dev/null | sed 's/^/  /'
+    fi
     exit 1
+    ;;
+  probe) # whether the service is ready now, once; never starts anything (for `deploy status`)
+    settings
+    "$root/current/emailverify" probe 2>&1 || true
     ;;
   prune) # keep only the current and previous releases
     keep_cur=$(release_of current) keep_prev=$(release_of previous)

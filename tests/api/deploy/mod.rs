@@ -178,13 +178,25 @@ fn release(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, String) {
     (path, id[..12].to_owned())
 }
 
+/// A host the relay turns away, and until when: its new database connections are closed at
+/// once, as when PostgreSQL refuses them (no free slot, or restarting).
+type Refuse = std::sync::Arc<std::sync::Mutex<Option<(std::net::IpAddr, Instant)>>>;
+
 /// TCP from the hosts' network to the database server on this machine's loopback.
-async fn relay_to(target: String, ip: std::net::Ipv4Addr) -> (u16, tokio::task::JoinHandle<()>) {
+async fn relay_to(
+    target: String,
+    ip: std::net::Ipv4Addr,
+    refuse: Refuse,
+) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         // Ends when the test aborts it.
-        while let Ok((mut inbound, _)) = listener.accept().await {
+        while let Ok((mut inbound, from)) = listener.accept().await {
+            let refused = *refuse.lock().unwrap();
+            if refused.is_some_and(|(host, until)| host == from.ip() && Instant::now() < until) {
+                continue; // dropped: closed before a byte
+            }
             let target = target.clone();
             tokio::spawn(async move {
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
@@ -222,7 +234,8 @@ async fn a_rolling_deploy_keeps_serving_stops_a_bad_release_at_its_first_host_an
     let db = fresh_database(Backend::Postgres).await;
     let mut url = url::Url::parse(&db.url).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let (port, relay) = relay_to(target, hosts.gateway()).await;
+    let refuse = Refuse::default();
+    let (port, relay) = relay_to(target, hosts.gateway(), refuse.clone()).await;
     url.set_host(Some(&hosts.gateway().to_string())).unwrap();
     url.set_port(Some(port)).unwrap();
 
@@ -367,9 +380,36 @@ async fn a_rolling_deploy_keeps_serving_stops_a_bad_release_at_its_first_host_an
         assert_eq!(status, 200, "h{} is ready after the failed rollout", i + 1);
     }
 
-    // 4. `rollback`: every host back on its previous release.
+    // 4. `rollback`: every host back on its previous release. The database turns h1's
+    // previous release away for its first 7 s (longer than the service's 5 s connect
+    // timeout), so that start exits; the host starts it again, as systemd would, and the
+    // rollback goes on. Without that h1 was left with no service (issue 24).
+    let pid_file = hosts.root(0).join("emailverify.pid");
+    let h1 = hosts.addr(0).parse().unwrap();
+    let b_pid = hosts.running(0).0.to_string();
+    let watch = {
+        let refuse = refuse.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                if !pid.trim().is_empty() && pid.trim() != b_pid {
+                    *refuse.lock().unwrap() = Some((h1, Instant::now() + Duration::from_secs(7)));
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        })
+    };
     let (ran, _) = hosts.deploy(&["rollback"]).await;
+    assert!(watch.await.unwrap(), "h1 was started again");
     assert!(ran.status.success(), "rollback: {}", ran.stderr);
+    assert!(
+        says(&ran, "time(s) after it exited"),
+        "h1's first start was refused and it was started again: {}",
+        ran.stderr
+    );
     for i in 0..HOSTS {
         assert_eq!(hosts.releases(i), (id_a.clone(), id_b.clone()));
         assert_eq!(hosts.running(i).1, id_a);
