@@ -33,7 +33,7 @@ use super::entity::user;
 use super::error::database_error;
 use super::handle::Handle;
 use super::reads::RequestRead;
-use super::rows::{Rows, Take, UserSet, array, object};
+use super::rows::{FLOW, MAIL, MOVED_FLOW, Rows, TOKEN, Take, UserSet, array, columns, object};
 use super::statements;
 use crate::error::{CoreError, CoreResult};
 
@@ -133,7 +133,7 @@ impl Plan {
 }
 
 impl UserWrite {
-    /// The user's row as `request.sql` and `confirm.sql` read it.
+    /// The user's row as `confirm_current.sql` reads it.
     fn row(&self) -> serde_json::Value {
         let mut row = json!({
             "user_id": self.user_id, "version": self.version,
@@ -176,13 +176,21 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
         (Some(token), [flow], Some(_))
             if rows.new_flows.is_empty() && rows.new_tokens.is_empty() && plan.takes.is_empty() =>
         {
-            let values = vec![
-                used(token),
-                object(&user.row()),
-                object(flow),
-                array(&rows.new_mails),
-                array(&rows.new_events),
+            let set = user.set.as_ref().expect("matched Some");
+            let mut values: Vec<sea_orm::Value> = vec![
+                token.0.clone().into(),
+                token.1.into(),
+                user.user_id.clone().into(),
+                user.version.into(),
+                set.email.clone().into(),
+                set.key.clone().into(),
+                set.verified.into(),
+                set.verified_at.into(),
+                set.updated_at.into(),
             ];
+            values.extend(columns(Some(flow), &MOVED_FLOW));
+            values.push(array(&rows.new_mails));
+            values.push(array(&rows.new_events));
             (statements::CONFIRM, values)
         }
         // A change's first link: it moves the flow on and sends the second link; the
@@ -199,16 +207,29 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
             ];
             (statements::CONFIRM_CURRENT, values)
         }
-        // A request starts its flow and moves none (superseding one needs the lock).
-        (None, [], _) => {
-            let values = vec![
-                object(&user.row()),
-                array(&rows.new_flows),
-                array(&rows.new_tokens),
-                array(&rows.new_mails),
-                array(&rows.new_events),
-                steps(),
+        // A request starts its flow (one, with one link and its mail) and moves none
+        // (superseding one needs the lock).
+        (None, [], _)
+            if rows.new_flows.len() <= 1
+                && rows.new_tokens.len() <= 1
+                && rows.new_mails.len() <= 1 =>
+        {
+            let set = user.set.as_ref();
+            let mut values: Vec<sea_orm::Value> = vec![
+                user.user_id.clone().into(),
+                user.version.into(),
+                user.now.into(),
+                set.map_or(user.now, |s| s.updated_at).into(),
+                set.map(|s| s.email.clone()).into(),
+                set.map(|s| s.key.clone()).into(),
+                set.map(|s| s.verified).into(),
+                set.and_then(|s| s.verified_at).into(),
             ];
+            values.extend(columns(rows.new_flows.first(), &FLOW));
+            values.extend(columns(rows.new_tokens.first(), &TOKEN));
+            values.extend(columns(rows.new_mails.first(), &MAIL));
+            values.push(array(&rows.new_events));
+            values.push(steps());
             (statements::REQUEST, values)
         }
         _ => return Err(CoreError::needs_lock()),

@@ -7,70 +7,68 @@
 --   * or a limit's step did not fit (SQLSTATE EV429, message: the limit's label).
 -- No two parts touch the same row, so the order they run in does not matter.
 --
--- Parameters: $1 one JSON object; $2-$6 a JSON array of rows each (empty: nothing of
--- that kind):
---   $1  the user's row as the request read it:
---       {user_id, version, created_at, updated_at} and, when the request sets the address
---       of record, {email, email_key, email_verified, verified_at}.
---       version NULL: there was no row, so it is inserted (guard: nobody inserted it since);
---       else it is updated only while its version is still that one (guard).
---   $2  the new flow        every column of `flows`
---   $3  its new token       every column of `tokens`
---   $4  its new mails       every column of `outbox`
---   $5  new events          {user_id, flow_id, event_type, masked_address, detail, at, actor, request_id}
---   $6  the limits' steps   {bucket, now, emission, period, label}; each must fit
+-- Parameters: the one row of each kind as typed values, a column each (the cheapest way
+-- in: no JSON to take apart); the parts that come in any number as JSON arrays.
+--   $1-$8    the user's row as the request read it: user_id, version, created_at,
+--            updated_at, and what the request sets (NULL email: the address stays):
+--            email, email_key, email_verified, verified_at.
+--            version NULL: there was no row, so it is inserted (guard: nobody inserted it
+--            since); else it is updated only while its version is still that one (guard).
+--   $9-$22   the new flow, every column of `flows` in order (flow_id NULL: none)
+--   $23-$30  its token, every column of `tokens` in order (digest NULL: none)
+--   $31-$47  its mail, every column of `outbox` in order (mail_id NULL: none)
+--   $48      new events, a JSON array: {user_id, flow_id, event_type, masked_address,
+--            detail, at, actor, request_id}
+--   $49      the limits' steps, a JSON array: {bucket, now, emission, period, label};
+--            each must fit
 WITH
-expected AS (
-  SELECT * FROM jsonb_populate_record(NULL::users, $1::jsonb)
-),
 user_inserted AS (
   INSERT INTO users (user_id, email, email_key, email_verified, verified_at, created_at, updated_at)
-  SELECT user_id, email, email_key, COALESCE(email_verified, false), verified_at, created_at, updated_at
-    FROM expected WHERE version IS NULL
+  SELECT $1::text, $5::text, $6::text, COALESCE($7::boolean, false), $8::bigint, $3::bigint, $4::bigint
+   WHERE $2::bigint IS NULL
   ON CONFLICT (user_id) DO NOTHING
   RETURNING user_id
 ),
 user_updated AS (
   UPDATE users
      SET version = emailverify_next_version(),
-         email = COALESCE(e.email, users.email),
-         email_key = CASE WHEN e.email IS NULL THEN users.email_key ELSE e.email_key END,
-         email_verified = CASE WHEN e.email IS NULL THEN users.email_verified ELSE e.email_verified END,
-         verified_at = CASE WHEN e.email IS NULL THEN users.verified_at ELSE e.verified_at END,
-         updated_at = CASE WHEN e.email IS NULL THEN users.updated_at ELSE e.updated_at END
-    FROM expected AS e
-   WHERE e.version IS NOT NULL AND users.user_id = e.user_id AND users.version = e.version
+         email = COALESCE($5::text, users.email),
+         email_key = CASE WHEN $5::text IS NULL THEN users.email_key ELSE $6::text END,
+         email_verified = CASE WHEN $5::text IS NULL THEN users.email_verified ELSE $7::boolean END,
+         verified_at = CASE WHEN $5::text IS NULL THEN users.verified_at ELSE $8::bigint END,
+         updated_at = CASE WHEN $5::text IS NULL THEN users.updated_at ELSE $4::bigint END
+   WHERE users.user_id = $1::text AND users.version = $2::bigint
   RETURNING users.user_id
 ),
-new_flows AS (
+new_flow AS (
   INSERT INTO flows (flow_id, user_id, kind, step, state, new_email, old_email, locale,
                      expires_at, resend_available_at, created_at, updated_at, failed_codes,
                      locked_until)
-  SELECT flow_id, user_id, kind, step, state, new_email, old_email, locale,
-         expires_at, resend_available_at, created_at, updated_at, failed_codes, locked_until
-    FROM jsonb_populate_recordset(NULL::flows, $2::jsonb)
+  SELECT $9::text, $10::text, $11::text, $12::text, $13::text, $14::text, $15::text, $16::text,
+         $17::bigint, $18::bigint, $19::bigint, $20::bigint, $21::integer, $22::bigint
+   WHERE $9::text IS NOT NULL
 ),
-new_tokens AS (
+new_token AS (
   INSERT INTO tokens (digest, flow_id, step, state, expires_at, created_at, used_at, code_digest)
-  SELECT digest, flow_id, step, state, expires_at, created_at, used_at, code_digest
-    FROM jsonb_populate_recordset(NULL::tokens, $3::jsonb)
+  SELECT $23::text, $24::text, $25::text, $26::text, $27::bigint, $28::bigint, $29::bigint, $30::text
+   WHERE $23::text IS NOT NULL
 ),
-new_mails AS (
+new_mail AS (
   INSERT INTO outbox (mail_id, user_id, flow_id, template, recipient, locale, params,
                       sealed_link, state, attempts, next_attempt_at, claimed_until,
-                      claimed_by, last_error, created_at, sent_at, bounce)
-  SELECT mail_id, user_id, flow_id, template, recipient, locale, params,
-         sealed_link, state, attempts, next_attempt_at, claimed_until,
-         claimed_by, last_error, created_at, sent_at, bounce
-    FROM jsonb_populate_recordset(NULL::outbox, $4::jsonb)
+                      last_error, created_at, sent_at, claimed_by, bounce)
+  SELECT $31::text, $32::text, $33::text, $34::text, $35::text, $36::text, $37::text,
+         $38::text, $39::text, $40::integer, $41::bigint, $42::bigint,
+         $43::text, $44::bigint, $45::bigint, $46::text, $47::text
+   WHERE $31::text IS NOT NULL
 ),
 new_events AS (
   INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id)
   SELECT user_id, flow_id, event_type, masked_address, detail, at, actor, request_id
-    FROM jsonb_populate_recordset(NULL::events, $5::jsonb)
+    FROM jsonb_populate_recordset(NULL::events, $48::jsonb)
 ),
 wanted AS (
-  SELECT * FROM jsonb_to_recordset($6::jsonb)
+  SELECT * FROM jsonb_to_recordset($49::jsonb)
     AS s(bucket text, now bigint, emission bigint, period bigint, label text)
 ),
 -- GCRA: each step applies only if its event fits (the formula of `Rate::check`).
