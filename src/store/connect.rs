@@ -2,13 +2,20 @@
 //! takes writes, and no more connections than the server has room for.
 //!
 //! - **Writable only.** A new connection is asked `SHOW transaction_read_only` before the
-//!   pool takes it (libpq's `target_session_attrs=read-write` asks the same), and so is a
-//!   pooled one each time it is handed out (in place of sqlx's ping: still one round trip).
-//!   A hot standby, a primary fenced with `default_transaction_read_only`, or a server
-//!   that went away fails the question: the connection is dropped and the pool opens
-//!   another, until the acquire timeout. So behind a proxy or virtual address that moves to
-//!   the new primary after a failover, the pool heals by itself, and a request in the
-//!   meantime answers UNAVAILABLE (docs/database.md).
+//!   pool takes it (libpq's `target_session_attrs=read-write` asks the same). A pooled one
+//!   is asked again when it is handed out after [`ASK_AFTER_IDLE`] unused, or at every
+//!   hand-out for [`ASK_AFTER_TROUBLE`] after a statement met the server's trouble rather
+//!   than its own (`error.rs`: a lost connection, a server shutting down or starting, a
+//!   write refused as read-only — 25006, a primary fenced with
+//!   `default_transaction_read_only` while sessions were open). A connection used moments
+//!   ago in calm times is not asked: sqlx pinged it when it came back to the pool, so it is
+//!   alive, and a server does not turn read-only under a session without a refused write
+//!   saying so. (Asking at every hand-out cost PostgreSQL a transaction per request's statement,
+//!   BENCHMARKS.md.) A hot standby, a fenced primary, or a server that went away fails the
+//!   question: the connection is dropped and the pool opens another, until the acquire
+//!   timeout. So behind a proxy or virtual address that moves to the new primary after a
+//!   failover, the pool heals by itself, and a request in the meantime answers
+//!   UNAVAILABLE (docs/database.md).
 //! - **Room.** Before the pool is built the server is asked how many more connections it
 //!   accepts from this role (`max_connections`, less the slots reserved for superusers
 //!   unless this role is one, less the client connections open now); the pool is never
@@ -16,7 +23,7 @@
 //!   connection (back-pressure, up to the acquire timeout) instead of asking the server
 //!   for one it refuses with SQLSTATE 53300.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{self, Row};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
@@ -32,6 +39,32 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 const READ_ONLY: &str = "SHOW transaction_read_only";
+
+/// A pooled connection unused this long is asked again whether its server takes writes.
+pub const ASK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// After a statement met the server's trouble (`error.rs`), every pooled connection of
+/// this process is asked at every hand-out for this long.
+pub const ASK_AFTER_TROUBLE: Duration = Duration::from_secs(10);
+
+/// When a statement of this process last met the server's trouble.
+static TROUBLE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// A statement met the server's trouble (`error.rs`): the pools ask their connections
+/// again, at every hand-out, for [`ASK_AFTER_TROUBLE`].
+pub(super) fn in_doubt() {
+    if let Ok(mut at) = TROUBLE.lock() {
+        *at = Some(Instant::now());
+    }
+}
+
+/// Whether a pooled connection unused for `idle` is asked before it is handed out.
+fn ask_again(idle: Duration) -> bool {
+    idle >= ASK_AFTER_IDLE
+        || TROUBLE
+            .lock()
+            .map(|at| at.is_some_and(|at| at.elapsed() < ASK_AFTER_TROUBLE))
+            .unwrap_or(true)
+}
 
 /// Whether the server at the other end of `conn` takes writes.
 async fn takes_writes(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
@@ -56,7 +89,15 @@ pub fn writable_only(opts: &mut ConnectOptions) {
                     }
                 })
             })
-            .before_acquire(|conn, _| Box::pin(async move { takes_writes(conn).await }))
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if ask_again(meta.idle_for) {
+                        takes_writes(conn).await
+                    } else {
+                        Ok(true)
+                    }
+                })
+            })
     });
 }
 

@@ -25,7 +25,18 @@ impl From<DbErr> for CoreError {
     }
 }
 
+/// Whether `e` is the server's state rather than our statement. When it is, the pools
+/// ask their connections again for a while (`connect::in_doubt`): a server that went away,
+/// restarts or was fenced may have left connections that look fine.
 fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
+    let yes = server_state(e);
+    if yes {
+        super::connect::in_doubt();
+    }
+    yes
+}
+
+fn server_state(e: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error;
     match e {
         Error::Io(_)

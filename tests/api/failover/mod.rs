@@ -5,8 +5,10 @@
 //! feed has no gap, the feed's publisher to NATS and retention resume on their own, and
 //! the old primary comes back as a standby that nothing writes to. Beside it, the
 //! neighbouring fault: a server with few connection slots makes requests wait, not fail
-//! (`slots`).
+//! (`slots`), and a primary fenced read-only under the pool's open sessions while a new
+//! one takes over (`fenced`).
 
+mod fenced;
 mod load;
 mod slots;
 mod tasks;

@@ -185,6 +185,15 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// From now on forwards new sessions to loopback port `to`; the sessions open now stay
+    /// with the server they reached (a proxy without `shutdown-sessions`, or a virtual
+    /// address moved while the old server still answers).
+    pub fn repoint_keeping_sessions(&self, to: u16) {
+        self.target.lock().unwrap().0 = Some(to);
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
