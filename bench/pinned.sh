@@ -35,7 +35,20 @@ pg_ticks() {
   echo "$total"
 }
 hz=$(getconf CLK_TCK)
+# Until the run's backends have exited and been reaped (at most 10 s): a backend that has
+# exited but is not yet reaped is neither live nor in the postmaster's cutime, so reading
+# before then leaves its CPU out (seen: runs that read 30 % low).
+settle() {
+  local n
+  for _ in $(seq 1 100); do
+    n=$(psql -w "$PG/postgres" -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname IN ('ev_bench', 'ev_pgbench')")
+    [ "$n" = 0 ] && break
+    sleep 0.1
+  done
+  sleep 0.5
+}
 per_unit() { # TICKS_BEFORE UNITS -> ms of PostgreSQL CPU per unit
+  settle
   awk -v d="$(($(pg_ticks) - $1))" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.3f", d / hz * 1000 / n}'
 }
 fresh_pg() { psql -w "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
