@@ -180,10 +180,11 @@ async fn a_long_smtp_outage_kills_no_mail(backend: Backend) {
 /// again by its other rounds (or another process) meanwhile.
 async fn rounds_slower_than_the_lease_send_each_mail_once(backend: Backend) {
     const MAILS: usize = 120;
-    let app = spawn_app_with(backend, |s| s.mail_lease = "1s".into()).await;
-    // 120 mails through 16 connections at 0.4 s each: about 3 s of sends, three rounds of
-    // 32 at once, each round over the 1 s lease.
-    app.smtp.accept_after(Duration::from_millis(400));
+    let app = spawn_app_with(backend, |s| s.mail_lease = "3s".into()).await;
+    // 120 mails through 16 connections at 1.2 s each: about 9 s of sends, three rounds of
+    // 32 at once, each round well over the 3 s lease. (A lease this long leaves a renewal
+    // 2 s to be late on a busy machine before a claim would run out.)
+    app.smtp.accept_after(Duration::from_millis(1200));
     crate::helpers::sign_ups(std::slice::from_ref(&app.grpc), MAILS, MAILS).await;
     let mut inbox = Inbox::default();
     app.smtp.receive(&mut inbox, MAILS, &app.db_url).await;
