@@ -168,15 +168,13 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     let verifies = user.set.as_ref().is_some_and(|s| s.verified);
     let rows = &plan.rows;
     let steps = || array(&plan.takes.iter().map(Take::row).collect::<Vec<_>>());
-    let used = |(digest, now): &(String, i64)| object(&json!({ "digest": digest, "used_at": now }));
     // Each statement gets exactly its parameters, so nothing else is serialized.
     let (sql, values) = match (&plan.consume, rows.moved_flows.as_slice(), &user.set) {
         // A flow's last link: it completes the flow and sets the address; it sends no
         // link and takes no step.
-        (Some(token), [flow], Some(_))
+        (Some(token), [flow], Some(set))
             if rows.new_flows.is_empty() && rows.new_tokens.is_empty() && plan.takes.is_empty() =>
         {
-            let set = user.set.as_ref().expect("matched Some");
             let mut values: Vec<sea_orm::Value> = vec![
                 token.0.clone().into(),
                 token.1.into(),
@@ -195,9 +193,9 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
         }
         // A change's first link: it moves the flow on and sends the second link; the
         // address stays as it is.
-        (Some(token), [flow], None) if rows.new_flows.is_empty() => {
+        (Some((digest, now)), [flow], None) if rows.new_flows.is_empty() => {
             let values = vec![
-                used(token),
+                object(&json!({ "digest": digest, "used_at": now })),
                 object(&user.row()),
                 object(flow),
                 array(&rows.new_tokens),
