@@ -67,8 +67,9 @@ for c in 16 64; do
     fresh_pg ev_bench
     before=$(pg_ticks)
     out=$(taskset -c 0 target/release/emailverify-bench --service "$bin" --service-cpus 0 \
-      --database-url "$PG/ev_bench" --concurrency "$c" --requests "$REQUESTS")
-    echo "$out" | grep -E "RequestVerification|ConfirmLink" | sed "s|^|$bin c=$c |"
+      --database-url "$PG/ev_bench" --concurrency "$c" --requests "$REQUESTS" \
+      --pg-postmaster "$postmaster")
+    echo "$out" | grep -E "RequestVerification|ConfirmLink|pg_backends_ms_per_pair" | sed "s|^|$bin c=$c |"
     # Every sign-up of the run (the warm-up's too) against the confirmed pairs: an upper bound.
     echo "$bin c=$c pg_cpu_ms_per_signup_and_confirm=$(per_unit "$before" "$REQUESTS") (includes the 500 warm-up sign-ups)"
   done

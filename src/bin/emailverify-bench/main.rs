@@ -68,10 +68,15 @@ struct Args {
     /// database's answers: `delay.rs`), as with a database in another zone; e.g. `1ms`.
     #[arg(long, value_parser = humantime::parse_duration)]
     db_delay: Option<Duration>,
+    /// The local PostgreSQL's postmaster pid: report its CPU over the measured phases,
+    /// the backends serving `--database-url` apart from the rest (`pgcpu.rs`).
+    #[arg(long)]
+    pg_postmaster: Option<u32>,
 }
 
 mod delay;
 mod idle;
+mod pgcpu;
 mod sink;
 mod soak;
 mod timing;
@@ -223,6 +228,11 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    // The database's name: the URL's last path segment, without its query.
+    let database = args.database_url.rsplit('/').next().unwrap_or_default();
+    let database = database.split('?').next().unwrap_or_default().to_owned();
+    let pg_before = args.pg_postmaster.map(|pm| pgcpu::sample(pm, &database));
+
     // Phase 1: sign-ups.
     let started = Instant::now();
     let answered: Vec<(String, Duration, Instant)> = futures::stream::iter(0..args.requests)
@@ -279,6 +289,10 @@ async fn main() -> anyhow::Result<()> {
         .collect()
         .await;
     let confirm_wall = started.elapsed();
+    let pg_cpu = args
+        .pg_postmaster
+        .zip(pg_before)
+        .map(|(pm, before)| pgcpu::between(&before, &pgcpu::sample(pm, &database)));
 
     let peak_rss_kb = rss_kb(pid, "VmHWM:");
     let service_cpu = cpu_seconds(&pid.to_string());
@@ -321,6 +335,14 @@ async fn main() -> anyhow::Result<()> {
         cpu_seconds("self"),
         service_cpu,
     );
+    if let Some((serving, rest)) = pg_cpu {
+        let pairs = confirm.len().max(1) as f64;
+        println!(
+            "PostgreSQL CPU over the measured sign-ups, mails and confirmations: backends serving {database} {serving:.3} s, other processes {rest:.3} s; per sign-up + confirmation: pg_backends_ms_per_pair={:.3} pg_all_ms_per_pair={:.3}",
+            serving * 1000.0 / pairs,
+            (serving + rest) * 1000.0 / pairs,
+        );
+    }
     if let Some(seen) = &watcher {
         // The user of each answered sign-up: `u{i}.{run}@…` was user `bench-{run}-{i}`.
         let users: Vec<(String, Instant)> = answered

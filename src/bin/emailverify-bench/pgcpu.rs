@@ -1,0 +1,80 @@
+//! PostgreSQL's CPU over the measured phases only (`--pg-postmaster PID`, Linux, a local
+//! server this user may read `/proc` of): sampled right before the first measured sign-up
+//! and right after the last confirmation, while the service's connections are all open,
+//! so neither the warm-up nor the service's start and stop count.
+//!
+//! Split in two: the backends serving the bench's database (the statements the service
+//! sends), and every other PostgreSQL process (checkpointer, WAL writer, autovacuum, …),
+//! whose work comes in bursts that a run of a few seconds catches or misses: a ratio of
+//! the first between two builds is steady where the whole is not.
+//! Live processes are read from `/proc/PID/schedstat` (nanoseconds); processes that
+//! exited meanwhile from the postmaster's reaped children (`cutime`+`cstime`, ticks).
+
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub struct Sample {
+    /// Live children: CPU nanoseconds, and whether it serves the bench's database.
+    live: HashMap<u32, (u64, bool)>,
+    /// The postmaster's own CPU and its reaped children's, in nanoseconds.
+    postmaster: u64,
+}
+
+/// PostgreSQL's processes now: `postmaster` and its children; a child serves `database`
+/// when its process title names it ("postgres: USER DATABASE HOST(PORT) STATE").
+pub fn sample(postmaster: u32, database: &str) -> Sample {
+    let mut s = Sample {
+        postmaster: running_ns(postmaster) + reaped_ns(postmaster),
+        ..Sample::default()
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+            .unwrap_or_default();
+    for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+        let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let serves = title.split_whitespace().nth(2) == Some(database);
+        s.live.insert(pid, (running_ns(pid), serves));
+    }
+    s
+}
+
+/// PostgreSQL's CPU seconds from `before` to `after`: (serving the database, the rest).
+pub fn between(before: &Sample, after: &Sample) -> (f64, f64) {
+    let (mut serving, mut rest) = (0u64, after.postmaster.saturating_sub(before.postmaster));
+    for (pid, (ns, serves)) in &after.live {
+        let was = before.live.get(pid).map_or(0, |(ns, _)| *ns);
+        let d = ns.saturating_sub(was);
+        if *serves {
+            serving += d;
+        } else {
+            rest += d;
+        }
+    }
+    (serving as f64 / 1e9, rest as f64 / 1e9)
+}
+
+/// Time a process has run on a CPU: the first field of `/proc/PID/schedstat`.
+fn running_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU of a process's exited and reaped children: `cutime`+`cstime` of `/proc/PID/stat`.
+fn reaped_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')';
+    // cutime and cstime are fields 16 and 17 of the line: 13 and 14 after the name.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ticks = fields.get(13).copied().unwrap_or(0) + fields.get(14).copied().unwrap_or(0);
+    // Linux reports these in USER_HZ, 100 a second on every architecture it runs on.
+    ticks * 10_000_000
+}
