@@ -37,7 +37,9 @@ user_updated AS (
          email_verified = CASE WHEN $5::text IS NULL THEN users.email_verified ELSE $7::boolean END,
          verified_at = CASE WHEN $5::text IS NULL THEN users.verified_at ELSE $8::bigint END,
          updated_at = CASE WHEN $5::text IS NULL THEN users.updated_at ELSE $4::bigint END
-   WHERE users.user_id = $1::text AND users.version = $2::bigint
+   -- `$2 IS NOT NULL` first: for a new user the plan stops there (a one-time filter)
+   -- instead of looking the user up by key to find no version to match.
+   WHERE $2::bigint IS NOT NULL AND users.user_id = $1::text AND users.version = $2::bigint
   RETURNING users.user_id
 ),
 new_flow AS (
