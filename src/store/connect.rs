@@ -72,12 +72,31 @@ async fn takes_writes(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error
     Ok(row.try_get::<String, _>(0)? == "off")
 }
 
-/// Installs the writable-only checks on a PostgreSQL pool's options.
-pub fn writable_only(opts: &mut ConnectOptions) {
-    opts.map_sqlx_postgres_pool_opts(|pool| {
+/// How a pool's sessions plan their prepared statements.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Plans {
+    /// PostgreSQL's own choice (`plan_cache_mode = auto`): five custom plans, then the
+    /// generic one unless the custom plans looked cheaper.
+    Chosen,
+    /// The generic plan from the first execution (`force_generic_plan`): for the mail
+    /// worker's few statements, whose choice flipped to a new custom plan at nearly every
+    /// execution in some runs (their `now` and the outbox's statistics made custom plans
+    /// look cheaper), costing PostgreSQL more to plan them than to run them
+    /// (docs/benchmarks-history.md, "The worker's plans").
+    Generic,
+}
+
+/// Installs the writable-only checks on a PostgreSQL pool's options, and `plans`.
+pub fn writable_only(opts: &mut ConnectOptions, plans: Plans) {
+    opts.map_sqlx_postgres_pool_opts(move |pool| {
         pool.test_before_acquire(false)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if plans == Plans::Generic {
+                        sqlx::query("SET plan_cache_mode = force_generic_plan")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     if takes_writes(conn).await? {
                         Ok(())
                     } else {

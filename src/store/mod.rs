@@ -93,6 +93,10 @@ impl Store {
     /// `pool`: the most PostgreSQL connections this process holds (SQLite always uses one);
     /// fewer when the server has room for fewer (`connect.rs`).
     pub async fn connect_with_pool(url: &str, pool: u32) -> Result<Self, sea_orm::DbErr> {
+        Self::open(url, pool, connect::Plans::Chosen).await
+    }
+
+    async fn open(url: &str, pool: u32, plans: connect::Plans) -> Result<Self, sea_orm::DbErr> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
             .connect_timeout(connect::ACQUIRE_TIMEOUT)
@@ -102,7 +106,7 @@ impl Store {
         } else {
             let pool = connect::pool_size(url, std::cmp::max(pool, 2)).await;
             opts.max_connections(pool).min_connections(2);
-            connect::writable_only(&mut opts);
+            connect::writable_only(&mut opts, plans);
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == DbBackend::Sqlite {
@@ -148,7 +152,7 @@ impl Store {
             .idle_timeout(None)
             .max_lifetime(None);
         if !url.starts_with("sqlite:") {
-            connect::writable_only(&mut opts);
+            connect::writable_only(&mut opts, connect::Plans::Chosen);
         }
         Ok(Self::on(Database::connect(opts).await?))
     }
@@ -176,13 +180,30 @@ impl Store {
     }
 
     /// A store for a background task that must not queue behind requests for a pooled
-    /// connection (the mail worker): on PostgreSQL its own pool of `pool` connections, on
+    /// connection (the mail worker): on PostgreSQL its own pool of `pool` connections,
+    /// whose sessions run its few statements on generic plans (`connect::Plans`); on
     /// SQLite this store (one connection is all SQLite has).
     pub async fn dedicated(&self, url: &str, pool: u32) -> Result<Self, sea_orm::DbErr> {
         if self.db.get_database_backend() == DbBackend::Sqlite {
             return Ok(self.clone());
         }
-        Self::connect_with_pool(url, pool).await
+        Self::open(url, pool, connect::Plans::Generic).await
+    }
+
+    /// `plan_cache_mode` of this store's PostgreSQL sessions (`None` on SQLite): what
+    /// `dedicated` sets, read back by the tests.
+    pub async fn plan_cache_mode(&self) -> CoreResult<Option<String>> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_setting('plan_cache_mode') AS mode",
+            ))
+            .await?;
+        Ok(row.map(|r| r.try_get::<String>("", "mode")).transpose()?)
     }
 
     pub async fn migrate(&self) -> Result<(), sea_orm::DbErr> {

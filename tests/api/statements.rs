@@ -235,3 +235,26 @@ async fn a_token_that_stopped_being_live_after_the_read_fails_either_confirmatio
     a_token_no_longer_live_fails(Step::Last).await;
     a_token_no_longer_live_fails(Step::Current).await;
 }
+
+/// The mail worker's own pool (`Store::dedicated`) runs its statements on generic plans
+/// from the first execution; the request pool leaves the choice to PostgreSQL. (Left to
+/// PostgreSQL, the worker's claim was planned anew at nearly every execution in some
+/// runs: docs/benchmarks-history.md, "The worker's plans".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mail_worker_s_sessions_plan_generically() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = fresh_database(Backend::Postgres).await;
+    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
+    assert_eq!(
+        store.plan_cache_mode().await.unwrap().as_deref(),
+        Some("auto")
+    );
+    let worker = store.dedicated(&db.url, 3).await.unwrap();
+    // Several at once, so that more than one of the pool's connections answers.
+    let modes = futures::future::join_all((0..6).map(|_| worker.plan_cache_mode())).await;
+    for mode in modes {
+        assert_eq!(mode.unwrap().as_deref(), Some("force_generic_plan"));
+    }
+}
