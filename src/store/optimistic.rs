@@ -33,7 +33,10 @@ use super::entity::user;
 use super::error::database_error;
 use super::handle::Handle;
 use super::reads::RequestRead;
-use super::rows::{FLOW, MAIL, MOVED_FLOW, Rows, TOKEN, Take, UserSet, array, columns, object};
+use super::rows::{
+    EVENT, FLOW, MAIL, MOVED_FLOW, REQUEST_STEPS, Rows, TOKEN, Take, UserSet, array, columns,
+    object,
+};
 use super::statements;
 use crate::error::{CoreError, CoreResult};
 
@@ -210,7 +213,9 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
         (None, [], _)
             if rows.new_flows.len() <= 1
                 && rows.new_tokens.len() <= 1
-                && rows.new_mails.len() <= 1 =>
+                && rows.new_mails.len() <= 1
+                && rows.new_events.len() <= 1
+                && plan.takes.len() <= REQUEST_STEPS =>
         {
             let set = user.set.as_ref();
             let mut values: Vec<sea_orm::Value> = vec![
@@ -226,8 +231,17 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
             values.extend(columns(rows.new_flows.first(), &FLOW));
             values.extend(columns(rows.new_tokens.first(), &TOKEN));
             values.extend(columns(rows.new_mails.first(), &MAIL));
-            values.push(array(&rows.new_events));
-            values.push(steps());
+            values.extend(columns(rows.new_events.first(), &EVENT));
+            for i in 0..REQUEST_STEPS {
+                let take = plan.takes.get(i);
+                values.extend([
+                    take.map(|t| t.bucket.clone()).into(),
+                    take.map(|t| t.now).into(),
+                    take.map(|t| t.rate.emission_ms()).into(),
+                    take.map(|t| t.rate.period_ms()).into(),
+                    take.map(|t| t.label.to_owned()).into(),
+                ]);
+            }
             (statements::REQUEST, values)
         }
         _ => return Err(CoreError::needs_lock()),

@@ -2,8 +2,9 @@
 //! static statements of `sql/` (`writes.sql` for a locked use-case, `request.sql`,
 //! `confirm.sql` or `confirm_current.sql` for an optimistic one). A kind of row that comes
 //! in any number travels as ONE parameter, a JSON array read back by
-//! `jsonb_populate_recordset`; the hot statements take their one row of a kind as a typed
-//! parameter per column instead (`columns`), which costs PostgreSQL less. Either way the
+//! `jsonb_populate_recordset`; the hot statements take their one row of a kind (and
+//! `request.sql` its few limits' steps) as a typed parameter per column instead
+//! (`columns`), which costs PostgreSQL less. Either way the
 //! statement's text never changes with what a use-case writes: one prepared statement per
 //! connection, whatever the path.
 
@@ -194,6 +195,22 @@ pub(super) const MAIL: [(&str, Col); 17] = [
     ("claimed_by", Col::Text),
     ("bounce", Col::Text),
 ];
+
+/// The columns of `events` a use-case writes, in `request.sql`'s order (the id, the
+/// repeats and the feed's position are the table's own).
+pub(super) const EVENT: [(&str, Col); 8] = [
+    ("user_id", Col::Text),
+    ("flow_id", Col::Text),
+    ("event_type", Col::Text),
+    ("masked_address", Col::Text),
+    ("detail", Col::Text),
+    ("at", Col::Int),
+    ("actor", Col::Text),
+    ("request_id", Col::Text),
+];
+
+/// The limits' steps `request.sql` has room for; a request that takes more runs locked.
+pub(super) const REQUEST_STEPS: usize = 3;
 
 /// At most one row as a typed parameter per column, in the order of `cols`: every one
 /// NULL when there is no row (the statement then writes none).

@@ -24,8 +24,9 @@ fn arguments(name: &str) -> String {
     let nulls = |n: usize| vec!["NULL"; n].join(", ");
     match name {
         "writes.sql" => "'[]', '[]', '[]', '[]', '[]', '[]', '[]'".into(),
-        // the user's row, the flow, its token and its mail a column each; events, steps
-        "request.sql" => format!("{}, '[]', '[]'", nulls(8 + 14 + 8 + 17)),
+        // the user's row, the flow, its token, its mail, its event and three steps, a
+        // column each
+        "request.sql" => nulls(8 + 14 + 8 + 17 + 8 + 3 * 5),
         // the token, the user's row and the flow a column each; mails, events
         "confirm.sql" => format!("{}, '[]', '[]'", nulls(2 + 7 + 8)),
         "confirm_current.sql" => "'{}', '{}', '{}', '[]', '[]', '[]', '[]'".into(),

@@ -7,8 +7,8 @@
 --   * or a limit's step did not fit (SQLSTATE EV429, message: the limit's label).
 -- No two parts touch the same row, so the order they run in does not matter.
 --
--- Parameters: the one row of each kind as typed values, a column each (the cheapest way
--- in: no JSON to take apart); the parts that come in any number as JSON arrays.
+-- Parameters: typed values, a column each (the cheapest way in: no JSON to take apart).
+-- A request with more rows of a kind than this statement has room for runs locked.
 --   $1-$8    the user's row as the request read it: user_id, version, created_at,
 --            updated_at, and what the request sets (NULL email: the address stays):
 --            email, email_key, email_verified, verified_at.
@@ -17,10 +17,10 @@
 --   $9-$22   the new flow, every column of `flows` in order (flow_id NULL: none)
 --   $23-$30  its token, every column of `tokens` in order (digest NULL: none)
 --   $31-$47  its mail, every column of `outbox` in order (mail_id NULL: none)
---   $48      new events, a JSON array: {user_id, flow_id, event_type, masked_address,
---            detail, at, actor, request_id}
---   $49      the limits' steps, a JSON array: {bucket, now, emission, period, label};
---            each must fit
+--   $48-$55  its event: user_id, flow_id, event_type, masked_address, detail, at, actor,
+--            request_id (event_type NULL: none)
+--   $56-$70  up to three limits' steps, five values each: bucket, now, emission, period,
+--            label (bucket NULL: none); each must fit
 WITH
 user_inserted AS (
   INSERT INTO users (user_id, email, email_key, email_verified, verified_at, created_at, updated_at)
@@ -64,29 +64,45 @@ new_mail AS (
          $43::text, $44::bigint, $45::bigint, $46::text, $47::text
    WHERE $31::text IS NOT NULL
 ),
-new_events AS (
+new_event AS (
   INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id)
-  SELECT user_id, flow_id, event_type, masked_address, detail, at, actor, request_id
-    FROM jsonb_populate_recordset(NULL::events, $48::jsonb)
-),
-wanted AS (
-  SELECT * FROM jsonb_to_recordset($49::jsonb)
-    AS s(bucket text, now bigint, emission bigint, period bigint, label text)
+  SELECT $48::text, $49::text, $50::text, $51::text, $52::text, $53::bigint, $54::text, $55::text
+   WHERE $50::text IS NOT NULL
 ),
 -- GCRA: each step applies only if its event fits (the formula of `Rate::check`).
-stepped AS (
+step1 AS (
   INSERT INTO rate_limits AS r (bucket, tat)
-  SELECT bucket, now + emission FROM wanted
+  SELECT $56::text, $57::bigint + $58::bigint
+   WHERE $56::text IS NOT NULL
   ON CONFLICT (bucket) DO UPDATE
-     SET tat = GREATEST(r.tat, (SELECT w.now FROM wanted w WHERE w.bucket = excluded.bucket))
-               + (SELECT w.emission FROM wanted w WHERE w.bucket = excluded.bucket)
-   WHERE (SELECT GREATEST(r.tat, w.now) + w.emission - w.period <= w.now
-            FROM wanted w WHERE w.bucket = excluded.bucket)
-  RETURNING bucket
+     SET tat = GREATEST(r.tat, $57::bigint) + $58::bigint
+   WHERE GREATEST(r.tat, $57::bigint) + $58::bigint - $59::bigint <= $57::bigint
+  RETURNING 1
+),
+step2 AS (
+  INSERT INTO rate_limits AS r (bucket, tat)
+  SELECT $61::text, $62::bigint + $63::bigint
+   WHERE $61::text IS NOT NULL
+  ON CONFLICT (bucket) DO UPDATE
+     SET tat = GREATEST(r.tat, $62::bigint) + $63::bigint
+   WHERE GREATEST(r.tat, $62::bigint) + $63::bigint - $64::bigint <= $62::bigint
+  RETURNING 1
+),
+step3 AS (
+  INSERT INTO rate_limits AS r (bucket, tat)
+  SELECT $66::text, $67::bigint + $68::bigint
+   WHERE $66::text IS NOT NULL
+  ON CONFLICT (bucket) DO UPDATE
+     SET tat = GREATEST(r.tat, $67::bigint) + $68::bigint
+   WHERE GREATEST(r.tat, $67::bigint) + $68::bigint - $69::bigint <= $67::bigint
+  RETURNING 1
 )
 SELECT emailverify_verdict(
   -- the guard: the user's row exactly as the request read it
   (SELECT count(*) FROM user_inserted) + (SELECT count(*) FROM user_updated) = 1,
   -- the first step that did not fit, by its label
-  (SELECT w.label FROM wanted w WHERE w.bucket NOT IN (SELECT bucket FROM stepped) LIMIT 1)
+  CASE WHEN $56::text IS NOT NULL AND NOT EXISTS (SELECT FROM step1) THEN $60::text
+       WHEN $61::text IS NOT NULL AND NOT EXISTS (SELECT FROM step2) THEN $65::text
+       WHEN $66::text IS NOT NULL AND NOT EXISTS (SELECT FROM step3) THEN $70::text
+  END
 ) AS ok
