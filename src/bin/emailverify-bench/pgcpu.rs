@@ -21,7 +21,7 @@ pub struct Sample {
 }
 
 /// PostgreSQL's processes now: `postmaster` and its children; a child serves `database`
-/// when its process title names it ("postgres: USER DATABASE HOST(PORT) STATE").
+/// when its process title names it ("postgres: [CLUSTER: ]USER DATABASE HOST(PORT) STATE").
 pub fn sample(postmaster: u32, database: &str) -> Sample {
     let mut s = Sample {
         postmaster: running_ns(postmaster) + reaped_ns(postmaster),
@@ -32,7 +32,13 @@ pub fn sample(postmaster: u32, database: &str) -> Sample {
             .unwrap_or_default();
     for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
         let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let serves = title.split_whitespace().nth(2) == Some(database);
+        // The words ending in ':' are the program's name and the server's cluster_name
+        // (Debian's "postgres: 15/main: …"); the user and the database follow them.
+        let serves = title
+            .split_whitespace()
+            .filter(|w| !w.ends_with(':'))
+            .nth(1)
+            == Some(database);
         s.live.insert(pid, (running_ns(pid), serves));
     }
     s
