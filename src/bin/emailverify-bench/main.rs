@@ -136,13 +136,24 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or_default();
+    // Until the service answers: at most 60 s, and not a moment after it exited (e.g. a
+    // port taken between `free_port` and its bind), which would otherwise hang the run.
+    let ready_by = Instant::now() + Duration::from_secs(60);
     let channel = loop {
         match tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
             .connect()
             .await
         {
             Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                if let Some(status) = child.try_wait()? {
+                    anyhow::bail!("the service exited before it answered: {status}");
+                }
+                if Instant::now() > ready_by {
+                    anyhow::bail!("the service did not answer within 60 s: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     };
     let client = EmailVerificationClient::new(channel);
@@ -171,7 +182,14 @@ async fn main() -> anyhow::Result<()> {
         .map(|(email, _, _)| email)
         .collect()
         .await;
+    let warm_by = Instant::now() + Duration::from_secs(300);
     while inbox.lock().unwrap().by_recipient.len() < warm.len() {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the service exited during the warm-up: {status}");
+        }
+        if Instant::now() > warm_by {
+            anyhow::bail!("the warm-up's mails did not all arrive within 300 s");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The first warm-up user's link: the timing mode's known user confirms it.
