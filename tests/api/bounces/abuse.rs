@@ -24,8 +24,9 @@ use crate::helpers::{Backend, TestApp, metric, spawn_app_with};
 /// What a forger writes into a report, for support staff to read: a phone number and an
 /// address whose fullwidth `＠` passes the masking.
 const PEN: &str = "4.4.1 URGENT call support +1-555-0100 jane\u{ff20}victim.example";
-/// Words of `PEN` that must never come back from the API.
-const PEN_WORDS: [&str; 4] = ["URGENT", "555", "victim", "\u{ff20}"];
+/// Words of `PEN` that must never come back from the API (whole enough not to turn up in
+/// a timestamp of the answer: "555" alone did, in 1796655500).
+const PEN_WORDS: [&str; 4] = ["URGENT", "555-0100", "victim", "\u{ff20}"];
 /// How long any one reply may take.
 const WAIT: Duration = Duration::from_secs(20);
 
