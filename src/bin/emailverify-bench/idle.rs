@@ -13,7 +13,8 @@ use emailverify::grpc::pb::{self, EmailVerificationClient};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
-use super::{cpu_seconds, pct};
+use super::pct;
+use super::procfs::cpu_seconds;
 
 pub struct Idle {
     pub watchers: usize,

@@ -77,11 +77,13 @@ struct Args {
 mod delay;
 mod idle;
 mod pgcpu;
+mod procfs;
 mod sink;
 mod soak;
 mod timing;
 mod watch;
 
+use procfs::{cpu_seconds, rss_kb};
 use sink::{Inbox, start_sink};
 
 #[tokio::main]
@@ -382,24 +384,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// User + system CPU time of a process (`self` or a pid) from /proc, in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn pct(samples: &mut [Duration], q: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
@@ -407,19 +391,6 @@ fn pct(samples: &mut [Duration], q: f64) -> f64 {
     samples.sort();
     let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples[i].as_secs_f64() * 1000.0
-}
-
-/// A memory figure of the service from /proc (`VmHWM:` peak, `VmRSS:` now), in kB.
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn free_port() -> std::io::Result<u16> {

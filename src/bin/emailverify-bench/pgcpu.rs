@@ -67,20 +67,7 @@ fn running_ns(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU of a process's exited and reaped children: `cutime`+`cstime` of `/proc/PID/stat`.
+/// CPU of a process's exited and reaped children, in nanoseconds.
 fn reaped_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')';
-    // cutime and cstime are fields 16 and 17 of the line: 13 and 14 after the name.
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ticks = fields.get(13).copied().unwrap_or(0) + fields.get(14).copied().unwrap_or(0);
-    // Linux reports these in USER_HZ, 100 a second on every architecture it runs on.
-    ticks * 10_000_000
+    (super::procfs::reaped_seconds(&pid.to_string()) * 1e9) as u64
 }
