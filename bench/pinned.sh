@@ -3,7 +3,8 @@
 # pinned to CPU 1 (the postmaster and every backend; new backends inherit it), and the
 # service, the load generator and pgbench pinned to CPU 0. For c=16 and c=64, each binary
 # given (e.g. the build before a change and after it) runs emailverify-bench (sign-ups,
-# then a confirmation of each), and pgbench runs the two one-statement ceilings; for
+# then a confirmation of each), and pgbench runs the two one-statement ceilings and, as
+# the service sends them (prepared), the reads it makes before each (pgbench-*-read.sql); for
 # every run, PostgreSQL's CPU-seconds per unit of work are read from /proc (utime+stime of
 # its live processes plus what the postmaster reaped from exited backends), so other work
 # on the machine does not count in them.
@@ -52,10 +53,10 @@ per_unit() { # TICKS_BEFORE UNITS -> ms of PostgreSQL CPU per unit
   awk -v d="$(($(pg_ticks) - $1))" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.3f", d / hz * 1000 / n}'
 }
 fresh_pg() { psql -w "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
-pgbench_run() { # NAME SCRIPT C
+pgbench_run() { # NAME SCRIPT C [PROTOCOL]
   local before out tx
   before=$(pg_ticks)
-  out=$(taskset -c 0 pgbench -n -f "$2" -c "$3" -j 2 -T "${SECONDS_PER_RUN:-20}" "$PG/ev_pgbench" 2>&1)
+  out=$(taskset -c 0 pgbench -n -M "${4:-simple}" -f "$2" -c "$3" -j 2 -T "${SECONDS_PER_RUN:-20}" "$PG/ev_pgbench" 2>&1)
   tx=$(echo "$out" | awk '/number of transactions actually processed/ {print $NF}' | cut -d/ -f1)
   echo "$1 c=$3 $(echo "$out" | grep -E '^tps' | sed 's/ (without initial connection time)//') pg_cpu_ms_per_tx=$(per_unit "$before" "$tx")"
 }
@@ -74,5 +75,7 @@ for c in 16 64; do
     echo "$bin c=$c pg_cpu_ms_per_signup_and_confirm=$(per_unit "$before" "$REQUESTS") (includes the 500 warm-up sign-ups)"
   done
   pgbench_run signup-one bench/pgbench-signup-one.sql "$c"
+  pgbench_run signup-read bench/pgbench-signup-read.sql "$c" prepared
   pgbench_run confirm-one bench/pgbench-confirm-one.sql "$c"
+  pgbench_run confirm-read bench/pgbench-confirm-read.sql "$c" prepared
 done

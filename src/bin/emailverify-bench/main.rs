@@ -251,7 +251,9 @@ async fn main() -> anyhow::Result<()> {
     // The database's name: the URL's last path segment, without its query.
     let database = args.database_url.rsplit('/').next().unwrap_or_default();
     let database = database.split('?').next().unwrap_or_default().to_owned();
-    let pg_before = args.pg_postmaster.map(|pm| pgcpu::sample(pm, &database));
+    let mut pg = args
+        .pg_postmaster
+        .map(|pm| pgcpu::Meter::start(pm, &database));
 
     // Phase 1: sign-ups.
     let started = Instant::now();
@@ -268,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mail_wall = started.elapsed();
+    pg.iter_mut().for_each(pgcpu::Meter::mark);
     let inbox_now: HashMap<String, (String, Instant)> =
         std::mem::take(&mut inbox.lock().unwrap().by_recipient);
     // While the burst runs: sign-ups answered and mails arrived in its last three
@@ -309,10 +312,7 @@ async fn main() -> anyhow::Result<()> {
         .collect()
         .await;
     let confirm_wall = started.elapsed();
-    let pg_cpu = args
-        .pg_postmaster
-        .zip(pg_before)
-        .map(|(pm, before)| pgcpu::between(&before, &pgcpu::sample(pm, &database)));
+    pg.iter_mut().for_each(pgcpu::Meter::mark);
 
     let peak_rss_kb = rss_kb(pid, "VmHWM:");
     let service_cpu = cpu_seconds(&pid.to_string());
@@ -355,13 +355,8 @@ async fn main() -> anyhow::Result<()> {
         cpu_seconds("self"),
         service_cpu,
     );
-    if let Some((serving, rest)) = pg_cpu {
-        let pairs = confirm.len().max(1) as f64;
-        println!(
-            "PostgreSQL CPU over the measured sign-ups, mails and confirmations: backends serving {database} {serving:.3} s, other processes {rest:.3} s; per sign-up + confirmation: pg_backends_ms_per_pair={:.3} pg_all_ms_per_pair={:.3}",
-            serving * 1000.0 / pairs,
-            (serving + rest) * 1000.0 / pairs,
-        );
+    if let Some(meter) = &pg {
+        println!("{}", meter.report(confirm.len()));
     }
     if let Some(seen) = &watcher {
         // The user of each answered sign-up: `u{i}.{run}@…` was user `bench-{run}-{i}`.

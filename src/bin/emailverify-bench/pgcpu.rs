@@ -1,7 +1,8 @@
 //! PostgreSQL's CPU over the measured phases only (`--pg-postmaster PID`, Linux, a local
-//! server this user may read `/proc` of): sampled right before the first measured sign-up
-//! and right after the last confirmation, while the service's connections are all open,
-//! so neither the warm-up nor the service's start and stop count.
+//! server this user may read `/proc` of): sampled right before the first measured sign-up,
+//! after the last of their mails, and right after the last confirmation, while the
+//! service's connections are all open, so neither the warm-up nor the service's start and
+//! stop count; the two phases apart show which of the two use-cases costs what.
 //!
 //! Split in two: the backends serving the bench's database (the statements the service
 //! sends), and every other PostgreSQL process (checkpointer, WAL writer, autovacuum, …),
@@ -11,6 +12,54 @@
 //! exited meanwhile from the postmaster's reaped children (`cutime`+`cstime`, ticks).
 
 use std::collections::HashMap;
+
+/// Samples taken at the ends of the measured phases: before the first sign-up, after the
+/// sign-ups' last mail, after the last confirmation.
+pub struct Meter {
+    postmaster: u32,
+    database: String,
+    marks: Vec<Sample>,
+}
+
+impl Meter {
+    /// The first sample, before the first measured sign-up.
+    pub fn start(postmaster: u32, database: &str) -> Self {
+        let marks = vec![sample(postmaster, database)];
+        let database = database.to_owned();
+        Meter {
+            postmaster,
+            database,
+            marks,
+        }
+    }
+
+    /// A sample at the end of a phase.
+    pub fn mark(&mut self) {
+        self.marks.push(sample(self.postmaster, &self.database));
+    }
+
+    /// The CPU over every phase per sign-up + confirmation (`pairs` of them), and the
+    /// backends' per phase: sign-ups with their mails, then confirmations.
+    pub fn report(&self, pairs: usize) -> String {
+        let (first, last) = (&self.marks[0], &self.marks[self.marks.len() - 1]);
+        let (serving, rest) = between(first, last);
+        let per = |s: f64| s * 1000.0 / pairs.max(1) as f64;
+        let mut line = format!(
+            "PostgreSQL CPU over the measured sign-ups, mails and confirmations: backends serving {} {serving:.3} s, other processes {rest:.3} s; per sign-up + confirmation: pg_backends_ms_per_pair={:.3} pg_all_ms_per_pair={:.3}",
+            self.database,
+            per(serving),
+            per(serving + rest),
+        );
+        if let [a, b, c] = &self.marks[..] {
+            line += &format!(
+                "; by phase: pg_backends_ms_per_signup={:.3} (with its mail) pg_backends_ms_per_confirm={:.3}",
+                per(between(a, b).0),
+                per(between(b, c).0),
+            );
+        }
+        line
+    }
+}
 
 #[derive(Default)]
 pub struct Sample {
