@@ -76,7 +76,7 @@ pub struct Worker {
 }
 
 /// Mails claimed per round. Small, so a slow server never holds many mails hostage.
-const MAILS_PER_ROUND: u64 = 32;
+pub const MAILS_PER_ROUND: u64 = 32;
 /// Rounds under way at once (see `Worker::rounds`). Also on SQLite, where the database
 /// work of rounds cannot overlap: one round there loses the single connection to the
 /// requests (mails ÷ sign-ups 0.25 at c=64, BENCHMARKS.md), three keep up better (0.75).

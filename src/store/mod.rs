@@ -68,7 +68,7 @@ use crate::migrations::Migrator;
 pub use attempts::Attempt;
 pub use events::NewEvent;
 pub use feed::FeedPos;
-pub use outbox::{NewMail, OutboxStats};
+pub use outbox::{NewMail, OutboxStats, claim_sql};
 pub use reads::RequestRead;
 pub use reads::{Suppression, SuppressionCause};
 pub use retention::{PRUNE_BATCH, Prunable};

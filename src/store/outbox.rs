@@ -41,6 +41,27 @@ pub struct OutboxStats {
     pub oldest_pending_age_ms: i64,
 }
 
+/// The claim of `claim_due_mail`: its batch's size is written in, not a placeholder. The
+/// worker's sessions plan generically (`connect::Plans::Generic`), and a generic plan
+/// prices `LIMIT $n` at a tenth of the due mails: with 300,000 sent mails kept, it joined
+/// the claimed ids back by a sequential scan of the whole outbox at every claim; with the
+/// size written in, by the primary key (`statements::the_mail_worker_s_claim_…`). The
+/// worker's batch is a constant, so this is one statement text.
+pub fn claim_sql(backend: DbBackend, limit: u64) -> String {
+    let skip_locked = match backend {
+        DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    format!(
+        "UPDATE outbox SET claimed_until = $1, claimed_by = $2 \
+         WHERE mail_id IN (SELECT mail_id FROM outbox \
+           WHERE state = $3 AND next_attempt_at <= $4 \
+             AND (claimed_until IS NULL OR claimed_until < $4) \
+           ORDER BY next_attempt_at LIMIT {limit} {skip_locked}) \
+         RETURNING *"
+    )
+}
+
 /// An update that also releases the mail's claim.
 fn released(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
     update
@@ -128,25 +149,13 @@ impl Store {
         limit: u64,
     ) -> CoreResult<Vec<outbox::Model>> {
         let backend = self.db.get_database_backend();
-        let skip_locked = match backend {
-            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
-            _ => "",
-        };
-        let sql = format!(
-            "UPDATE outbox SET claimed_until = $1, claimed_by = $2 \
-             WHERE mail_id IN (SELECT mail_id FROM outbox \
-               WHERE state = $3 AND next_attempt_at <= $4 \
-                 AND (claimed_until IS NULL OR claimed_until < $4) \
-               ORDER BY next_attempt_at LIMIT $5 {skip_locked}) \
-             RETURNING *"
-        );
         let values = [
             (now + duration_ms(lease)).into(),
             worker.into(),
             MailState::Pending.as_str().into(),
             now.into(),
-            (limit as i64).into(),
         ];
+        let sql = claim_sql(backend, limit);
         let rows = self.db.query_all_raw(raw(backend, &sql, values)).await?;
         let mut claimed = rows
             .iter()

@@ -6,9 +6,11 @@
 //! a limit's step, the index of verified addresses.
 
 use emailverify::domain::{EmailAddress, FlowStep, TokenDigest, UserId};
+use emailverify::mail::outbox::MAILS_PER_ROUND;
+use emailverify::store::claim_sql;
 use emailverify::store::statements::ALL;
 use emailverify::store::{Consuming, NewToken};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
 use crate::helpers::{Backend, fresh_database, postgres_available};
 
@@ -16,6 +18,20 @@ async fn exec(conn: &DatabaseConnection, sql: &str) {
     conn.execute_unprepared(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The plan PostgreSQL makes for `sql` (a statement, or `EXECUTE` of a prepared one), a
+/// line each.
+async fn plan_of(conn: &DatabaseConnection, sql: &str) -> Vec<String> {
+    conn.query_all_raw(Statement::from_string(
+        conn.get_database_backend(),
+        format!("EXPLAIN {sql}"),
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get_by_index::<String>(0).unwrap())
+    .collect()
 }
 
 /// Sample arguments for a statement's placeholders, by file: enough to plan it (the plan
@@ -60,16 +76,7 @@ async fn every_static_statement_finds_its_rows_by_an_index() {
             .collect::<Vec<_>>()
             .join("\n");
         exec(&conn, &format!("PREPARE s AS {body}")).await;
-        let plan: Vec<String> = conn
-            .query_all_raw(Statement::from_string(
-                conn.get_database_backend(),
-                format!("EXPLAIN EXECUTE s({})", arguments(name)),
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get_by_index::<String>(0).unwrap())
-            .collect();
+        let plan = plan_of(&conn, &format!("EXECUTE s({})", arguments(name))).await;
         println!("-- {name}\n{}", plan.join("\n"));
         for table in [
             "users",
@@ -258,4 +265,64 @@ async fn the_mail_worker_s_sessions_plan_generically() {
     for mode in modes {
         assert_eq!(mode.unwrap().as_deref(), Some("force_generic_plan"));
     }
+}
+
+/// The mail worker's claim, planned as the worker's sessions plan it (generically), over
+/// an outbox that keeps many sent mails: it takes the due mails by the due-mail index and
+/// finds them again by the primary key, not by reading the whole outbox. The same claim
+/// with its batch as a placeholder, planned the same way, does read the whole outbox:
+/// that is what `store::claim_sql` writes the batch in against, and it shows that this
+/// outbox is large enough for the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mail_worker_s_claim_finds_its_mails_by_index_in_a_large_outbox() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = fresh_database(Backend::Postgres).await;
+    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut one = sea_orm::ConnectOptions::new(db.url.clone());
+    one.max_connections(1).min_connections(1);
+    let conn = Database::connect(one).await.unwrap();
+    for (state, rows) in [("sent", 100_000), ("pending", 50)] {
+        exec(
+            &conn,
+            &format!(
+                "INSERT INTO outbox (mail_id, user_id, template, recipient, locale, params, \
+                   state, attempts, next_attempt_at, created_at) \
+                 SELECT '{state}-' || i, 'u', 'verify_link', 'x@example.com', 'en', '{{}}', \
+                   '{state}', 0, i, i FROM generate_series(1, {rows}) i"
+            ),
+        )
+        .await;
+    }
+    exec(&conn, "ANALYZE outbox").await;
+    exec(&conn, "SET plan_cache_mode = force_generic_plan").await;
+    let claim = claim_sql(DbBackend::Postgres, MAILS_PER_ROUND);
+    exec(&conn, &format!("PREPARE claim AS {claim}")).await;
+    let plan = plan_of(&conn, "EXECUTE claim(1, 'w', 'pending', 100)").await;
+    println!("-- the claim\n{}", plan.join("\n"));
+    assert!(
+        !plan.iter().any(|l| l.contains("Seq Scan on outbox")),
+        "the claim reads the whole outbox:\n{}",
+        plan.join("\n")
+    );
+    for index in ["outbox_due_idx", "outbox_pkey"] {
+        assert!(
+            plan.iter()
+                .any(|l| l.contains(&format!("Index Scan using {index}"))),
+            "the claim does not use {index}:\n{}",
+            plan.join("\n")
+        );
+    }
+    let placeholder = claim.replace(&format!("LIMIT {MAILS_PER_ROUND} "), "LIMIT $5 ");
+    assert_ne!(placeholder, claim);
+    exec(&conn, &format!("PREPARE placeholder AS {placeholder}")).await;
+    let plan = plan_of(&conn, "EXECUTE placeholder(1, 'w', 'pending', 100, 32)").await;
+    assert!(
+        plan.iter().any(|l| l.contains("Seq Scan on outbox")),
+        "with the batch as a placeholder the claim no longer reads the whole outbox, so \
+         this outbox no longer shows what writing the batch in prevents:\n{}",
+        plan.join("\n")
+    );
 }
