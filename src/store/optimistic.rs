@@ -1,9 +1,9 @@
 //! Optimistic use-cases (PostgreSQL). The hot use-cases (a request, a link confirmation)
 //! first run WITHOUT a transaction or a lock: their reads are plain statements, and
 //! everything they would write waits in a `Plan` that `commit` sends as ONE static
-//! statement per use-case (`sql/request.sql`, `sql/confirm.sql`, `sql/confirm_current.sql`),
-//! outside a transaction
-//! block: the writes as data-modifying CTEs, with
+//! statement per use-case (`sql/request.sql`, `sql/confirm.sql`, `sql/confirm_change.sql`,
+//! `sql/confirm_current.sql`), outside a transaction block: the writes as data-modifying
+//! CTEs, with
 //!
 //! - the GUARDS that say the reads still hold: the user's row is updated only `WHERE
 //!   version = ` the version read (every locking statement bumps it: `users.rs`), or
@@ -154,8 +154,8 @@ impl UserWrite {
 }
 
 /// Sends the plan as ONE statement, its use-case's: `sql/request.sql`, or, when it uses
-/// a token, `sql/confirm.sql` (a flow's last step) or `sql/confirm_current.sql` (a
-/// change's first step) (see the module doc). A plan of any other shape (e.g. a request that
+/// a token, `sql/confirm.sql` (a flow's last step; `sql/confirm_change.sql` when it also
+/// mails) or `sql/confirm_current.sql` (a change's first step) (see the module doc). A plan of any other shape (e.g. a request that
 /// would also move a flow) has no statement: it runs again locked.
 pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     if plan.user.is_none()
@@ -190,9 +190,16 @@ pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
                 set.updated_at.into(),
             ];
             values.extend(columns(Some(flow), &MOVED_FLOW));
-            values.push(array(&rows.new_mails));
+            // A change's notice to the old address goes in the statement that has room
+            // for mails; a sign-up's link names no outbox at all.
+            let sql = if rows.new_mails.is_empty() {
+                statements::CONFIRM
+            } else {
+                values.push(array(&rows.new_mails));
+                statements::CONFIRM_CHANGE
+            };
             values.push(array(&rows.new_events));
-            (statements::CONFIRM, values)
+            (sql, values)
         }
         // A change's first link: it moves the flow on and sends the second link; the
         // address stays as it is.

@@ -1,6 +1,6 @@
 //! The rows a PostgreSQL use-case writes, held until they go out together in one of the
 //! static statements of `sql/` (`writes.sql` for a locked use-case, `request.sql`,
-//! `confirm.sql` or `confirm_current.sql` for an optimistic one). A kind of row that comes
+//! `confirm.sql`, `confirm_change.sql` or `confirm_current.sql` for an optimistic one). A kind of row that comes
 //! in any number travels as ONE parameter, a JSON array read back by
 //! `jsonb_populate_recordset`; the hot statements take their one row of a kind (and
 //! `request.sql` its few limits' steps) as a typed parameter per column instead
@@ -151,7 +151,7 @@ pub(super) const FLOW: [(&str, Col); 14] = [
     ("locked_until", Col::Int),
 ];
 
-/// What a moved flow sets (`confirm.sql`), its id first.
+/// What a moved flow sets (`confirm.sql`, `confirm_change.sql`), its id first.
 pub(super) const MOVED_FLOW: [(&str, Col); 8] = [
     ("flow_id", Col::Text),
     ("step", Col::Text),

@@ -7,8 +7,10 @@
 pub(super) const WRITES: &str = include_str!("sql/writes.sql");
 /// An optimistic request's one statement (`optimistic::commit`).
 pub(super) const REQUEST: &str = include_str!("sql/request.sql");
-/// An optimistic confirmation of a flow's last link (`optimistic::commit`).
+/// An optimistic confirmation of a flow's last link that sends no mail (`optimistic::commit`).
 pub(super) const CONFIRM: &str = include_str!("sql/confirm.sql");
+/// An optimistic confirmation of a change's last link, which mails the old address.
+pub(super) const CONFIRM_CHANGE: &str = include_str!("sql/confirm_change.sql");
 /// An optimistic confirmation of a change's first link, to the current address.
 pub(super) const CONFIRM_CURRENT: &str = include_str!("sql/confirm_current.sql");
 /// A locked request's first statement: the user's lock and a limit's step.
@@ -17,10 +19,11 @@ pub(super) const LOCK_USER_TAKING: &str = include_str!("sql/lock_user_taking.sql
 pub(super) const LOCK_USER_CONSUMING: &str = include_str!("sql/lock_user_consuming.sql");
 
 /// Every statement by its file's name (the golden test and `EXPLAIN` use it).
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 7] = [
     ("writes.sql", WRITES),
     ("request.sql", REQUEST),
     ("confirm.sql", CONFIRM),
+    ("confirm_change.sql", CONFIRM_CHANGE),
     ("confirm_current.sql", CONFIRM_CURRENT),
     ("lock_user_taking.sql", LOCK_USER_TAKING),
     ("lock_user_consuming.sql", LOCK_USER_CONSUMING),

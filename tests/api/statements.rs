@@ -44,7 +44,8 @@ fn arguments(name: &str) -> String {
         // column each
         "request.sql" => nulls(8 + 14 + 8 + 17 + 8 + 3 * 5),
         // the token, the user's row and the flow a column each; mails, events
-        "confirm.sql" => format!("{}, '[]', '[]'", nulls(2 + 7 + 8)),
+        "confirm.sql" => format!("{}, '[]'", nulls(2 + 7 + 8)),
+        "confirm_change.sql" => format!("{}, '[]', '[]'", nulls(2 + 7 + 8)),
         "confirm_current.sql" => "'{}', '{}', '{}', '[]', '[]', '[]', '[]'".into(),
         "lock_user_taking.sql" => "'u1', 1, 'u:x', 1000, 60000".into(),
         "lock_user_consuming.sql" => "'u1', 'digest', 1".into(),

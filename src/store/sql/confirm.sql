@@ -1,12 +1,13 @@
--- The ONE statement of a flow's last confirmation: a sign-up's link, or a change's second
--- link, to the NEW address (ConfirmLink, the link pages' POST; PostgreSQL,
--- `store/optimistic.rs`), sent outside a transaction block after the confirmation's one
--- read (the token, its flow and its user): the token used, the flow completed, the user's
--- address of record set verified, the change's notice to the old address, and the audit
--- events. All or nothing: the verdict at the end raises an error, which undoes every
--- part, when the token or the user's row is no longer as read (SQLSTATE 40001: it runs
--- again); the index of verified addresses refuses an inbox another user verified
--- meanwhile (SQLSTATE 23505: EMAIL_TAKEN).
+-- The ONE statement of a flow's last confirmation that sends no mail: a sign-up's link
+-- (ConfirmLink, the link pages' POST; PostgreSQL, `store/optimistic.rs`), sent outside a
+-- transaction block after the confirmation's one read (the token, its flow and its user):
+-- the token used, the flow completed, the user's address of record set verified, and the
+-- audit events. (A change's last link also mails the old address: confirm_change.sql.
+-- Apart, because every table a statement names costs each execution its locks and its
+-- insert's setup, even when nothing is inserted.) All or nothing: the verdict at the end
+-- raises an error, which undoes every part, when the token or the user's row is no longer
+-- as read (SQLSTATE 40001: it runs again); the index of verified addresses refuses an
+-- inbox another user verified meanwhile (SQLSTATE 23505: EMAIL_TAKEN).
 -- No two parts touch the same row, so the order they run in does not matter.
 --
 -- Parameters: the one row of each kind as typed values, a column each (the cheapest way
@@ -17,9 +18,7 @@
 --            what it becomes: email, email_key, email_verified, verified_at, updated_at
 --   $10-$17  the flow, completed: flow_id, step, state, expires_at, resend_available_at,
 --            updated_at, failed_codes, locked_until
---   $18      new mails, a JSON array, every column of `outbox` (a change's notice to the
---            old address)
---   $19      new events, a JSON array: {user_id, flow_id, event_type, masked_address,
+--   $18      new events, a JSON array: {user_id, flow_id, event_type, masked_address,
 --            detail, at, actor, request_id}
 WITH
 token_used AS (
@@ -41,19 +40,10 @@ moved_flow AS (
          failed_codes = $16::integer, locked_until = $17::bigint
    WHERE flows.flow_id = $10::text
 ),
-new_mails AS (
-  INSERT INTO outbox (mail_id, user_id, flow_id, template, recipient, locale, params,
-                      sealed_link, state, attempts, next_attempt_at, claimed_until,
-                      claimed_by, last_error, created_at, sent_at, bounce)
-  SELECT mail_id, user_id, flow_id, template, recipient, locale, params,
-         sealed_link, state, attempts, next_attempt_at, claimed_until,
-         claimed_by, last_error, created_at, sent_at, bounce
-    FROM jsonb_populate_recordset(NULL::outbox, $18::jsonb)
-),
 new_events AS (
   INSERT INTO events (user_id, flow_id, event_type, masked_address, detail, at, actor, request_id)
   SELECT user_id, flow_id, event_type, masked_address, detail, at, actor, request_id
-    FROM jsonb_populate_recordset(NULL::events, $19::jsonb)
+    FROM jsonb_populate_recordset(NULL::events, $18::jsonb)
 )
 SELECT emailverify_verdict(
   -- the guards: the token and the user's row, each exactly as read
