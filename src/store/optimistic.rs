@@ -155,8 +155,9 @@ impl UserWrite {
 
 /// Sends the plan as ONE statement, its use-case's: `sql/request.sql`, or, when it uses
 /// a token, `sql/confirm.sql` (a flow's last step; `sql/confirm_change.sql` when it also
-/// mails) or `sql/confirm_current.sql` (a change's first step) (see the module doc). A plan of any other shape (e.g. a request that
-/// would also move a flow) has no statement: it runs again locked.
+/// mails) or `sql/confirm_current.sql` (a change's first step) (see the module doc). A
+/// plan of any other shape (e.g. a request that would also move a flow) has no statement:
+/// it runs again locked.
 pub(super) async fn commit(db: &Handle, plan: Plan) -> CoreResult<()> {
     if plan.user.is_none()
         && plan.consume.is_none()

@@ -12,12 +12,24 @@ use emailverify::store::statements::ALL;
 use emailverify::store::{Consuming, NewToken};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
-use crate::helpers::{Backend, fresh_database, postgres_available};
+use crate::helpers::{Backend, TestDb, fresh_database, postgres_available};
 
 async fn exec(conn: &DatabaseConnection, sql: &str) {
     conn.execute_unprepared(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A fresh, migrated PostgreSQL database and ONE session on it: a prepared statement and a
+/// setting live in one session.
+async fn one_session() -> (TestDb, DatabaseConnection) {
+    let db = fresh_database(Backend::Postgres).await;
+    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut one = sea_orm::ConnectOptions::new(db.url.clone());
+    one.max_connections(1).min_connections(1);
+    let conn = Database::connect(one).await.unwrap();
+    (db, conn)
 }
 
 /// The plan PostgreSQL makes for `sql` (a statement, or `EXECUTE` of a prepared one), a
@@ -58,13 +70,7 @@ async fn every_static_statement_finds_its_rows_by_an_index() {
     if !postgres_available().await {
         return;
     }
-    let db = fresh_database(Backend::Postgres).await;
-    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
-    // One connection: a prepared statement and a setting live in one session.
-    let mut one = sea_orm::ConnectOptions::new(db.url.clone());
-    one.max_connections(1).min_connections(1);
-    let conn = Database::connect(one).await.unwrap();
+    let (_db, conn) = one_session().await;
     // With sequential scans priced out, a plan still holds one only where no index can
     // serve the lookup: that is what a lost index looks like.
     exec(&conn, "SET enable_seqscan = off").await;
@@ -279,12 +285,7 @@ async fn the_mail_worker_s_claim_finds_its_mails_by_index_in_a_large_outbox() {
     if !postgres_available().await {
         return;
     }
-    let db = fresh_database(Backend::Postgres).await;
-    let store = emailverify::store::Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
-    let mut one = sea_orm::ConnectOptions::new(db.url.clone());
-    one.max_connections(1).min_connections(1);
-    let conn = Database::connect(one).await.unwrap();
+    let (_db, conn) = one_session().await;
     for (state, rows) in [("sent", 100_000), ("pending", 50)] {
         exec(
             &conn,
